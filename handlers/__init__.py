@@ -1,0 +1,18 @@
+"""Thin HTTP blueprints: parse, authorize, call one domain function, serialize."""
+
+from __future__ import annotations
+
+from sanic import Sanic
+
+from server.config import Settings
+
+
+def register_blueprints(app: Sanic, settings: Settings) -> None:
+    from handlers import auth, health, ledger, members, merchants, wechat_official
+
+    for module in (health, auth, merchants, members, ledger, wechat_official):
+        app.blueprint(module.bp)
+    if settings.wechat.emulator.enabled:
+        from wechat.emulator.app import create_blueprint
+
+        app.blueprint(create_blueprint(settings))

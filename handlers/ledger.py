@@ -1,0 +1,138 @@
+"""Points and stored-value changes by staff, and the ledgers behind them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import Field, StrictInt
+from sanic import Blueprint
+from sanic.request import Request
+
+from handlers.members import visible_member
+from models import ledger
+from server.api import Out, Schema, endpoint, ok
+from server.auth import ALL_STAFF, MANAGERS
+
+bp = Blueprint("ledger", url_prefix="/api/members")
+
+
+class ChangeIn(Schema):
+    delta: StrictInt = Field(description="Signed amount: points, or fen for balance; never zero")
+    reason: str = Field(min_length=1, max_length=255)
+    idempotency_key: str = Field(
+        min_length=1, max_length=128, description="Unique per merchant; a repeat returns the first result"
+    )
+    kind: str = Field("adjust", max_length=16)
+
+
+class EntryOut(Out):
+    id: int
+    member_id: int
+    delta: int
+    balance_after: int
+    kind: str
+    reason: str
+    ref_type: str
+    ref_id: str
+    idempotency_key: str
+    operator_staff_id: int | None
+    created_at: datetime
+
+
+class ChangeOut(Out):
+    entry: EntryOut
+    replayed: bool = Field(description="True when the idempotency key was seen before and nothing changed")
+    balance: int
+
+
+class LedgerQuery(Schema):
+    before_id: int | None = Field(None, ge=1)
+    limit: int = Field(50, ge=1, le=200)
+
+
+class LedgerPage(Out):
+    items: list[EntryOut]
+    next_before_id: int | None
+
+
+async def _change(request: Request, member_id: int, body: ChangeIn, change) -> ChangeOut:
+    principal = request.ctx.principal
+    member = await visible_member(principal, member_id)
+    result = await change(
+        merchant_id=principal.merchant_id,
+        member_id=member.id,
+        delta=body.delta,
+        kind=body.kind,
+        reason=body.reason,
+        idempotency_key=body.idempotency_key,
+        ref_type="staff",
+        ref_id=str(principal.subject_id),
+        operator_staff_id=principal.subject_id,
+    )
+    points, balance = await ledger.get_balances(member_id=member.id)
+    current = points if change is ledger.change_points else balance
+    return ChangeOut(entry=EntryOut.model_validate(result.entry), replayed=result.replayed, balance=current)
+
+
+@bp.post("/<member_id:int>/points")
+@endpoint(
+    summary="Change a member's points",
+    tag="ledger",
+    roles=MANAGERS,
+    body=ChangeIn,
+    response=ChangeOut,
+    errors=(404, 409),
+    description="One ledger row; never below zero (409 points.insufficient).",
+)
+async def change_points(request: Request, member_id: int, body: ChangeIn):
+    return ok(await _change(request, member_id, body, ledger.change_points))
+
+
+@bp.post("/<member_id:int>/balance")
+@endpoint(
+    summary="Change a member's stored value (fen)",
+    tag="ledger",
+    roles=MANAGERS,
+    body=ChangeIn,
+    response=ChangeOut,
+    errors=(404, 409),
+    description="One ledger row; never below zero (409 balance.insufficient).",
+)
+async def change_balance(request: Request, member_id: int, body: ChangeIn):
+    return ok(await _change(request, member_id, body, ledger.change_balance))
+
+
+async def _page(request: Request, member_id: int, book: str, query: LedgerQuery) -> LedgerPage:
+    principal = request.ctx.principal
+    member = await visible_member(principal, member_id)
+    entries = await ledger.list_entries(
+        book=book, merchant_id=principal.merchant_id, member_id=member.id, before_id=query.before_id, limit=query.limit
+    )
+    next_id = entries[-1].id if len(entries) == query.limit else None
+    return LedgerPage(items=[EntryOut.model_validate(e) for e in entries], next_before_id=next_id)
+
+
+@bp.get("/<member_id:int>/points/ledger")
+@endpoint(
+    summary="A member's points ledger",
+    tag="ledger",
+    roles=ALL_STAFF,
+    query=LedgerQuery,
+    response=LedgerPage,
+    errors=(404,),
+)
+async def points_ledger(request: Request, member_id: int, query: LedgerQuery):
+    return ok(await _page(request, member_id, "points", query))
+
+
+@bp.get("/<member_id:int>/balance/ledger")
+@endpoint(
+    summary="A member's stored-value ledger",
+    tag="ledger",
+    roles=ALL_STAFF,
+    query=LedgerQuery,
+    response=LedgerPage,
+    errors=(404,),
+)
+async def balance_ledger(request: Request, member_id: int, query: LedgerQuery):
+    return ok(await _page(request, member_id, "balance", query))

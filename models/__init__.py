@@ -1,0 +1,1 @@
+"""Tortoise models and the domain functions that guard them, one module per domain."""

@@ -1,0 +1,53 @@
+"""Inbound WeChat events: the log that also makes redelivered events no-ops."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tortoise import fields
+from tortoise.exceptions import IntegrityError
+from tortoise.models import Model
+
+
+class InboundEvent(Model):
+    id = fields.BigIntField(primary_key=True)
+    merchant_id = fields.IntField()
+    appid = fields.CharField(max_length=32)
+    dedupe_key = fields.CharField(max_length=128)
+    msg_type = fields.CharField(max_length=32)
+    event = fields.CharField(max_length=64, default="")
+    openid = fields.CharField(max_length=64, default="")
+    payload = fields.JSONField()
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "wechat_inbound_event"
+        unique_together = (("appid", "dedupe_key"),)
+
+
+def dedupe_key(message: dict[str, str]) -> str:
+    """WeChat's own rule: MsgId for messages, FromUserName + CreateTime for events."""
+    msg_id = message.get("MsgId") or message.get("MsgID")
+    if msg_id and message.get("MsgType") != "event":
+        return f"msg:{msg_id}"
+    return f"evt:{message.get('FromUserName', '')}:{message.get('CreateTime', '')}:{message.get('Event', '')}"
+
+
+async def record_event(*, merchant_id: int, appid: str, message: dict[str, Any]) -> InboundEvent | None:
+    """Store an event once; returns None when it was already recorded (a redelivery)."""
+    try:
+        return await InboundEvent.create(
+            merchant_id=merchant_id,
+            appid=appid,
+            dedupe_key=dedupe_key(message)[:128],
+            msg_type=message.get("MsgType", "")[:32],
+            event=(message.get("Event") or "")[:64],
+            openid=message.get("FromUserName", "")[:64],
+            payload=message,
+        )
+    except IntegrityError:
+        return None
+
+
+async def list_events(*, merchant_id: int, limit: int = 50) -> list[InboundEvent]:
+    return await InboundEvent.filter(merchant_id=merchant_id).order_by("-id").limit(limit)

@@ -1,0 +1,163 @@
+"""Command line: python -m server [--config PATH] [serve|migrate|seed|create-merchant|check-ledgers]."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from functools import partial
+
+from server.config import ConfigError, Settings, load_settings
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m server", description="Huiyuan member-loyalty server")
+    parser.add_argument("--config", help="YAML config file (default: ./config.yaml if present)")
+    parser.add_argument("--host", help="listen address (server.host)")
+    parser.add_argument("--port", type=int, help="listen port (server.port)")
+    parser.add_argument("--workers", type=int, help="worker processes (server.workers)")
+    sub = parser.add_subparsers(dest="command")
+    sub.add_parser("serve", help="run the HTTP server (default); development also migrates and seeds")
+    sub.add_parser("migrate", help="apply pending database migrations")
+    sub.add_parser("seed", help="create/refresh the default merchant from the config")
+    merchant = sub.add_parser("create-merchant", help="add a merchant with its first store and owner login")
+    merchant.add_argument("--code", required=True)
+    merchant.add_argument("--name", required=True)
+    merchant.add_argument("--timezone", default="Asia/Shanghai")
+    merchant.add_argument("--store-code", required=True)
+    merchant.add_argument("--store-name", required=True)
+    merchant.add_argument("--admin-username", required=True)
+    merchant.add_argument("--admin-password", help="default: generated and printed once")
+    sub.add_parser("check-ledgers", help="recompute every balance from its ledger; exit 1 on a mismatch")
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    settings = load_settings(args.config)
+    overrides = {f"server.{k}": getattr(args, k) for k in ("host", "port", "workers") if getattr(args, k)}
+    return settings.replace(**overrides) if overrides else settings
+
+
+async def _with_db(settings: Settings, work) -> int:
+    from server import db
+    from server.crypto import DataCipher, set_cipher
+
+    set_cipher(DataCipher(settings.security.data_key))
+    await db.init_db(settings)
+    try:
+        return await work()
+    finally:
+        await db.close_db()
+
+
+async def _prepare_development(settings: Settings) -> None:
+    from server import db
+    from server.seed import DEV_ADMIN_PASSWORD, seed_default_merchant
+
+    await db.migrate(settings, progress=True)
+    result = await seed_default_merchant(settings)
+    password = result.admin_password or (
+        DEV_ADMIN_PASSWORD if not settings.merchant.admin_password else "(as configured)"
+    )
+    print(f"Demo merchant '{result.merchant.code}' ({result.merchant.name}), store {result.store.code}", flush=True)
+    print(f"Admin login: username '{result.admin_username}', password '{password}'", flush=True)
+
+
+def serve(settings: Settings) -> None:
+    from sanic import Sanic
+    from sanic.worker.loader import AppLoader
+
+    from server.app import create_app
+
+    if not settings.is_production:
+        asyncio.run(_with_db(settings, partial(_async_ok, _prepare_development(settings))))
+    base = f"http://{settings.server.host}:{settings.server.port}"
+    print(f"Huiyuan on {base} (docs {base}/docs, health {base}/healthz)", flush=True)
+    if settings.wechat.emulator.enabled:
+        print(
+            f"WeChat emulator at {base}{settings.wechat.emulator.mount} "
+            f"(try: python -m wechat.emulator --server {base} scan --store {settings.merchant.store_code} "
+            "--openid o_demo_1)",
+            flush=True,
+        )
+    loader = AppLoader(factory=partial(create_app, settings))
+    app = loader.load()
+    app.prepare(
+        host=settings.server.host,
+        port=settings.server.port,
+        workers=settings.server.workers,
+        single_process=settings.server.workers == 1,
+        motd=False,
+        access_log=settings.server.access_log,
+    )
+    if settings.server.workers == 1:
+        Sanic.serve_single(primary=app)
+    else:
+        Sanic.serve(primary=app, app_loader=loader)
+
+
+async def _async_ok(coro) -> int:
+    await coro
+    return 0
+
+
+async def _check_ledgers() -> int:
+    from models.ledger import find_mismatches
+
+    checked = mismatches = 0
+    async for item in find_mismatches():
+        if isinstance(item, int):
+            checked += item
+            print(f"\rchecked {checked} accounts", end="", file=sys.stderr, flush=True)
+            continue
+        mismatches += 1
+        print(f"\nMISMATCH {item.book} member={item.member_id} balance={item.balance} ledger_sum={item.ledger_sum}")
+    print(f"\n{checked} accounts checked, {mismatches} mismatches", flush=True)
+    return 1 if mismatches else 0
+
+
+async def _create_merchant(args: argparse.Namespace) -> int:
+    from server.seed import ensure_merchant
+
+    result = await ensure_merchant(
+        code=args.code,
+        name=args.name,
+        timezone=args.timezone,
+        store_code=args.store_code,
+        store_name=args.store_name,
+        admin_username=args.admin_username,
+        admin_password=args.admin_password,
+    )
+    state = "created" if result.created else "already existed"
+    print(f"merchant {result.merchant.code} (id {result.merchant.id}) {state}; store {result.store.code}")
+    if result.admin_password:
+        print(f"owner login: {result.admin_username} / {result.admin_password}  (shown once)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = _settings(args)
+    except ConfigError as exc:
+        print(f"huiyuan: {exc}", file=sys.stderr)
+        return 2
+    command = args.command or "serve"
+    if command == "serve":
+        serve(settings)
+        return 0
+    if command == "migrate":
+        from server import db
+
+        return asyncio.run(_with_db(settings, partial(_async_ok, db.migrate(settings, progress=True))))
+    if command == "seed":
+        return asyncio.run(_with_db(settings, partial(_async_ok, _prepare_development(settings))))
+    if command == "create-merchant":
+        return asyncio.run(_with_db(settings, partial(_create_merchant, args)))
+    if command == "check-ledgers":
+        return asyncio.run(_with_db(settings, _check_ledgers))
+    raise AssertionError(command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

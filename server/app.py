@@ -1,0 +1,79 @@
+"""The app factory: create_app(settings) wires config, database, Redis, WeChat and blueprints."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from sanic import Sanic
+from sanic.request import Request
+from sanic_ext import Extend
+
+from server import db, metrics
+from server.config import Settings
+from server.crypto import DataCipher, set_cipher
+from server.errors import register_error_handlers
+from server.redis import Keys, create_redis
+
+log = logging.getLogger("huiyuan")
+
+
+def create_app(settings: Settings, *, name: str = "huiyuan", wechat_transport: Any = None) -> Sanic:
+    """Build the Sanic app; connections open in listeners, never here."""
+    from handlers import register_blueprints
+    from wechat.gateway import WeChatGateway
+
+    app = Sanic(name, configure_logging=True)
+    app.config.REQUEST_MAX_SIZE = settings.server.request_max_size
+    app.config.ACCESS_LOG = settings.server.access_log
+    app.config.FALLBACK_ERROR_FORMAT = "json"
+    app.config.OAS_UI_DEFAULT = "swagger"
+    app.config.OAS_URL_PREFIX = "/docs"
+    app.config.OAS_UI_REDOC = False
+    app.config.OAS_AUTODOC = False
+    app.config.HEALTH = False
+    app.ctx.settings = settings
+    app.ctx.keys = Keys(settings.redis.key_prefix)
+    Extend(app, config={"oas_autodoc": False, "cors": False, "health": False})
+    app.ext.openapi.describe(
+        "Huiyuan",
+        version="0.1.0",
+        description="WeChat member-loyalty backend. Every endpoint lists the roles allowed to call it in its "
+        'description. Errors are `{"error": {"code": "dotted.code", "message": "..."}}`.',
+    )
+    app.ext.openapi.add_security_scheme("bearerAuth", "http", scheme="bearer", bearer_format="JWT")
+    register_error_handlers(app)
+    metrics.install(app)
+    register_blueprints(app, settings)
+
+    @app.before_server_start
+    async def open_connections(app: Sanic) -> None:
+        set_cipher(DataCipher(settings.security.data_key))
+        await db.init_db(settings)
+        app.ctx.redis = create_redis(settings.redis.url)
+        app.ctx.wechat = WeChatGateway(
+            settings=settings,
+            redis=app.ctx.redis,
+            keys=app.ctx.keys,
+            transport=wechat_transport,
+            self_url=_self_url(app, settings),
+        )
+
+    @app.after_server_stop
+    async def close_connections(app: Sanic) -> None:
+        await app.ctx.wechat.aclose()
+        await app.ctx.redis.aclose()
+        await db.close_db()
+
+    @app.on_request(priority=90)
+    async def attach_request_id(request: Request) -> None:
+        request.ctx.request_id = request.headers.get("x-request-id") or request.id.hex
+
+    return app
+
+
+def _self_url(app: Sanic, settings: Settings) -> str:
+    if settings.server.public_url:
+        return settings.server.public_url.rstrip("/")
+    host = settings.server.host if settings.server.host not in ("0.0.0.0", "::") else "127.0.0.1"  # noqa: S104
+    return f"http://{host}:{settings.server.port}"

@@ -1,0 +1,114 @@
+"""Bearer tokens and role checks: every endpoint declares its roles here, via @requires."""
+
+from __future__ import annotations
+
+import functools
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+from sanic.request import Request
+
+from models.staff import HQ_ROLES, ROLES
+from server import clock
+from server.errors import Forbidden, Unauthorized
+
+ALGORITHM = "HS256"
+ALL_STAFF = ROLES
+HQ = tuple(r for r in ROLES if r in HQ_ROLES)
+MANAGERS = ("owner", "hq_admin", "store_manager")
+ADMINS = ("owner", "hq_admin")
+MEMBER = "member"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: a staff member (with role and maybe a store) or a member."""
+
+    kind: str  # "staff" | "member"
+    subject_id: int
+    merchant_id: int
+    role: str
+    store_id: int | None
+    jti: str
+    expires_at: int
+
+    @property
+    def store_scope(self) -> int | None:
+        """The store a store-scoped role is limited to; None for HQ roles."""
+        return None if self.role in HQ_ROLES else self.store_id
+
+
+def issue_access_token(
+    *, secret: str, ttl: int, kind: str, subject_id: int, merchant_id: int, role: str, store_id: int | None
+) -> tuple[str, int]:
+    """A signed short-lived JWT; returns (token, expires_in)."""
+    now = int(clock.now().timestamp())
+    claims = {
+        "sub": str(subject_id),
+        "knd": kind,
+        "mid": merchant_id,
+        "rol": role,
+        "sid": store_id,
+        "iat": now,
+        "exp": now + ttl,
+        "jti": secrets.token_hex(12),
+    }
+    return jwt.encode(claims, secret, algorithm=ALGORITHM), ttl
+
+
+def decode_access_token(token: str, *, secret: str) -> Principal:
+    try:
+        claims = jwt.decode(token, secret, algorithms=[ALGORITHM], options={"require": ["exp", "sub", "jti"]}, leeway=0)
+    except jwt.ExpiredSignatureError as exc:
+        raise Unauthorized("access token expired", code="auth.token_expired") from exc
+    except jwt.PyJWTError as exc:
+        raise Unauthorized("access token is invalid", code="auth.token_invalid") from exc
+    return Principal(
+        kind=claims["knd"],
+        subject_id=int(claims["sub"]),
+        merchant_id=int(claims["mid"]),
+        role=claims["rol"],
+        store_id=claims.get("sid"),
+        jti=claims["jti"],
+        expires_at=int(claims["exp"]),
+    )
+
+
+async def authenticate_request(request: Request) -> Principal:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthorized("missing bearer token", code="auth.token_missing")
+    ctx = request.app.ctx
+    principal = decode_access_token(token.strip(), secret=ctx.settings.security.jwt_secret)
+    if await ctx.redis.exists(ctx.keys("revoked", principal.jti)):
+        raise Unauthorized("access token was revoked", code="auth.token_revoked")
+    return principal
+
+
+def requires(*roles: str) -> Callable:
+    """Allow the named roles (staff roles and/or "member"); the roles also go into the OpenAPI text."""
+    allowed = frozenset(roles)
+
+    def decorator(handler: Callable) -> Callable:
+        @functools.wraps(handler)
+        async def wrapper(request: Request, *args: Any, **kwargs: Any):
+            principal = await authenticate_request(request)
+            if principal.role not in allowed:
+                raise Forbidden(f"role {principal.role} may not do this", code="auth.role_forbidden")
+            request.ctx.principal = principal
+            return await handler(request, *args, **kwargs)
+
+        wrapper.__huiyuan_roles__ = tuple(sorted(allowed))  # type: ignore[attr-defined]
+        return wrapper
+
+    return decorator
+
+
+async def revoke_access_token(request: Request, principal: Principal) -> None:
+    """Deny this access token until it would expire anyway (shared by every worker via Redis)."""
+    ttl = max(1, principal.expires_at - int(clock.now().timestamp()))
+    await request.app.ctx.redis.set(request.app.ctx.keys("revoked", principal.jti), "1", ex=ttl)

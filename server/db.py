@@ -1,0 +1,78 @@
+"""Database wiring: Tortoise config from settings, init/close, migrations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from tortoise import Tortoise
+
+from server.config import Settings
+
+MODEL_MODULES = [
+    "models.tenancy",
+    "models.staff",
+    "models.members",
+    "models.ledger",
+    "models.outbox",
+    "models.wechat_events",
+]
+
+
+def database_url(settings: Settings) -> str:
+    """Return the Tortoise DB URL with pool settings; creates the SQLite folder."""
+    url = settings.database.url
+    if url.startswith("sqlite://"):
+        path = url[len("sqlite://") :]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        return url
+    if url.startswith("mysql://"):
+        parts = urlsplit(url)
+        query = dict(parse_qsl(parts.query))
+        query.setdefault("minsize", str(settings.database.pool_min))
+        query.setdefault("maxsize", str(settings.database.pool_max))
+        query.setdefault("charset", "utf8mb4")
+        return urlunsplit(parts._replace(query=urlencode(query)))
+    raise ValueError(f"unsupported database url {url!r}: use sqlite://PATH or mysql://user:pw@host:port/db")
+
+
+def tortoise_config(settings: Settings) -> dict[str, Any]:
+    """Tortoise ORM config for this deployment (UTC storage, committed migrations)."""
+    return {
+        "connections": {"default": database_url(settings)},
+        "apps": {
+            "models": {
+                "models": MODEL_MODULES,
+                "default_connection": "default",
+                "migrations": "migrations",
+            }
+        },
+        "use_tz": True,
+        "timezone": "UTC",
+    }
+
+
+async def init_db(settings: Settings) -> None:
+    """Open the ORM (connections are lazy) and make it visible to every task."""
+    await Tortoise.init(config=tortoise_config(settings), _enable_global_fallback=True)
+
+
+async def close_db() -> None:
+    await Tortoise.close_connections()
+
+
+async def migrate(settings: Settings, *, progress: bool = False) -> None:
+    """Apply pending committed migrations."""
+    from tortoise.migrations.api.migrate import migrate as migrate_api
+
+    def report(event: str, app_label: str, name: str) -> None:
+        if progress and event == "apply_done":
+            print(f"  applied {app_label}.{name}", flush=True)
+
+    await migrate_api(config=tortoise_config(settings), progress=report)
+
+
+def is_mysql() -> bool:
+    return Tortoise.get_connection("default").capabilities.dialect == "mysql"

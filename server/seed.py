@@ -1,0 +1,89 @@
+"""Idempotent set-up of a merchant with its first store, owner login and WeChat accounts."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+
+from tortoise.transactions import in_transaction
+
+from models import staff as staff_domain
+from models.tenancy import Merchant, Store, upsert_wechat_account, validate_timezone
+from server.config import Settings
+
+DEV_ADMIN_PASSWORD = "huiyuan-demo"
+
+
+@dataclass(frozen=True)
+class SeedResult:
+    merchant: Merchant
+    store: Store
+    admin_username: str
+    admin_password: str | None  # None when the login already existed (password unchanged)
+    created: bool
+
+
+async def ensure_merchant(
+    *,
+    code: str,
+    name: str,
+    timezone: str,
+    store_code: str,
+    store_name: str,
+    admin_username: str,
+    admin_password: str | None,
+) -> SeedResult:
+    """Create the merchant, store and owner if missing; an existing one is left as it is."""
+    validate_timezone(timezone)
+    async with in_transaction():
+        merchant, created = await Merchant.get_or_create(code=code, defaults={"name": name, "timezone": timezone})
+        store, _ = await Store.get_or_create(merchant=merchant, code=store_code, defaults={"name": store_name})
+    password = None
+    if not await staff_domain.Staff.exists(username=admin_username):
+        password = admin_password or secrets.token_urlsafe(12)
+        await staff_domain.create_staff(
+            merchant_id=merchant.id, username=admin_username, password=password, role="owner", display_name="Owner"
+        )
+    return SeedResult(merchant, store, admin_username, password, created)
+
+
+async def seed_default_merchant(settings: Settings) -> SeedResult:
+    """The merchant described by the config's merchant and wechat sections (re-applied on every start)."""
+    seed = settings.merchant
+    password = seed.admin_password or (None if settings.is_production else DEV_ADMIN_PASSWORD)
+    result = await ensure_merchant(
+        code=seed.code,
+        name=seed.name,
+        timezone=seed.timezone,
+        store_code=seed.store_code,
+        store_name=seed.store_name,
+        admin_username=seed.admin_username,
+        admin_password=password,
+    )
+    wechat = settings.wechat
+    await upsert_wechat_account(
+        merchant=result.merchant,
+        kind="official",
+        appid=wechat.official.appid,
+        api_base=wechat.official.api_base,
+        secrets={
+            "secret": wechat.official.secret,
+            "token": wechat.official.token,
+            "encoding_aes_key": wechat.official.encoding_aes_key,
+        },
+    )
+    await upsert_wechat_account(
+        merchant=result.merchant,
+        kind="miniprogram",
+        appid=wechat.miniprogram.appid,
+        api_base=wechat.miniprogram.api_base,
+        secrets={"secret": wechat.miniprogram.secret},
+    )
+    await upsert_wechat_account(
+        merchant=result.merchant,
+        kind="pay",
+        mch_id=wechat.pay.mch_id,
+        api_base=wechat.pay.api_base,
+        secrets={"api_key": wechat.pay.api_key, "api_v3_key": wechat.pay.api_v3_key},
+    )
+    return result
