@@ -59,6 +59,9 @@ class Member(Model):
 
 
 def _check_profile(data: dict[str, Any]) -> None:
+    for key in ("name", "gender"):
+        if key in data and data[key] is None:
+            raise Unprocessable(f"{key} cannot be null", code="member.value_required", field=key)
     phone = data.get("phone")
     if phone is not None and not PHONE_PATTERN.match(phone):
         raise Unprocessable("phone must be 6-20 digits", code="member.phone_invalid", field="phone")

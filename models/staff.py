@@ -149,20 +149,24 @@ async def issue_refresh_token(*, staff: Staff, ttl_seconds: int, family: str | N
 async def rotate_refresh_token(*, token: str, ttl_seconds: int) -> tuple[Staff, str]:
     """Spend a refresh token for a new one; reuse of a spent token revokes its whole family."""
     now = clock.now()
+    reused = False
     async with in_transaction():
         record = await RefreshToken.get_or_none(token_hash=_token_hash(token)).select_for_update()
         if record is None or record.expires_at <= now:
             raise Unauthorized("refresh token is invalid or expired", code="auth.refresh_invalid")
         if record.revoked_at is not None:
             await RefreshToken.filter(family=record.family, revoked_at=None).update(revoked_at=now)
-            raise Unauthorized("refresh token was already used; please log in again", code="auth.refresh_reused")
-        spent = await RefreshToken.filter(id=record.id, revoked_at=None).update(revoked_at=now)
-        if spent != 1:
-            raise Unauthorized("refresh token was already used; please log in again", code="auth.refresh_reused")
-        staff = await Staff.get(id=record.staff_id)
-        if not staff.is_active:
-            raise Unauthorized("account disabled", code="auth.disabled")
-        new_token = await issue_refresh_token(staff=staff, ttl_seconds=ttl_seconds, family=record.family)
+            reused = True
+        else:
+            spent = await RefreshToken.filter(id=record.id, revoked_at=None).update(revoked_at=now)
+            if spent != 1:
+                raise Unauthorized("refresh token was already used; please log in again", code="auth.refresh_reused")
+            staff = await Staff.get(id=record.staff_id)
+            if not staff.is_active:
+                raise Unauthorized("account disabled", code="auth.disabled")
+            new_token = await issue_refresh_token(staff=staff, ttl_seconds=ttl_seconds, family=record.family)
+    if reused:  # raised after the commit: raising inside the block would roll the family revocation back
+        raise Unauthorized("refresh token was already used; please log in again", code="auth.refresh_reused")
     return staff, new_token
 
 

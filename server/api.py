@@ -12,6 +12,7 @@ from sanic import json as json_response
 from sanic.exceptions import BadRequest
 from sanic.request import Request
 from sanic_ext import openapi
+from sanic_ext.extensions.openapi.types import Schema as OpenApiSchema
 
 from server.auth import requires
 from server.errors import Unprocessable
@@ -139,7 +140,7 @@ def endpoint(
                     {
                         "name": name,
                         "location": "query",
-                        "schema": prop,
+                        "schema": OpenApiSchema(**prop),  # a plain dict would be described as an object
                         "required": name in json_schema(query).get("required", []),
                     }
                 )

@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 from sanic import Sanic
+from sanic.exceptions import PayloadTooLarge
 from sanic.request import Request
 from sanic_ext import Extend
 
@@ -18,12 +19,27 @@ from server.redis import Keys, create_redis
 log = logging.getLogger("huiyuan")
 
 
+class BoundedRequest(Request):
+    """Enforces REQUEST_MAX_SIZE while reading the body: Sanic's own server does, ASGI servers do not."""
+
+    async def receive_body(self) -> None:
+        if self.body:
+            return
+        limit, size, chunks = self.app.config.REQUEST_MAX_SIZE, 0, []
+        async for chunk in self.stream:
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge("Request body exceeds the size limit")
+            chunks.append(chunk)
+        self.body = b"".join(chunks)
+
+
 def create_app(settings: Settings, *, name: str = "huiyuan", wechat_transport: Any = None) -> Sanic:
     """Build the Sanic app; connections open in listeners, never here."""
     from handlers import register_blueprints
     from wechat.gateway import WeChatGateway
 
-    app = Sanic(name, configure_logging=True)
+    app = Sanic(name, configure_logging=True, request_class=BoundedRequest)
     app.config.REQUEST_MAX_SIZE = settings.server.request_max_size
     app.config.ACCESS_LOG = settings.server.access_log
     app.config.FALLBACK_ERROR_FORMAT = "json"
@@ -58,6 +74,18 @@ def create_app(settings: Settings, *, name: str = "huiyuan", wechat_transport: A
             transport=wechat_transport,
             self_url=_self_url(app, settings),
         )
+
+    @app.after_server_start
+    async def start_workers(app: Sanic) -> None:
+        if settings.jobs.outbox_worker:
+            from jobs.outbox import run_forever
+
+            app.add_task(run_forever(gateway=app.ctx.wechat, idle_seconds=settings.jobs.outbox_idle_seconds),
+                         name="outbox-worker")
+
+    @app.before_server_stop
+    async def stop_workers(app: Sanic) -> None:
+        await app.cancel_task("outbox-worker", raise_exception=False)
 
     @app.after_server_stop
     async def close_connections(app: Sanic) -> None:

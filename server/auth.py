@@ -60,12 +60,16 @@ def issue_access_token(
 
 
 def decode_access_token(token: str, *, secret: str) -> Principal:
+    # expiry is checked against server.clock (as issuing is), not PyJWT's wall clock
+    options = {"require": ["exp", "sub", "jti"], "verify_exp": False, "verify_iat": False}
     try:
-        claims = jwt.decode(token, secret, algorithms=[ALGORITHM], options={"require": ["exp", "sub", "jti"]}, leeway=0)
-    except jwt.ExpiredSignatureError as exc:
-        raise Unauthorized("access token expired", code="auth.token_expired") from exc
+        claims = jwt.decode(token, secret, algorithms=[ALGORITHM], options=options)
     except jwt.PyJWTError as exc:
         raise Unauthorized("access token is invalid", code="auth.token_invalid") from exc
+    if not isinstance(claims["exp"], int):
+        raise Unauthorized("access token is invalid", code="auth.token_invalid")
+    if claims["exp"] <= clock.now().timestamp():
+        raise Unauthorized("access token expired", code="auth.token_expired")
     return Principal(
         kind=claims["knd"],
         subject_id=int(claims["sub"]),

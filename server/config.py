@@ -13,6 +13,7 @@ ENV_PREFIX = "HUIYUAN_"
 EMULATOR = "emulator"
 DEV_JWT_SECRET = "dev-only-jwt-secret-change-me-0123456789"
 DEV_DATA_KEY = "ZGV2LW9ubHktZGF0YS1rZXktY2hhbmdlLW1lLTMyYiE="  # base64 of 32 bytes, dev only
+EMULATOR_KEYS = Path("wechat/emulator/keys")  # dev-only RSA keys, relative to the project root
 PLACEHOLDER_MARKERS = ("change-me", "changeme", "placeholder", "dev-only", "emulator")
 
 
@@ -69,6 +70,11 @@ class PaySettings(_Section):
     api_key: str = "dev-only-pay-v2-key-0123456789ab"
     api_v3_key: str = "dev-only-pay-v3-key-0123456789ab"
     api_base: str = EMULATOR
+    api_version: Literal["v2", "v3"] = "v3"
+    cert_serial_no: str = "207CC076A5969227CD0EBBAE132FCE0B0A134FCD"
+    private_key_path: str = str(EMULATOR_KEYS / "merchant_private_key.pem")
+    platform_public_key_id: str = "PUB_KEY_ID_0119000001092026010100000000000001"
+    platform_public_key_path: str = str(EMULATOR_KEYS / "platform_public_key.pem")
 
 
 class EmulatorSettings(_Section):
@@ -82,6 +88,11 @@ class WeChatSettings(_Section):
     pay: PaySettings = PaySettings()
     emulator: EmulatorSettings = EmulatorSettings()
     http_timeout: float = Field(5.0, gt=0)
+
+
+class JobsSettings(_Section):
+    outbox_worker: bool = True
+    outbox_idle_seconds: float = Field(1.0, gt=0)
 
 
 class MerchantSeedSettings(_Section):
@@ -101,6 +112,7 @@ class Settings(_Section):
     redis: RedisSettings = RedisSettings()
     security: SecuritySettings = SecuritySettings()
     wechat: WeChatSettings = WeChatSettings()
+    jobs: JobsSettings = JobsSettings()
     merchant: MerchantSeedSettings = MerchantSeedSettings()
 
     @property
@@ -201,6 +213,9 @@ def check_production(settings: Settings) -> None:
         base = getattr(settings.wechat, key).api_base
         if base == EMULATOR or "_emulator" in base or base.startswith("http://127.") or "localhost" in base:
             problems.append(f"wechat.{key}.api_base points at the emulator ({base})")
+    for key in ("private_key_path", "platform_public_key_path"):
+        if "emulator" in getattr(settings.wechat.pay, key):
+            problems.append(f"wechat.pay.{key} is the emulator's public test key")
     if settings.wechat.emulator.enabled:
         problems.append("wechat.emulator.enabled must be false in production")
     if settings.redis.url.startswith("memory://"):

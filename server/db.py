@@ -14,6 +14,7 @@ MODEL_MODULES = [
     "models.tenancy",
     "models.staff",
     "models.members",
+    "models.custom_fields",
     "models.ledger",
     "models.outbox",
     "models.wechat_events",

@@ -8,6 +8,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from sanic import Sanic
 from sanic.request import Request
 from sanic.response import HTTPResponse, raw
+from sanic_ext import openapi
 from tortoise import Tortoise
 
 
@@ -58,6 +59,12 @@ def install(app: Sanic) -> Metrics:
         metrics.latency.labels(request.method, route).observe(time.perf_counter() - started)
 
     @app.get("/metrics", name="metrics")
+    @openapi.definition(
+        summary="Prometheus metrics",
+        tag="ops",
+        description="Request counts, latencies and database pool use in the Prometheus text format.\n\n"
+        "Public: no token needed.",
+    )
     async def metrics_endpoint(request: Request):
         return raw(metrics.render(), content_type="text/plain; version=0.0.4; charset=utf-8")
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import secrets
+from pathlib import Path
 from dataclasses import dataclass
 
 from tortoise.transactions import in_transaction
 
 from models import staff as staff_domain
 from models.tenancy import Merchant, Store, upsert_wechat_account, validate_timezone
-from server.config import Settings
+from server.config import ConfigError, Settings
 
 DEV_ADMIN_PASSWORD = "huiyuan-demo"
 
@@ -47,6 +48,17 @@ async def ensure_merchant(
     return SeedResult(merchant, store, admin_username, password, created)
 
 
+def _read_key(path: str) -> str:
+    """A PEM file's text; relative paths are from the project root."""
+    file = Path(path)
+    if not file.is_absolute():
+        file = Path(__file__).resolve().parents[1] / file
+    try:
+        return file.read_text(encoding="ascii")
+    except OSError as exc:
+        raise ConfigError(f"cannot read key file {file}: {exc.strerror}") from exc
+
+
 async def seed_default_merchant(settings: Settings) -> SeedResult:
     """The merchant described by the config's merchant and wechat sections (re-applied on every start)."""
     seed = settings.merchant
@@ -79,11 +91,20 @@ async def seed_default_merchant(settings: Settings) -> SeedResult:
         api_base=wechat.miniprogram.api_base,
         secrets={"secret": wechat.miniprogram.secret},
     )
+    pay = wechat.pay
     await upsert_wechat_account(
         merchant=result.merchant,
         kind="pay",
-        mch_id=wechat.pay.mch_id,
-        api_base=wechat.pay.api_base,
-        secrets={"api_key": wechat.pay.api_key, "api_v3_key": wechat.pay.api_v3_key},
+        mch_id=pay.mch_id,
+        api_base=pay.api_base,
+        secrets={
+            "api_key": pay.api_key,
+            "api_v3_key": pay.api_v3_key,
+            "api_version": pay.api_version,
+            "cert_serial_no": pay.cert_serial_no,
+            "private_key": _read_key(pay.private_key_path),
+            "platform_public_key_id": pay.platform_public_key_id,
+            "platform_public_key": _read_key(pay.platform_public_key_path),
+        },
     )
     return result

@@ -35,7 +35,7 @@ def _test_settings(tmp_dir: Path) -> Settings:
     env["HUIYUAN_ENVIRONMENT"] = "development"
     env["HUIYUAN_SERVER__PUBLIC_URL"] = BASE_URL
     env["HUIYUAN_REDIS__KEY_PREFIX"] = f"hytest:{RUN_ID}:"
-    env["HUIYUAN_WECHAT__EMULATOR__ENABLED"] = "false"  # TEMP until emulator lands
+    env["HUIYUAN_WECHAT__EMULATOR__ENABLED"] = "true"
     return load_settings(Path(__file__).parent / "config.test.yaml", environ=env)
 
 
@@ -117,6 +117,7 @@ async def reset_state(app: Sanic) -> SeedResult:
     redis = app.ctx.redis
     async for key in redis.scan_iter(match=app.ctx.settings.redis.key_prefix + "*", count=500):
         await redis.delete(key)
+    await app.ctx.wechat.http.post(BASE_URL + app.ctx.settings.wechat.emulator.mount + "/control/reset")
     return await seed_default_merchant(app.ctx.settings)
 
 

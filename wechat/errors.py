@@ -29,3 +29,15 @@ class WeChatAPIError(WeChatError):
 
     def __str__(self) -> str:
         return f"WeChat API error {self.errcode}: {self.errmsg}"
+
+
+class WeChatPayError(WeChatError):
+    """WeChat Pay refused a call (return_code/err_code for v2, code/message for v3)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(code, message)
+        self.code = code
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"WeChat Pay error {self.code}: {self.message}"

@@ -13,6 +13,7 @@ import redis.asyncio as aioredis
 from server.config import EMULATOR, Settings
 from server.redis import Keys
 from wechat.errors import WeChatAPIError, WeChatError
+from wechat.pay import PayV2Client, PayV3Client
 
 log = logging.getLogger("huiyuan.wechat")
 
@@ -55,6 +56,36 @@ class WeChatGateway:
 
     def app_client(self, credentials: AppCredentials) -> AppClient:
         return AppClient(gateway=self, credentials=credentials)
+
+    async def official_client(self, appid: str | None = None) -> AppClient:
+        """Client of an official account stored for a merchant (the default merchant's when appid is None)."""
+        return await self._client("official", appid)
+
+    async def miniprogram_client(self, appid: str | None = None) -> AppClient:
+        return await self._client("miniprogram", appid)
+
+    async def pay_client(self, mch_id: str | None = None, *, version: str | None = None) -> PayV2Client | PayV3Client:
+        """Pay client of a merchant id (the default merchant's when None), in its configured API version."""
+        from models.tenancy import find_wechat_account
+
+        account = await find_wechat_account(kind="pay", key=mch_id)
+        if account is None:
+            raise WeChatError(f"no pay account {mch_id or '(default)'} is configured")
+        keys = account.secrets()
+        base = self.resolve_base(account.api_base)
+        if (version or keys.get("api_version", "v3")) == "v2":
+            return PayV2Client(http=self.http, base=base, mch_id=account.mch_id, api_key=keys["api_key"])
+        return PayV3Client(http=self.http, base=base, mch_id=account.mch_id, serial_no=keys["cert_serial_no"],
+                           private_key_pem=keys["private_key"], platform_public_key_pem=keys["platform_public_key"])
+
+    async def _client(self, kind: str, appid: str | None) -> AppClient:
+        from models.tenancy import find_wechat_account
+
+        account = await find_wechat_account(kind=kind, key=appid)
+        if account is None:
+            raise WeChatError(f"no {kind} account {appid or '(default)'} is configured")
+        credentials = AppCredentials(appid=account.appid, secret=account.secrets()["secret"], api_base=account.api_base)
+        return self.app_client(credentials)
 
     async def aclose(self) -> None:
         await self.http.aclose()

@@ -1,0 +1,103 @@
+"""wrk driver for bench/ceiling.py: the POST script with unique idempotency keys, and output parsing."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+LUA = """
+local paths = {%(paths)s}
+local headers = {["Content-Type"] = "application/json"%(auth)s}
+local tag = "%(tag)s"
+local threads = {}
+function setup(thread)
+  table.insert(threads, thread)
+  thread:set("tid", #threads)
+end
+local counter = 0
+bad = {}
+sample = ""
+function request()
+  counter = counter + 1
+  local path = paths[(counter %% #paths) + 1]
+  local body = '{"delta":1,"reason":"bench","kind":"adjust","idempotency_key":"' ..
+    tag .. "-" .. tid .. "-" .. counter .. '"}'
+  return wrk.format("POST", path, headers, body)
+end
+function response(status, hdrs, body)
+  if status >= 300 then
+    bad[status] = (bad[status] or 0) + 1
+    if sample == "" then sample = string.sub(body or "", 1, 200) end
+  end
+end
+function done(summary, latency, requests)
+  for _, t in ipairs(threads) do
+    for status, n in pairs(t:get("bad")) do
+      io.write(string.format("STATUS %%d %%d %%s\\n", status, n, string.gsub(t:get("sample"), "\\n", " ")))
+    end
+  end
+end
+"""
+
+
+@dataclass
+class Row:
+    name: str
+    rps: float = 0.0
+    p50_ms: float = 0.0
+    p99_ms: float = 0.0
+    requests: int = 0
+    non2xx: int = 0
+    socket_errors: int = 0
+    statuses: list[str] = field(default_factory=list)
+    note: str = ""
+
+
+def to_ms(text: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()  # type: ignore[union-attr]
+    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}[unit]
+
+
+def parse_wrk(name: str, output: str) -> Row:
+    row = Row(name)
+    if match := re.search(r"Requests/sec:\s+([\d.]+)", output):
+        row.rps = float(match.group(1))
+    if match := re.search(r"^\s+50%\s+(\S+)", output, re.M):
+        row.p50_ms = to_ms(match.group(1))
+    if match := re.search(r"^\s+99%\s+(\S+)", output, re.M):
+        row.p99_ms = to_ms(match.group(1))
+    if match := re.search(r"(\d+) requests in", output):
+        row.requests = int(match.group(1))
+    if match := re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output):
+        row.non2xx = int(match.group(1))
+    if match := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output):
+        row.socket_errors = sum(int(n) for n in match.groups())
+    row.statuses = [line[len("STATUS ") :] for line in output.splitlines() if line.startswith("STATUS ")]
+    return row
+
+
+def lua_script(tmp: Path, *, paths: list[str], token: str | None, tag: str) -> Path:
+    path = tmp / f"{tag}.lua"
+    path.write_text(
+        LUA
+        % {
+            "paths": ", ".join(json.dumps(p) for p in paths),
+            "auth": f', ["Authorization"] = "Bearer {token}"' if token else "",
+            "tag": tag,
+        }
+    )
+    return path
+
+
+def wrk(name: str, url: str, args: argparse.Namespace, script: Path | None = None, seconds: int = 0) -> Row:
+    duration = seconds or args.duration
+    cmd = ["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{duration}s", "--latency", "--timeout", "5s"]
+    cmd += ["-s", str(script)] if script else []
+    done = subprocess.run([*cmd, url], capture_output=True, text=True, timeout=duration + 60, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr.strip()}")
+    return parse_wrk(name, done.stdout)

@@ -1,0 +1,1 @@
+"""Background work: outbox delivery now; scheduler, campaigns and queue workers later."""

@@ -1,0 +1,67 @@
+"""Outbox delivery: workers lease due messages and hand each to the handler of its topic."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from models.outbox import OutboxMessage, claim_due, mark_delivered, mark_failed
+
+log = logging.getLogger("huiyuan.outbox")
+
+Deliver = Callable[[Any, OutboxMessage], Awaitable[None]]  # (gateway, message)
+_topics: dict[str, Deliver] = {}
+
+
+def topic(name: str) -> Callable[[Deliver], Deliver]:
+    """Register the delivery function of an outbox topic (one per topic)."""
+
+    def register(func: Deliver) -> Deliver:
+        if name in _topics and _topics[name] is not func:
+            raise ValueError(f"outbox topic {name} registered twice")
+        _topics[name] = func
+        return func
+
+    return register
+
+
+async def deliver_due(*, gateway: Any, limit: int = 50, lease_seconds: int = 60) -> int:
+    """Deliver one batch of due messages; returns how many were delivered."""
+    delivered = 0
+    for message in await claim_due(limit=limit, lease_seconds=lease_seconds):
+        handler = _topics.get(message.topic)
+        if handler is None:
+            await mark_failed(message=message, error=f"no handler for topic {message.topic}")
+            continue
+        try:
+            await handler(gateway, message)
+        except Exception as exc:  # noqa: BLE001 - every failure is recorded and retried
+            log.warning("outbox %s #%s failed (attempt %s): %s", message.topic, message.id, message.attempts, exc)
+            await mark_failed(message=message, error=f"{type(exc).__name__}: {exc}")
+            continue
+        await mark_delivered(message_id=message.id)
+        delivered += 1
+    return delivered
+
+
+async def run_forever(*, gateway: Any, idle_seconds: float = 1.0) -> None:
+    """The worker loop each server process runs; claims are exclusive, so any number may run."""
+    while True:
+        try:
+            if await deliver_due(gateway=gateway) == 0:
+                await asyncio.sleep(idle_seconds)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - the loop must survive a database blip
+            log.exception("outbox worker error; retrying")
+            await asyncio.sleep(idle_seconds * 5)
+
+
+@topic("wechat.template_send")
+async def send_template_message(gateway: Any, message: OutboxMessage) -> None:
+    """Send an official-account template message (payload: appid?, touser, template_id, data, url?)."""
+    client = await gateway.official_client(message.payload.get("appid"))
+    body = {k: v for k, v in message.payload.items() if k != "appid"}
+    await client.call("POST", "/cgi-bin/message/template/send", json=body)

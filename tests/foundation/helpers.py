@@ -1,0 +1,48 @@
+"""HTTP helpers shared by the foundation tests: staff logins, members and custom fields."""
+
+from __future__ import annotations
+
+import httpx
+
+from tests.conftest import login
+
+STAFF_PASSWORD = "staff-password-1"
+
+
+async def add_staff(
+    client: httpx.AsyncClient, headers: dict[str, str], *, username: str, role: str, store_id: int | None = None
+) -> dict[str, str]:
+    """Create a staff login through the API and return its auth headers."""
+    body = {"username": username, "password": STAFF_PASSWORD, "role": role, "store_id": store_id}
+    response = await client.post("/api/staff", json=body, headers=headers)
+    assert response.status_code == 201, response.text
+    assert response.json()["role"] == role
+    return await login(client, username, STAFF_PASSWORD)
+
+
+async def add_store(client: httpx.AsyncClient, headers: dict[str, str], *, code: str) -> int:
+    response = await client.post("/api/stores", json={"code": code, "name": f"Store {code}"}, headers=headers)
+    assert response.status_code == 201, response.text
+    return response.json()["id"]
+
+
+async def add_member(client: httpx.AsyncClient, headers: dict[str, str], **profile: object) -> dict:
+    response = await client.post("/api/members/", json={"name": "Li Lei", **profile}, headers=headers)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+async def member_total(client: httpx.AsyncClient, headers: dict[str, str]) -> int:
+    response = await client.get("/api/members/", headers=headers)
+    assert response.status_code == 200, response.text
+    return response.json()["total"]
+
+
+def error_of(response: httpx.Response) -> dict:
+    """The error object, after checking the envelope is exactly {"error": {"code", "message", ...}}."""
+    body = response.json()
+    assert set(body) == {"error"}, body
+    error = body["error"]
+    assert isinstance(error["code"], str) and error["code"], body
+    assert isinstance(error["message"], str) and error["message"], body
+    return error

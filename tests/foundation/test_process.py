@@ -1,0 +1,93 @@
+"""The real entry point: `python -m server` starts, migrates, seeds, serves, and starts again on the same data."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import _fresh_mysql_database
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _start(env: dict[str, str], port: int, workers: int) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "server", "--port", str(port), "--workers", str(workers)],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+
+
+def _wait_healthy(proc: subprocess.Popen, port: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited early:\n{proc.stdout.read() if proc.stdout else ''}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise AssertionError("server did not become healthy")
+
+
+def _stop(proc: subprocess.Popen) -> str:
+    proc.send_signal(signal.SIGINT)
+    try:
+        out, _ = proc.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+    return out or ""
+
+
+@pytest.fixture
+async def process_env(settings, tmp_path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HUIYUAN_")}
+    env["HUIYUAN_CONFIG"] = str(tmp_path / "none.yaml")
+    if settings.database.url.startswith("mysql://"):
+        url = settings.database.url + "_proc"
+        await _fresh_mysql_database(url)
+        env.update(HUIYUAN_DATABASE__URL=url, HUIYUAN_REDIS__URL=settings.redis.url,
+                   HUIYUAN_REDIS__KEY_PREFIX=f"hyproc:{os.getpid()}:")
+    else:
+        env.update(HUIYUAN_DATABASE__URL=f"sqlite://{tmp_path / 'data' / 'huiyuan.sqlite3'}")
+    return env
+
+
+def test_server_starts_twice_on_the_same_database_and_serves_the_api(process_env, settings):
+    workers = 2 if settings.database.url.startswith("mysql://") else 1
+    for run in range(2):
+        port = _free_port()
+        env = {**process_env, "HUIYUAN_SERVER__PORT": str(port)}
+        proc = _start(env, port, workers)
+        try:
+            _wait_healthy(proc, port)
+            base = f"http://127.0.0.1:{port}"
+            login = httpx.post(f"{base}/api/auth/login", json={"username": "admin", "password": "huiyuan-demo"})
+            assert login.status_code == 200, login.text
+            headers = {"Authorization": f"Bearer {login.json()['access_token']}"}
+            created = httpx.post(f"{base}/api/members/", json={"name": f"run {run}"}, headers=headers)
+            assert created.status_code == 201, created.text
+            listed = httpx.get(f"{base}/api/members/", headers=headers).json()
+            assert listed["total"] == run + 1
+            assert httpx.get(f"{base}/docs/openapi.json").status_code == 200
+            metrics = httpx.get(f"{base}/metrics").text
+            assert "huiyuan_http_requests_total" in metrics
+        finally:
+            output = _stop(proc)
+        assert "Admin login: username 'admin', password 'huiyuan-demo'" in output, output
