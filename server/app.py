@@ -80,8 +80,10 @@ def create_app(settings: Settings, *, name: str = "huiyuan", wechat_transport: A
         if settings.jobs.outbox_worker:
             from jobs.outbox import run_forever
 
-            app.add_task(run_forever(gateway=app.ctx.wechat, idle_seconds=settings.jobs.outbox_idle_seconds),
-                         name="outbox-worker")
+            app.add_task(
+                run_forever(gateway=app.ctx.wechat, idle_seconds=settings.jobs.outbox_idle_seconds),
+                name="outbox-worker",
+            )
 
     @app.before_server_stop
     async def stop_workers(app: Sanic) -> None:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import secrets
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 
 from tortoise.transactions import in_transaction
 

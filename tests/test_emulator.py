@@ -17,7 +17,7 @@ from sanic import HTTPResponse, Sanic
 from sanic.request import Request
 
 from server.config import Settings
-from wechat.crypto import OACrypto
+from wechat.crypto import OACrypto, check_oa_signature
 from wechat.emulator import (
     MERCHANT_SERIAL_NO,
     PLATFORM_PUBLIC_KEY_ID,
@@ -54,10 +54,15 @@ def _fake_server(app: Sanic, received: dict[str, list[Any]]) -> None:
     @app.post("/wechat/official/<appid>")
     async def official(request: Request, appid: str) -> HTTPResponse:
         args = {k: request.args.get(k) for k in request.args}
-        encrypt = parse_xml(request.body)["Encrypt"]
-        plain = crypto.decrypt(
-            encrypt=encrypt, msg_signature=args["msg_signature"], timestamp=args["timestamp"], nonce=args["nonce"]
+        assert check_oa_signature(
+            token=OA.token, signature=args["signature"], timestamp=args["timestamp"], nonce=args["nonce"]
         )
+        plain = request.body.decode()
+        if args.get("encrypt_type") == "aes":
+            encrypt = parse_xml(request.body)["Encrypt"]
+            plain = crypto.decrypt(
+                encrypt=encrypt, msg_signature=args["msg_signature"], timestamp=args["timestamp"], nonce=args["nonce"]
+            )
         received["oa"].append({"appid": appid, "args": args, "raw": request.body, "fields": parse_xml(plain)})
         return HTTPResponse("success")
 
@@ -386,6 +391,17 @@ async def test_repeat_delivers_identical_bodies(emu: SimpleNamespace, concurrent
     fields = emu.received["oa"][0]["fields"]
     assert fields["CreateTime"] == "1700000000" and fields["CardId"] == "pCard"
     assert fields["UserCardCode"] == answer["code"] and fields["IsGiveByFriend"] == "0"
+
+
+@pytest.mark.asyncio
+async def test_plain_mode_event_and_bad_extra(emu: SimpleNamespace) -> None:
+    event = {"openid": "o_plain", "event": "unsubscribe", "event_key": "", "safe_mode": False}
+    answer = (await emu.client.post(f"{EMU}/control/oa-event", json=event)).json()
+    assert answer["deliveries"][0]["status"] == 200
+    got = emu.received["oa"][0]
+    assert "encrypt_type" not in got["args"] and got["fields"]["Event"] == "unsubscribe"
+    bad = {"openid": "o", "event": "subscribe", "extra": {"Weight": 1.5}}
+    assert (await emu.client.post(f"{EMU}/control/oa-event", json=bad)).status_code == 400
 
 
 @pytest.mark.asyncio

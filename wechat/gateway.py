@@ -75,8 +75,14 @@ class WeChatGateway:
         base = self.resolve_base(account.api_base)
         if (version or keys.get("api_version", "v3")) == "v2":
             return PayV2Client(http=self.http, base=base, mch_id=account.mch_id, api_key=keys["api_key"])
-        return PayV3Client(http=self.http, base=base, mch_id=account.mch_id, serial_no=keys["cert_serial_no"],
-                           private_key_pem=keys["private_key"], platform_public_key_pem=keys["platform_public_key"])
+        return PayV3Client(
+            http=self.http,
+            base=base,
+            mch_id=account.mch_id,
+            serial_no=keys["cert_serial_no"],
+            private_key_pem=keys["private_key"],
+            platform_public_key_pem=keys["platform_public_key"],
+        )
 
     async def _client(self, kind: str, appid: str | None) -> AppClient:
         from models.tenancy import find_wechat_account

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from wechat.errors import WeChatPayError, WeChatSignatureError
-from wechat.paysign import v2_sign, v2_verify, v3_sign_message, v3_request_message, v3_verify
+from wechat.paysign import v2_sign, v2_verify, v3_request_message, v3_sign_message, v3_verify
 from wechat.xmlutil import parse_xml, to_xml
 
 V3_AUTH_SCHEME = "WECHATPAY2-SHA256-RSA2048"
@@ -28,8 +28,9 @@ class PayV2Client:
         if sign_type != "MD5":
             fields["sign_type"] = sign_type
         fields["sign"] = v2_sign(fields, key=self.api_key, sign_type=sign_type)
-        response = await self.http.post(self.base + path, content=to_xml(fields).encode(),
-                                        headers={"Content-Type": "application/xml"})
+        response = await self.http.post(
+            self.base + path, content=to_xml(fields).encode(), headers={"Content-Type": "application/xml"}
+        )
         if response.status_code >= 400:
             raise WeChatPayError("HTTP_ERROR", f"{path}: HTTP {response.status_code}")
         answer = parse_xml(response.content)
@@ -45,23 +46,34 @@ class PayV2Client:
 class PayV3Client:
     """Calls like /v3/pay/transactions/jsapi: Authorization signed with the merchant key, answers verified."""
 
-    def __init__(self, *, http: httpx.AsyncClient, base: str, mch_id: str, serial_no: str, private_key_pem: str,
-                 platform_public_key_pem: str) -> None:
+    def __init__(
+        self,
+        *,
+        http: httpx.AsyncClient,
+        base: str,
+        mch_id: str,
+        serial_no: str,
+        private_key_pem: str,
+        platform_public_key_pem: str,
+    ) -> None:
         self.http, self.base, self.mch_id, self.serial_no = http, base, mch_id, serial_no
         self.private_key_pem, self.platform_public_key_pem = private_key_pem, platform_public_key_pem
 
     def authorization(self, method: str, url: str, body: str) -> str:
         parts = urlsplit(url)
-        path = parts.path[len(urlsplit(self.base).path):] if urlsplit(self.base).path else parts.path
+        path = parts.path[len(urlsplit(self.base).path) :] if urlsplit(self.base).path else parts.path
         path = path + (f"?{parts.query}" if parts.query else "")
         timestamp, nonce = str(int(time.time())), secrets.token_hex(16)
         message = v3_request_message(method=method, url_path=path, timestamp=timestamp, nonce=nonce, body=body)
         signature = v3_sign_message(private_key_pem=self.private_key_pem, message=message)
-        return (f'{V3_AUTH_SCHEME} mchid="{self.mch_id}",nonce_str="{nonce}",signature="{signature}",'
-                f'timestamp="{timestamp}",serial_no="{self.serial_no}"')
+        return (
+            f'{V3_AUTH_SCHEME} mchid="{self.mch_id}",nonce_str="{nonce}",signature="{signature}",'
+            f'timestamp="{timestamp}",serial_no="{self.serial_no}"'
+        )
 
-    async def call(self, method: str, path: str, *, json_body: dict[str, Any] | None = None,
-                   params: dict[str, str] | None = None) -> dict[str, Any]:
+    async def call(
+        self, method: str, path: str, *, json_body: dict[str, Any] | None = None, params: dict[str, str] | None = None
+    ) -> dict[str, Any]:
         request = self.http.build_request(method, self.base + path, params=params)
         body = json.dumps(json_body, separators=(",", ":"), ensure_ascii=False) if json_body is not None else ""
         headers = {"Accept": "application/json", "Authorization": self.authorization(method, str(request.url), body)}
@@ -76,7 +88,11 @@ class PayV3Client:
 
     def _verify(self, response: httpx.Response) -> None:
         headers = response.headers
-        if not v3_verify(public_key_pem=self.platform_public_key_pem, timestamp=headers.get("Wechatpay-Timestamp", ""),
-                         nonce=headers.get("Wechatpay-Nonce", ""), body=response.content,
-                         signature=headers.get("Wechatpay-Signature", "")):
+        if not v3_verify(
+            public_key_pem=self.platform_public_key_pem,
+            timestamp=headers.get("Wechatpay-Timestamp", ""),
+            nonce=headers.get("Wechatpay-Nonce", ""),
+            body=response.content,
+            signature=headers.get("Wechatpay-Signature", ""),
+        ):
             raise WeChatSignatureError("WeChat Pay v3 answer signature does not verify")

@@ -22,19 +22,25 @@ async def test_scan_delivered_three_times_is_recorded_once(client, admin):
 
 
 async def test_concurrent_redeliveries_of_scan_and_subscribed_scan(client):
-    fired = await client.post(f"{EMU}/control/scan",
-                              json={"store": "S001", "openid": "o_scan_2", "repeat": 3, "concurrent": True})
+    fired = await client.post(
+        f"{EMU}/control/scan", json={"store": "S001", "openid": "o_scan_2", "repeat": 3, "concurrent": True}
+    )
     assert [d["status"] for d in fired.json()["deliveries"]] == [200, 200, 200]
-    again = await client.post(f"{EMU}/control/scan",
-                              json={"store": "S001", "openid": "o_scan_2", "subscribed": True, "create_time": 1800000000})
+    again = await client.post(
+        f"{EMU}/control/scan",
+        json={"store": "S001", "openid": "o_scan_2", "subscribed": True, "create_time": 1800000000},
+    )
     assert again.json()["deliveries"][0]["status"] == 200
     rows = await InboundEvent.filter(openid="o_scan_2").order_by("id")
-    assert [(r.event, r.payload["EventKey"]) for r in rows] == [("subscribe", "qrscene_store:S001"),
-                                                                 ("SCAN", "store:S001")]
+    assert [(r.event, r.payload["EventKey"]) for r in rows] == [
+        ("subscribe", "qrscene_store:S001"),
+        ("SCAN", "store:S001"),
+    ]
 
 
 async def test_plaintext_mode_from_the_emulator_is_accepted_too(client):
-    fired = await client.post(f"{EMU}/control/oa-event",
-                              json={"openid": "o_plain_emu", "event": "unsubscribe", "safe_mode": False})
+    fired = await client.post(
+        f"{EMU}/control/oa-event", json={"openid": "o_plain_emu", "event": "unsubscribe", "safe_mode": False}
+    )
     assert fired.json()["deliveries"][0]["status"] == 200
     assert await InboundEvent.filter(openid="o_plain_emu", event="unsubscribe").count() == 1

@@ -19,9 +19,7 @@ async def _assert_nothing_written(before: int) -> None:
 
 @pytest.mark.parametrize("raw", [b"{", b'{"name": "Li",}', b"not json", b"{'name': 'Li'}"])
 async def test_malformed_json_is_400_malformed_json(client, admin, members_before, raw):
-    response = await client.post(
-        "/api/members/", content=raw, headers={**admin, "Content-Type": "application/json"}
-    )
+    response = await client.post("/api/members/", content=raw, headers={**admin, "Content-Type": "application/json"})
     assert response.status_code == 400, response.text
     error = error_of(response)
     assert error["code"] == "request.malformed_json"
@@ -30,7 +28,9 @@ async def test_malformed_json_is_400_malformed_json(client, admin, members_befor
 
 
 async def test_malformed_json_on_a_public_endpoint_is_400_too(client, demo):
-    response = await client.post("/api/auth/login", content=b'{"username": ', headers={"Content-Type": "application/json"})
+    response = await client.post(
+        "/api/auth/login", content=b'{"username": ', headers={"Content-Type": "application/json"}
+    )
     assert response.status_code == 400
     assert error_of(response)["code"] == "request.malformed_json"
 
@@ -138,7 +138,11 @@ async def test_auth_and_domain_errors_use_the_same_envelope(client, admin):
     for response, status, code in (
         (await client.get("/api/members/"), 401, "auth.token_missing"),
         (await client.get("/api/members/1", headers=admin), 404, "member.not_found"),
-        (await client.post("/api/stores", json={"code": "S001", "name": "Again"}, headers=admin), 409, "store.code_taken"),
+        (
+            await client.post("/api/stores", json={"code": "S001", "name": "Again"}, headers=admin),
+            409,
+            "store.code_taken",
+        ),
     ):
         assert response.status_code == status
         assert response.headers["content-type"].startswith("application/json")

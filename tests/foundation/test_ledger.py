@@ -108,13 +108,21 @@ async def test_keys_are_per_merchant_and_members_of_other_merchants_are_404(clie
 
 async def test_fifty_concurrent_debits_against_twenty(client, admin):
     member_id = await _member(client, admin)
-    await client.post(f"/api/members/{member_id}/balance", headers=admin,
-                      json={"delta": 20, "reason": "seed", "idempotency_key": "seed"})
-    responses = await asyncio.gather(*[
-        client.post(f"/api/members/{member_id}/balance", headers=admin,
-                    json={"delta": -1, "reason": "pay", "idempotency_key": f"debit-{i}", "kind": "pay"})
-        for i in range(50)
-    ])
+    await client.post(
+        f"/api/members/{member_id}/balance",
+        headers=admin,
+        json={"delta": 20, "reason": "seed", "idempotency_key": "seed"},
+    )
+    responses = await asyncio.gather(
+        *[
+            client.post(
+                f"/api/members/{member_id}/balance",
+                headers=admin,
+                json={"delta": -1, "reason": "pay", "idempotency_key": f"debit-{i}", "kind": "pay"},
+            )
+            for i in range(50)
+        ]
+    )
     statuses = sorted(r.status_code for r in responses)
     assert statuses.count(200) == 20, statuses
     assert statuses.count(409) == 30, statuses
@@ -138,8 +146,14 @@ async def test_twenty_concurrent_requests_with_one_key_write_one_row(client, adm
 
 def _check_ledgers(settings) -> subprocess.CompletedProcess:
     env = {**os.environ, "HUIYUAN_DATABASE__URL": settings.database.url, "HUIYUAN_REDIS__URL": "memory://"}
-    return subprocess.run([sys.executable, "-m", "server", "check-ledgers"], env=env, capture_output=True,
-                          text=True, timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "server", "check-ledgers"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 async def test_check_ledgers_passes_then_reports_a_tampered_balance(client, admin, settings):

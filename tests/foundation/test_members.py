@@ -32,8 +32,14 @@ async def fields(client, admin) -> list[dict]:
 
 async def test_new_member_round_trips_and_starts_at_zero(client, admin, demo):
     created = await add_member(
-        client, admin, store_id=demo.store.id, phone="13800000001", name="Han Meimei", gender="female",
-        birthday="1990-05-04", openid="o-abc",
+        client,
+        admin,
+        store_id=demo.store.id,
+        phone="13800000001",
+        name="Han Meimei",
+        gender="female",
+        birthday="1990-05-04",
+        openid="o-abc",
     )
     assert created["points"] == 0
     assert created["balance"] == 0
@@ -200,7 +206,9 @@ async def test_invalid_field_definition_is_422(client, admin, field, code):
 
 async def test_duplicate_field_key_is_409(client, admin):
     await _define(client, admin, key="city", label="City", type="string")
-    response = await client.post("/api/member-fields", json={"key": "city", "label": "Town", "type": "string"}, headers=admin)
+    response = await client.post(
+        "/api/member-fields", json={"key": "city", "label": "Town", "type": "string"}, headers=admin
+    )
     assert response.status_code == 409
     assert error_of(response)["code"] == "custom_field.key_taken"
 

@@ -17,14 +17,25 @@ def _oa(settings) -> OACrypto:
 
 
 def _event_xml(openid: str, create_time: int, event: str = "subscribe", key: str = "qrscene_store:S001") -> str:
-    return to_xml({"ToUserName": "gh_demo", "FromUserName": openid, "CreateTime": create_time, "MsgType": "event",
-                   "Event": event, "EventKey": key})
+    return to_xml(
+        {
+            "ToUserName": "gh_demo",
+            "FromUserName": openid,
+            "CreateTime": create_time,
+            "MsgType": "event",
+            "Event": event,
+            "EventKey": key,
+        }
+    )
 
 
 def _plain_params(settings, timestamp: str | None = None, nonce: str = "n0nce") -> dict[str, str]:
     timestamp = timestamp or str(int(time.time()))
-    return {"signature": sha1_signature(settings.wechat.official.token, timestamp, nonce), "timestamp": timestamp,
-            "nonce": nonce}
+    return {
+        "signature": sha1_signature(settings.wechat.official.token, timestamp, nonce),
+        "timestamp": timestamp,
+        "nonce": nonce,
+    }
 
 
 async def test_url_check_echoes_only_for_a_valid_signature(client, settings):
@@ -43,8 +54,9 @@ async def test_url_check_echoes_only_for_a_valid_signature(client, settings):
 
 async def test_safe_mode_event_is_decrypted_and_recorded_once_across_redeliveries(client, settings):
     crypto = _oa(settings)
-    body, params = crypto.build_encrypted_post(_event_xml("o_safe", 1700000000), nonce="abc",
-                                               timestamp=str(int(time.time())))
+    body, params = crypto.build_encrypted_post(
+        _event_xml("o_safe", 1700000000), nonce="abc", timestamp=str(int(time.time()))
+    )
     for _ in range(3):
         response = await client.post("/wechat/official", params=params, content=body)
         assert response.status_code == 200
@@ -57,8 +69,9 @@ async def test_safe_mode_event_is_decrypted_and_recorded_once_across_redeliverie
 
 
 async def test_concurrent_redeliveries_record_one_event(client, settings):
-    body, params = _oa(settings).build_encrypted_post(_event_xml("o_conc", 1700000100), nonce="abc",
-                                                      timestamp=str(int(time.time())))
+    body, params = _oa(settings).build_encrypted_post(
+        _event_xml("o_conc", 1700000100), nonce="abc", timestamp=str(int(time.time()))
+    )
     responses = await asyncio.gather(*[client.post("/wechat/official", params=params, content=body) for _ in range(5)])
     assert [r.text for r in responses] == ["success"] * 5
     assert await InboundEvent.filter(openid="o_conc").count() == 1
@@ -66,8 +79,9 @@ async def test_concurrent_redeliveries_record_one_event(client, settings):
 
 async def test_plaintext_mode_and_distinct_events_are_kept_apart(client, settings):
     for create_time, event in ((1700000200, "subscribe"), (1700000201, "SCAN"), (1700000200, "subscribe")):
-        response = await client.post("/wechat/official", params=_plain_params(settings),
-                                     content=_event_xml("o_plain", create_time, event=event))
+        response = await client.post(
+            "/wechat/official", params=_plain_params(settings), content=_event_xml("o_plain", create_time, event=event)
+        )
         assert response.text == "success"
     assert await InboundEvent.filter(openid="o_plain").count() == 2
 
@@ -83,16 +97,19 @@ async def test_forged_tampered_or_stale_pushes_write_nothing(client, settings):
     assert tampered_sig.json()["error"]["code"] == "wechat.push_invalid"
     outer = parse_xml(body)
     flipped = outer["Encrypt"][:-6] + ("AAAAAA" if not outer["Encrypt"].endswith("AAAAAA") else "BBBBBB")
-    tampered = await client.post("/wechat/official", params=params,
-                                 content=to_xml({"ToUserName": "gh_demo", "Encrypt": flipped}))
+    tampered = await client.post(
+        "/wechat/official", params=params, content=to_xml({"ToUserName": "gh_demo", "Encrypt": flipped})
+    )
     assert tampered.status_code == 403
     old = str(int(time.time()) - 3600)
     body_old, params_old = crypto.build_encrypted_post(_event_xml("o_bad", 1700000301), nonce="abc", timestamp=old)
     stale = await client.post("/wechat/official", params=params_old, content=body_old)
     assert stale.status_code == 403
     assert stale.json()["error"]["code"] == "wechat.timestamp_stale"
-    xxe = ('<?xml version="1.0"?><!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]>'
-           "<xml><ToUserName>gh</ToUserName><FromUserName>&e;</FromUserName><MsgType>event</MsgType></xml>")
+    xxe = (
+        '<?xml version="1.0"?><!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]>'
+        "<xml><ToUserName>gh</ToUserName><FromUserName>&e;</FromUserName><MsgType>event</MsgType></xml>"
+    )
     rejected = await client.post("/wechat/official", params=_plain_params(settings), content=xxe)
     assert rejected.status_code == 403
     garbage = await client.post("/wechat/official", params=_plain_params(settings), content=b"not xml at all")
@@ -101,18 +118,23 @@ async def test_forged_tampered_or_stale_pushes_write_nothing(client, settings):
 
 
 async def test_another_merchants_account_key_cannot_sign_for_this_one(client, settings):
-    other = OACrypto(token="othertoken", encoding_aes_key=settings.wechat.official.encoding_aes_key,
-                     appid=settings.wechat.official.appid)
-    body, params = other.build_encrypted_post(_event_xml("o_other", 1700000400), nonce="abc",
-                                              timestamp=str(int(time.time())))
+    other = OACrypto(
+        token="othertoken",
+        encoding_aes_key=settings.wechat.official.encoding_aes_key,
+        appid=settings.wechat.official.appid,
+    )
+    body, params = other.build_encrypted_post(
+        _event_xml("o_other", 1700000400), nonce="abc", timestamp=str(int(time.time()))
+    )
     response = await client.post(f"/wechat/official/{settings.wechat.official.appid}", params=params, content=body)
     assert response.status_code == 403
     assert await InboundEvent.all().count() == 0
 
 
 async def test_push_for_an_unknown_appid_is_acknowledged_and_dropped(client, settings):
-    body, params = _oa(settings).build_encrypted_post(_event_xml("o_x", 1700000500), nonce="abc",
-                                                      timestamp=str(int(time.time())))
+    body, params = _oa(settings).build_encrypted_post(
+        _event_xml("o_x", 1700000500), nonce="abc", timestamp=str(int(time.time()))
+    )
     response = await client.post("/wechat/official/wx_not_ours", params=params, content=body)
     assert response.status_code == 200
     assert response.text == "success"
@@ -120,8 +142,9 @@ async def test_push_for_an_unknown_appid_is_acknowledged_and_dropped(client, set
 
 
 async def test_admin_sees_received_events(client, settings, admin):
-    body, params = _oa(settings).build_encrypted_post(_event_xml("o_list", 1700000600), nonce="abc",
-                                                      timestamp=str(int(time.time())))
+    body, params = _oa(settings).build_encrypted_post(
+        _event_xml("o_list", 1700000600), nonce="abc", timestamp=str(int(time.time()))
+    )
     await client.post("/wechat/official", params=params, content=body)
     listed = await client.get("/api/wechat/events", headers=admin)
     assert listed.status_code == 200
@@ -140,13 +163,22 @@ async def _ping_handler(event) -> dict[str, str]:
 async def test_handler_runs_once_and_its_reply_comes_back_encrypted(client, settings):
     HANDLED.clear()
     crypto = _oa(settings)
-    body, params = crypto.build_encrypted_post(_event_xml("o_ping", 1700000700, event="huiyuan_test_ping", key=""),
-                                               nonce="abc", timestamp=str(int(time.time())))
+    body, params = crypto.build_encrypted_post(
+        _event_xml("o_ping", 1700000700, event="huiyuan_test_ping", key=""),
+        nonce="abc",
+        timestamp=str(int(time.time())),
+    )
     replies = [await client.post("/wechat/official", params=params, content=body) for _ in range(3)]
     assert HANDLED == ["o_ping"]
     first = parse_xml(replies[0].text)
-    plain = parse_xml(crypto.decrypt(encrypt=first["Encrypt"], msg_signature=first["MsgSignature"],
-                                     timestamp=first["TimeStamp"], nonce=first["Nonce"]))
+    plain = parse_xml(
+        crypto.decrypt(
+            encrypt=first["Encrypt"],
+            msg_signature=first["MsgSignature"],
+            timestamp=first["TimeStamp"],
+            nonce=first["Nonce"],
+        )
+    )
     assert plain["Content"] == "pong o_ping"
     assert plain["ToUserName"] == "o_ping"
     assert plain["FromUserName"] == "gh_demo"

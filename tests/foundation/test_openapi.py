@@ -98,7 +98,13 @@ async def test_query_parameters_carry_their_schemas(spec):
     parameters = {p["name"]: p for p in spec["paths"]["/api/members"]["get"]["parameters"]}
     assert set(parameters) == {"phone", "name", "id_card_no", "openid", "offset", "limit"}
     assert all(p["in"] == "query" for p in parameters.values())
-    assert parameters["limit"]["schema"] == {"type": "integer", "minimum": 1, "maximum": 100, "default": 20, "title": "Limit"}
+    assert parameters["limit"]["schema"] == {
+        "type": "integer",
+        "minimum": 1,
+        "maximum": 100,
+        "default": 20,
+        "title": "Limit",
+    }
     assert parameters["offset"]["schema"]["minimum"] == 0
 
 

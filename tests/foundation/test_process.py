@@ -27,7 +27,11 @@ def _free_port() -> int:
 def _start(env: dict[str, str], port: int, workers: int) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "server", "--port", str(port), "--workers", str(workers)],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
 
 
@@ -62,8 +66,11 @@ async def process_env(settings, tmp_path) -> dict[str, str]:
     if settings.database.url.startswith("mysql://"):
         url = settings.database.url + "_proc"
         await _fresh_mysql_database(url)
-        env.update(HUIYUAN_DATABASE__URL=url, HUIYUAN_REDIS__URL=settings.redis.url,
-                   HUIYUAN_REDIS__KEY_PREFIX=f"hyproc:{os.getpid()}:")
+        env.update(
+            HUIYUAN_DATABASE__URL=url,
+            HUIYUAN_REDIS__URL=settings.redis.url,
+            HUIYUAN_REDIS__KEY_PREFIX=f"hyproc:{os.getpid()}:",
+        )
     else:
         env.update(HUIYUAN_DATABASE__URL=f"sqlite://{tmp_path / 'data' / 'huiyuan.sqlite3'}")
     return env

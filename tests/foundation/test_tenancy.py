@@ -66,7 +66,10 @@ async def test_non_admin_roles_cannot_set_up_the_merchant(client, admin, demo, r
     staff = await add_staff(client, admin, username=f"{role}-1", role=role, store_id=demo.store.id)
     attempts = [
         ("/api/stores", {"code": "S099", "name": "Sneaky"}),
-        ("/api/staff", {"username": "sneaky", "password": STAFF_PASSWORD, "role": "cashier", "store_id": demo.store.id}),
+        (
+            "/api/staff",
+            {"username": "sneaky", "password": STAFF_PASSWORD, "role": "cashier", "store_id": demo.store.id},
+        ),
         ("/api/member-fields", {"key": "sneaky", "label": "Sneaky", "type": "string"}),
     ]
     for path, body in attempts:
@@ -77,7 +80,9 @@ async def test_non_admin_roles_cannot_set_up_the_merchant(client, admin, demo, r
     assert [s["code"] for s in stores.json()["items"]] == ["S001"]
     fields = await client.get("/api/member-fields", headers=admin)
     assert fields.json()["items"] == []
-    assert (await client.post("/api/auth/login", json={"username": "sneaky", "password": STAFF_PASSWORD})).status_code == 401
+    assert (
+        await client.post("/api/auth/login", json={"username": "sneaky", "password": STAFF_PASSWORD})
+    ).status_code == 401
 
 
 async def test_store_roles_see_only_their_stores_members(client, admin, demo):
@@ -182,7 +187,9 @@ async def test_only_an_owner_may_create_an_owner(client, admin):
     refused = await client.post("/api/staff", json=body, headers=hq)
     assert refused.status_code == 403
     assert error_of(refused)["code"] == "staff.owner_only"
-    assert (await client.post("/api/auth/login", json={"username": "owner-2", "password": STAFF_PASSWORD})).status_code == 401
+    assert (
+        await client.post("/api/auth/login", json={"username": "owner-2", "password": STAFF_PASSWORD})
+    ).status_code == 401
 
     created = await client.post("/api/staff", json=body, headers=admin)
     assert created.status_code == 201, created.text

@@ -160,15 +160,23 @@ class Control:
         event_key = body.get("event_key")
         result: dict[str, Any] = {"appid": account.appid, "event": event, "create_time": create_time}
         fields = {**extra, **self._card_side_effects(account, openid, event, body, extra, result)}
-        xml = event_xml(
-            account=account,
-            openid=openid,
-            event=event,
-            create_time=create_time,
-            event_key=None if event_key is None else str(event_key),
-            fields=fields,
-        )
-        content, params = oa_request(account, xml, openid=openid, safe_mode=body.get("safe_mode", True) is not False)
+        safe_mode = body.get("safe_mode", True) is not False
+        if safe_mode and len(account.encoding_aes_key) != 43:
+            raise ControlError(
+                f"{account.appid} has no 43-character encoding_aes_key: register one or pass safe_mode false"
+            )
+        try:
+            xml = event_xml(
+                account=account,
+                openid=openid,
+                event=event,
+                create_time=create_time,
+                event_key=None if event_key is None else str(event_key),
+                fields=fields,
+            )
+        except (TypeError, ValueError) as exc:
+            raise ControlError(f"cannot build the event XML: {exc}") from exc
+        content, params = oa_request(account, xml, openid=openid, safe_mode=safe_mode)
         wechat = request.app.ctx.wechat
         deliveries = await deliver(
             wechat.http,
