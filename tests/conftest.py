@@ -145,7 +145,7 @@ async def admin(client: httpx.AsyncClient, demo: SeedResult) -> dict[str, str]:
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     """CI names MariaDB explicitly: then running on anything else is a failure, not a silent fallback."""
-    if os.environ.get("HUIYUAN_TEST_REQUIRE_MYSQL") and not os.environ.get("HUIYUAN_DATABASE__URL", "").startswith(
+    if os.environ.get("HY_TEST_REQUIRE_MYSQL") and not os.environ.get("HUIYUAN_DATABASE__URL", "").startswith(
         "mysql://"
     ):
-        raise pytest.UsageError("HUIYUAN_TEST_REQUIRE_MYSQL is set but HUIYUAN_DATABASE__URL is not mysql://")
+        raise pytest.UsageError("HY_TEST_REQUIRE_MYSQL is set but HUIYUAN_DATABASE__URL is not mysql://")
