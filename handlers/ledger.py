@@ -8,8 +8,7 @@ from pydantic import Field, StrictInt
 from sanic import Blueprint
 from sanic.request import Request
 
-from handlers.members import visible_member
-from models import ledger
+from models import ledger, members
 from server.api import Out, Schema, endpoint, ok
 from server.auth import ALL_STAFF, MANAGERS
 
@@ -42,7 +41,7 @@ class EntryOut(Out):
 class ChangeOut(Out):
     entry: EntryOut
     replayed: bool = Field(description="True when the idempotency key was seen before and nothing changed")
-    balance: int
+    balance: int = Field(description="Balance right after this entry (for a replay, right after the first one)")
 
 
 class LedgerQuery(Schema):
@@ -57,10 +56,10 @@ class LedgerPage(Out):
 
 async def _change(request: Request, member_id: int, body: ChangeIn, change) -> ChangeOut:
     principal = request.ctx.principal
-    member = await visible_member(principal, member_id)
+    await members.ensure_visible(merchant_id=principal.merchant_id, member_id=member_id, store_id=principal.store_scope)
     result = await change(
         merchant_id=principal.merchant_id,
-        member_id=member.id,
+        member_id=member_id,
         delta=body.delta,
         kind=body.kind,
         reason=body.reason,
@@ -69,9 +68,9 @@ async def _change(request: Request, member_id: int, body: ChangeIn, change) -> C
         ref_id=str(principal.subject_id),
         operator_staff_id=principal.subject_id,
     )
-    points, balance = await ledger.get_balances(member_id=member.id)
-    current = points if change is ledger.change_points else balance
-    return ChangeOut(entry=EntryOut.model_validate(result.entry), replayed=result.replayed, balance=current)
+    return ChangeOut(
+        entry=EntryOut.model_validate(result.entry), replayed=result.replayed, balance=result.entry.balance_after
+    )
 
 
 @bp.post("/<member_id:int>/points")
@@ -104,9 +103,9 @@ async def change_balance(request: Request, member_id: int, body: ChangeIn):
 
 async def _page(request: Request, member_id: int, book: str, query: LedgerQuery) -> LedgerPage:
     principal = request.ctx.principal
-    member = await visible_member(principal, member_id)
+    await members.ensure_visible(merchant_id=principal.merchant_id, member_id=member_id, store_id=principal.store_scope)
     entries = await ledger.list_entries(
-        book=book, merchant_id=principal.merchant_id, member_id=member.id, before_id=query.before_id, limit=query.limit
+        book=book, merchant_id=principal.merchant_id, member_id=member_id, before_id=query.before_id, limit=query.limit
     )
     next_id = entries[-1].id if len(entries) == query.limit else None
     return LedgerPage(items=[EntryOut.model_validate(e) for e in entries], next_before_id=next_id)

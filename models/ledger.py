@@ -158,24 +158,26 @@ async def _change(
     for attempt in range(5):
         try:
             async with in_transaction():
-                replay = await _replay(
-                    book, merchant_id=merchant_id, member_id=member_id, delta=delta, idempotency_key=idempotency_key
-                )
-                if replay is not None:
-                    return replay
                 guard = book.account.filter(member_id=member_id, merchant_id=merchant_id)
                 if delta < 0:
                     guard = guard.filter(balance__gte=-delta)
                 if await guard.update(balance=F("balance") + delta) != 1:
+                    # a replay of a debit that emptied the account must still return its first result
+                    replay = await _replay(
+                        book, merchant_id=merchant_id, member_id=member_id, delta=delta, idempotency_key=idempotency_key
+                    )
+                    if replay is not None:
+                        return replay
                     if not await book.account.exists(member_id=member_id, merchant_id=merchant_id):
                         raise Conflict(f"member has no {book.name} account", code=f"{book.name}.no_account")
                     raise Conflict(f"not enough {book.name} for this change", code=f"{book.name}.insufficient")
-                account = await book.account.get(member_id=member_id)
+                balance_after = (await book.account.filter(member_id=member_id).values_list("balance", flat=True))[0]
+                # a used idempotency key fails this insert; the except below rolls back and replays
                 entry = await book.entry.create(
                     merchant_id=merchant_id,
                     member_id=member_id,
                     delta=delta,
-                    balance_after=account.balance,
+                    balance_after=balance_after,
                     kind=kind,
                     reason=reason.strip(),
                     ref_type=ref_type,

@@ -134,15 +134,23 @@ async def create_member(
     return member
 
 
+def _visible(*, merchant_id: int, member_id: int, store_id: int | None):
+    query = Member.filter(id=member_id, merchant_id=merchant_id)
+    return query.filter(origin_store_id=store_id) if store_id is not None else query
+
+
 async def get_member(*, merchant_id: int, member_id: int, store_id: int | None = None) -> Member:
     """A member of this merchant, visible to a store-scoped role only if it is from that store."""
-    query = Member.filter(id=member_id, merchant_id=merchant_id)
-    if store_id is not None:
-        query = query.filter(origin_store_id=store_id)
-    member = await query.first()
+    member = await _visible(merchant_id=merchant_id, member_id=member_id, store_id=store_id).first()
     if member is None:
         raise NotFound("member not found", code="member.not_found")
     return member
+
+
+async def ensure_visible(*, merchant_id: int, member_id: int, store_id: int | None = None) -> None:
+    """Like get_member, without loading the row (hot paths that only need the check)."""
+    if not await _visible(merchant_id=merchant_id, member_id=member_id, store_id=store_id).exists():
+        raise NotFound("member not found", code="member.not_found")
 
 
 async def update_member(*, member: Member, changes: dict[str, Any]) -> Member:
