@@ -13,6 +13,10 @@ def register_blueprints(app: Sanic, settings: Settings) -> None:
     for module in (health, auth, merchants, members, ledger, wechat_official):
         app.blueprint(module.bp)
     if settings.wechat.emulator.enabled:
+        from sanic_ext import openapi
+
         from wechat.emulator.app import create_blueprint
 
-        app.blueprint(create_blueprint(settings))
+        emulator = create_blueprint(settings)
+        app.blueprint(emulator)
+        openapi.exclude(bp=emulator)  # dev-only stand-in for WeChat, not part of Huiyuan's API

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
 from pydantic import Field, StrictInt
 from sanic import Blueprint
@@ -15,13 +16,22 @@ from server.auth import ALL_STAFF, MANAGERS
 bp = Blueprint("ledger", url_prefix="/api/members")
 
 
-class ChangeIn(Schema):
-    delta: StrictInt = Field(description="Signed amount: points, or fen for balance; never zero")
+class _ChangeIn(Schema):
+    delta: StrictInt = Field(
+        ge=-ledger.MAX_DELTA, le=ledger.MAX_DELTA, description="Signed amount: points, or fen for balance; never zero"
+    )
     reason: str = Field(min_length=1, max_length=255)
     idempotency_key: str = Field(
         min_length=1, max_length=128, description="Unique per merchant; a repeat returns the first result"
     )
-    kind: str = Field("adjust", max_length=16)
+
+
+class PointsChangeIn(_ChangeIn):
+    kind: Literal[ledger.POINTS_KINDS] = "adjust"  # type: ignore[valid-type]
+
+
+class BalanceChangeIn(_ChangeIn):
+    kind: Literal[ledger.BALANCE_KINDS] = "adjust"  # type: ignore[valid-type]
 
 
 class EntryOut(Out):
@@ -45,7 +55,7 @@ class ChangeOut(Out):
 
 
 class LedgerQuery(Schema):
-    before_id: int | None = Field(None, ge=1)
+    before_id: int | None = Field(None, ge=1, le=2**63 - 1)
     limit: int = Field(50, ge=1, le=200)
 
 
@@ -54,7 +64,7 @@ class LedgerPage(Out):
     next_before_id: int | None
 
 
-async def _change(request: Request, member_id: int, body: ChangeIn, change) -> ChangeOut:
+async def _change(request: Request, member_id: int, body: _ChangeIn, change) -> ChangeOut:
     principal = request.ctx.principal
     await members.ensure_visible(merchant_id=principal.merchant_id, member_id=member_id, store_id=principal.store_scope)
     result = await change(
@@ -78,12 +88,12 @@ async def _change(request: Request, member_id: int, body: ChangeIn, change) -> C
     summary="Change a member's points",
     tag="ledger",
     roles=MANAGERS,
-    body=ChangeIn,
+    body=PointsChangeIn,
     response=ChangeOut,
     errors=(404, 409),
     description="One ledger row; never below zero (409 points.insufficient).",
 )
-async def change_points(request: Request, member_id: int, body: ChangeIn):
+async def change_points(request: Request, member_id: int, body: PointsChangeIn):
     return ok(await _change(request, member_id, body, ledger.change_points))
 
 
@@ -92,12 +102,12 @@ async def change_points(request: Request, member_id: int, body: ChangeIn):
     summary="Change a member's stored value (fen)",
     tag="ledger",
     roles=MANAGERS,
-    body=ChangeIn,
+    body=BalanceChangeIn,
     response=ChangeOut,
     errors=(404, 409),
     description="One ledger row; never below zero (409 balance.insufficient).",
 )
-async def change_balance(request: Request, member_id: int, body: ChangeIn):
+async def change_balance(request: Request, member_id: int, body: BalanceChangeIn):
     return ok(await _change(request, member_id, body, ledger.change_balance))
 
 

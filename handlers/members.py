@@ -60,7 +60,7 @@ class MemberQuery(Schema):
     name: str | None = Field(None, max_length=64)
     id_card_no: str | None = Field(None, max_length=18)
     openid: str | None = Field(None, max_length=64)
-    offset: int = Field(0, ge=0)
+    offset: int = Field(0, ge=0, le=10_000_000)
     limit: int = Field(20, ge=1, le=100)
 
 

@@ -6,6 +6,7 @@ import logging
 import secrets
 import time
 
+from pydantic import Field
 from sanic import Blueprint, text
 from sanic.request import Request
 from tortoise.transactions import in_transaction
@@ -122,7 +123,7 @@ class EventOut(Out):
 
 
 class EventQuery(Schema):
-    limit: int = 50
+    limit: int = Field(50, ge=1, le=200)
 
 
 class EventList(Out):
@@ -139,7 +140,5 @@ class EventList(Out):
     description="One row per distinct push; redeliveries are not repeated here.",
 )
 async def recent_events(request: Request, query: EventQuery):
-    rows: list[InboundEvent] = await list_events(
-        merchant_id=request.ctx.principal.merchant_id, limit=max(1, min(query.limit, 200))
-    )
+    rows: list[InboundEvent] = await list_events(merchant_id=request.ctx.principal.merchant_id, limit=query.limit)
     return ok(EventList(items=[EventOut.model_validate(r) for r in rows]))

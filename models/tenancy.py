@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from tortoise import fields
@@ -63,6 +64,7 @@ class WechatAccount(Model):
 
 
 ACCOUNT_KINDS = ("official", "miniprogram", "pay")
+ACCOUNT_KEY = re.compile(r"^[A-Za-z0-9_-]{1,32}$")  # appids and mch_ids
 
 
 def validate_timezone(name: str) -> str:
@@ -135,5 +137,7 @@ async def upsert_wechat_account(
 async def find_wechat_account(*, kind: str, key: str | None = None) -> WechatAccount | None:
     """The account for an appid/mch_id, or the default merchant's (lowest id) when key is None."""
     if key is not None:
+        if not ACCOUNT_KEY.match(key):
+            return None
         return await WechatAccount.get_or_none(lookup=f"{kind}:{key}")
     return await WechatAccount.filter(kind=kind).order_by("merchant_id", "id").first()

@@ -15,7 +15,9 @@ from sanic_ext import openapi
 from sanic_ext.extensions.openapi.types import Schema as OpenApiSchema
 
 from server.auth import requires
-from server.errors import Unprocessable
+from server.errors import NotFound, Unprocessable
+
+MAX_ID = 2**31 - 1  # path ids are INT columns; larger numbers name nothing
 
 ERROR_SCHEMA = {
     "type": "object",
@@ -106,6 +108,9 @@ def endpoint(
     def decorator(handler: Callable) -> Callable:
         @functools.wraps(handler)
         async def wrapper(request: Request, *args: Any, **kwargs: Any):
+            for name, value in kwargs.items():
+                if isinstance(value, int) and not 0 < value <= MAX_ID:
+                    raise NotFound(f"no such {name.removesuffix('_id')}", code="not_found")
             if body is not None:
                 kwargs["body"] = parse_body(request, body)
             if query is not None:

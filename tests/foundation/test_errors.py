@@ -147,3 +147,22 @@ async def test_auth_and_domain_errors_use_the_same_envelope(client, admin):
         assert response.status_code == status
         assert response.headers["content-type"].startswith("application/json")
         assert error_of(response)["code"] == code
+
+
+async def test_ids_beyond_the_column_range_are_404_not_500(client, admin):
+    huge = 1319842054795389342527719997440
+    response = await client.get(f"/api/members/{huge}", headers=admin)
+    assert response.status_code == 404
+    assert error_of(response)["code"] == "not_found"
+    ledger = await client.get("/api/members/1/balance/ledger", params={"before_id": 2**70}, headers=admin)
+    assert ledger.status_code == 422
+    assert error_of(ledger)["field"] == "before_id"
+
+
+async def test_odd_appids_on_callback_routes_are_not_500(client):
+    odd = "%0C%C3%AA%F2%B8%A4%AC"
+    verify = await client.get(f"/wechat/official/{odd}")
+    assert verify.status_code == 404
+    push = await client.post(f"/wechat/official/{'x' * 200}", content=b"<xml/>")
+    assert push.status_code == 200
+    assert push.text == "success"
