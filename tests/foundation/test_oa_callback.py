@@ -183,3 +183,21 @@ async def test_handler_runs_once_and_its_reply_comes_back_encrypted(client, sett
     assert plain["ToUserName"] == "o_ping"
     assert plain["FromUserName"] == "gh_demo"
     assert [r.text for r in replies[1:]] == ["success", "success"]
+
+
+def test_typed_events_follow_wechatpy_without_reparsing_xml():
+    from wechatpy.events import ScanEvent, SubscribeScanEvent, UnsubscribeEvent
+
+    from wechat.events import OAEvent
+
+    subscribe = OAEvent(merchant_id=1, appid="wx", message=parse_xml(_event_xml("o1", 1700000000)))
+    typed = subscribe.typed()
+    assert isinstance(typed, SubscribeScanEvent)
+    assert typed.scene_id == "store:S001"
+    assert typed.source == "o1"
+    assert subscribe.message["EventKey"] == "qrscene_store:S001"  # the recorded push is left as received
+    scan = OAEvent(merchant_id=1, appid="wx", message=parse_xml(_event_xml("o1", 1, event="SCAN", key="store:S001")))
+    assert isinstance(scan.typed(), ScanEvent)
+    assert scan.typed().scene_id == "store:S001"
+    gone = OAEvent(merchant_id=1, appid="wx", message=parse_xml(_event_xml("o1", 1, event="unsubscribe", key="")))
+    assert isinstance(gone.typed(), UnsubscribeEvent)
