@@ -8,9 +8,9 @@ from server.config import Settings
 
 
 def register_blueprints(app: Sanic, settings: Settings) -> None:
-    from handlers import auth, health, ledger, members, merchants, wechat_official
+    from handlers import auth, health, ledger, members, merchants, pay_notify, wechat_official
 
-    for module in (health, auth, merchants, members, ledger, wechat_official):
+    for module in (health, auth, merchants, members, ledger, wechat_official, pay_notify):
         app.blueprint(module.bp)
     if settings.wechat.emulator.enabled:
         from sanic_ext import openapi

@@ -27,8 +27,19 @@ class Member(Model):
     origin_store: fields.ForeignKeyNullableRelation = fields.ForeignKeyField(
         "models.Store", related_name="members", null=True
     )
-    openid = fields.CharField(max_length=64, null=True)
+    openid = fields.CharField(max_length=64, null=True)  # official-account openid
+    mp_openid = fields.CharField(max_length=64, null=True)  # mini-program openid (another app, another openid)
     unionid = fields.CharField(max_length=64, null=True)
+    member_no = fields.CharField(max_length=32, null=True)  # membership number shown on the card
+    referral_code = fields.CharField(max_length=16, null=True)
+    referrer_id = fields.IntField(null=True)
+    origin_staff_id = fields.IntField(null=True)
+    source = fields.CharField(max_length=16, default="staff")  # staff | oa_qr | card | mp | import
+    subscribed = fields.BooleanField(default=False)
+    subscribed_at = fields.DatetimeField(null=True)
+    unsubscribed_at = fields.DatetimeField(null=True)
+    activated_at = fields.DatetimeField(null=True)
+    mp_session_key_enc = fields.CharField(max_length=255, null=True)
     phone = fields.CharField(max_length=24, null=True)
     name = fields.CharField(max_length=64, default="")
     gender = fields.CharField(max_length=8, default="unknown")
@@ -43,7 +54,10 @@ class Member(Model):
         table = "member"
         unique_together = (
             ("merchant", "openid"),
+            ("merchant", "mp_openid"),
             ("merchant", "unionid"),
+            ("merchant", "member_no"),
+            ("merchant", "referral_code"),
             ("merchant", "phone"),
             ("merchant", "id_card_index"),
         )

@@ -18,6 +18,7 @@ class OutboxMessage(Model):
     merchant_id = fields.IntField()
     topic = fields.CharField(max_length=64)
     payload = fields.JSONField()
+    coalesce_key = fields.CharField(max_length=96, null=True, db_index=True)  # pending twins are skipped
     status = fields.CharField(max_length=12, default="pending", db_index=True)  # pending|processing|delivered|dead
     attempts = fields.IntField(default=0)
     next_attempt_at = fields.DatetimeField()
@@ -31,10 +32,18 @@ class OutboxMessage(Model):
         indexes = (("status", "next_attempt_at"),)
 
 
-async def enqueue(*, merchant_id: int, topic: str, payload: dict[str, Any]) -> OutboxMessage:
-    """Record a side effect; call inside the transaction of the change it belongs to."""
+async def enqueue(
+    *, merchant_id: int, topic: str, payload: dict[str, Any], coalesce_key: str | None = None
+) -> OutboxMessage | None:
+    """Record a side effect; call inside the transaction of the change it belongs to.
+
+    With a coalesce_key (e.g. "card:<member_id>" for a sync that reads the latest state when delivered),
+    nothing is added while an undelivered message with the same key is still pending.
+    """
+    if coalesce_key is not None and await OutboxMessage.exists(coalesce_key=coalesce_key, status="pending"):
+        return None
     return await OutboxMessage.create(
-        merchant_id=merchant_id, topic=topic, payload=payload, next_attempt_at=clock.now()
+        merchant_id=merchant_id, topic=topic, payload=payload, coalesce_key=coalesce_key, next_attempt_at=clock.now()
     )
 
 

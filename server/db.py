@@ -18,6 +18,10 @@ MODEL_MODULES = [
     "models.ledger",
     "models.outbox",
     "models.wechat_events",
+    "models.timeline",
+    "models.qrcodes",
+    "models.cards",
+    "models.imports",
 ]
 
 

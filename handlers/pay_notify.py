@@ -1,0 +1,133 @@
+"""WeChat Pay notify callbacks (v2 XML, v3 JSON): verify, decrypt, dispatch, acknowledge."""
+
+from __future__ import annotations
+
+import logging
+
+from sanic import Blueprint, HTTPResponse, json
+from sanic.request import Request
+
+from models.tenancy import WechatAccount, find_wechat_account
+from server import clock
+from server.api import endpoint
+from wechat.errors import WeChatCryptoError, WeChatSignatureError, WeChatXMLError
+from wechat.paynotify import NotifyRejected, PayNotify, dispatch, verify_v2, verify_v3
+from wechat.xmlutil import to_xml
+
+log = logging.getLogger("huiyuan.wechat.paynotify")
+bp = Blueprint("pay_notify")
+VERIFICATION_ERRORS = (WeChatSignatureError, WeChatCryptoError, WeChatXMLError, NotifyRejected)
+V2_SECRETS = ("api_key",)
+V3_SECRETS = ("api_v3_key", "platform_public_key", "platform_public_key_id")
+
+
+def _v2_reply(status: int, return_code: str, return_msg: str) -> HTTPResponse:
+    """Answer in the v2 ack format <xml><return_code/><return_msg/></xml>."""
+    body = to_xml({"return_code": return_code, "return_msg": return_msg})
+    return HTTPResponse(body, status=status, content_type="application/xml; charset=utf-8")
+
+
+def _v3_fail(status: int, message: str) -> HTTPResponse:
+    """Answer in the v3 failure format {"code": "FAIL", "message": ...}."""
+    return json({"code": "FAIL", "message": message}, status=status)
+
+
+async def _merchant_appids(merchant_id: int) -> set[str]:
+    """Appids of the merchant's official account and mini-programs (the only ones its payments may name)."""
+    appids = await WechatAccount.filter(
+        merchant_id=merchant_id, kind__in=("official", "miniprogram")
+    ).values_list("appid", flat=True)
+    return {str(appid) for appid in appids if appid}
+
+
+async def _pay_account(mch_id: str, required: tuple[str, ...]) -> tuple[WechatAccount | None, dict[str, str]]:
+    """The pay account of mch_id and its secrets; missing secrets are logged and returned as {}."""
+    account = await find_wechat_account(kind="pay", key=mch_id)
+    if account is None:
+        return None, {}
+    keys = account.secrets()
+    missing = [name for name in required if not keys.get(name)]
+    if missing:
+        log.error("pay account %s cannot verify notifies: %s not configured", account.mch_id, ", ".join(missing))
+        return account, {}
+    return account, keys
+
+
+def _trade_ref(fields: dict) -> str:
+    """out_trade_no (and out_refund_no) for log lines."""
+    refund = fields.get("out_refund_no")
+    return f"{fields.get('out_trade_no', '')}" + (f" refund {refund}" if refund else "")
+
+
+@bp.post("/pay/notify/v2/<mch_id:str>")
+@endpoint(
+    summary="WeChat Pay v2 notify (payment or refund)",
+    tag="wechat callbacks",
+    errors=(400, 404, 500),
+    description="Signed XML payment notify, or refund notify with encrypted req_info. Answers the SUCCESS XML "
+    "once a registered handler processed it; FAIL XML with 400 (rejected), 404 (unknown mch_id) or 500 "
+    "(not processed: WeChat retries).",
+)
+async def notify_v2(request: Request, mch_id: str):
+    account, keys = await _pay_account(mch_id, V2_SECRETS)
+    if account is None:
+        return _v2_reply(404, "FAIL", "unknown mch_id")
+    if not keys:
+        return _v2_reply(500, "FAIL", "merchant not configured")
+    try:
+        kind, fields = verify_v2(
+            request.body,
+            mch_id=account.mch_id,
+            api_key=keys["api_key"],
+            appids=await _merchant_appids(account.merchant_id),
+        )
+    except VERIFICATION_ERRORS as exc:
+        log.warning("v2 notify for %s rejected: %s", account.mch_id, exc)
+        return _v2_reply(400, "FAIL", str(exc)[:200])
+    raw_id = fields.get("refund_id" if kind == "refund" else "transaction_id", "")
+    notify = PayNotify(
+        merchant_id=account.merchant_id, mch_id=account.mch_id, version="v2", kind=kind, fields=fields, raw_id=raw_id
+    )
+    if not await dispatch(notify):
+        log.warning("v2 %s notify for %s not processed: %s", kind, account.mch_id, _trade_ref(fields))
+        return _v2_reply(500, "FAIL", "not processed")
+    return _v2_reply(200, "SUCCESS", "OK")
+
+
+@bp.post("/pay/notify/v3/<mch_id:str>")
+@endpoint(
+    summary="WeChat Pay v3 notify (TRANSACTION.* or REFUND.*)",
+    tag="wechat callbacks",
+    status=204,
+    errors=(401, 404, 500),
+    description="RSA-signed JSON with an AEAD_AES_256_GCM resource. Answers 204 once a registered handler "
+    'processed it; {"code": "FAIL", "message"} with 401 (rejected), 404 (unknown mch_id) or 500 '
+    "(not processed: WeChat retries).",
+)
+async def notify_v3(request: Request, mch_id: str):
+    account, keys = await _pay_account(mch_id, V3_SECRETS)
+    if account is None:
+        return _v3_fail(404, "unknown mch_id")
+    if not keys:
+        return _v3_fail(500, "merchant not configured")
+    try:
+        kind, fields, notify_id = verify_v3(
+            request.body,
+            request.headers,
+            mch_id=account.mch_id,
+            api_v3_key=keys["api_v3_key"],
+            platform_public_key_pem=keys["platform_public_key"],
+            platform_public_key_id=keys["platform_public_key_id"],
+            appids=await _merchant_appids(account.merchant_id),
+            now=clock.now(),
+        )
+    except VERIFICATION_ERRORS as exc:
+        log.warning("v3 notify for %s rejected: %s", account.mch_id, exc)
+        return _v3_fail(401, str(exc)[:200])
+    notify = PayNotify(
+        merchant_id=account.merchant_id, mch_id=account.mch_id, version="v3", kind=kind, fields=fields, raw_id=notify_id
+    )
+    if not await dispatch(notify):
+        log.warning("v3 %s notify %s for %s not processed: %s", kind, notify_id, account.mch_id, _trade_ref(fields))
+        return _v3_fail(500, "not processed")
+    return HTTPResponse(status=204)
