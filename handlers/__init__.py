@@ -8,9 +8,25 @@ from server.config import Settings
 
 
 def register_blueprints(app: Sanic, settings: Settings) -> None:
-    from handlers import auth, health, ledger, members, merchants, pay_notify, wechat_official
+    import jobs.cards  # noqa: F401 - registers outbox topics
+    import models.onboarding  # noqa: F401 - registers OA event handlers
+    from handlers import (
+        auth,
+        cards,
+        health,
+        ledger,
+        member_admin,
+        members,
+        merchants,
+        miniprogram,
+        pay_notify,
+        qrcodes,
+        wechat_official,
+    )
 
-    for module in (health, auth, merchants, members, ledger, wechat_official, pay_notify):
+    modules = (health, auth, merchants, members, member_admin, ledger, qrcodes, cards, miniprogram,
+               wechat_official, pay_notify)
+    for module in modules:
         app.blueprint(module.bp)
     if settings.wechat.emulator.enabled:
         from sanic_ext import openapi

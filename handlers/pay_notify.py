@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Literal
 
 from sanic import Blueprint, HTTPResponse, json
 from sanic.request import Request
@@ -34,9 +35,9 @@ def _v3_fail(status: int, message: str) -> HTTPResponse:
 
 async def _merchant_appids(merchant_id: int) -> set[str]:
     """Appids of the merchant's official account and mini-programs (the only ones its payments may name)."""
-    appids = await WechatAccount.filter(
-        merchant_id=merchant_id, kind__in=("official", "miniprogram")
-    ).values_list("appid", flat=True)
+    appids = await WechatAccount.filter(merchant_id=merchant_id, kind__in=("official", "miniprogram")).values_list(
+        "appid", flat=True
+    )
     return {str(appid) for appid in appids if appid}
 
 
@@ -53,10 +54,19 @@ async def _pay_account(mch_id: str, required: tuple[str, ...]) -> tuple[WechatAc
     return account, keys
 
 
-def _trade_ref(fields: dict) -> str:
-    """out_trade_no (and out_refund_no) for log lines."""
-    refund = fields.get("out_refund_no")
-    return f"{fields.get('out_trade_no', '')}" + (f" refund {refund}" if refund else "")
+async def _dispatch(
+    account: WechatAccount, *, version: Literal["v2", "v3"], kind: str, fields: dict, raw_id: str
+) -> bool:
+    """Hand a verified notify to the registered handlers; log (ids only, never secrets) when not processed."""
+    notify = PayNotify(
+        merchant_id=account.merchant_id, mch_id=account.mch_id, version=version, kind=kind, fields=fields, raw_id=raw_id
+    )
+    if await dispatch(notify):
+        return True
+    refund = f" refund {fields['out_refund_no']}" if fields.get("out_refund_no") else ""
+    trade = f"{fields.get('out_trade_no', '')}{refund}"
+    log.warning("%s %s notify %s for %s not processed: %s", version, kind, raw_id, account.mch_id, trade)
+    return False
 
 
 @bp.post("/pay/notify/v2/<mch_id:str>")
@@ -85,11 +95,7 @@ async def notify_v2(request: Request, mch_id: str):
         log.warning("v2 notify for %s rejected: %s", account.mch_id, exc)
         return _v2_reply(400, "FAIL", str(exc)[:200])
     raw_id = fields.get("refund_id" if kind == "refund" else "transaction_id", "")
-    notify = PayNotify(
-        merchant_id=account.merchant_id, mch_id=account.mch_id, version="v2", kind=kind, fields=fields, raw_id=raw_id
-    )
-    if not await dispatch(notify):
-        log.warning("v2 %s notify for %s not processed: %s", kind, account.mch_id, _trade_ref(fields))
+    if not await _dispatch(account, version="v2", kind=kind, fields=fields, raw_id=raw_id):
         return _v2_reply(500, "FAIL", "not processed")
     return _v2_reply(200, "SUCCESS", "OK")
 
@@ -124,10 +130,6 @@ async def notify_v3(request: Request, mch_id: str):
     except VERIFICATION_ERRORS as exc:
         log.warning("v3 notify for %s rejected: %s", account.mch_id, exc)
         return _v3_fail(401, str(exc)[:200])
-    notify = PayNotify(
-        merchant_id=account.merchant_id, mch_id=account.mch_id, version="v3", kind=kind, fields=fields, raw_id=notify_id
-    )
-    if not await dispatch(notify):
-        log.warning("v3 %s notify %s for %s not processed: %s", kind, notify_id, account.mch_id, _trade_ref(fields))
+    if not await _dispatch(account, version="v3", kind=kind, fields=fields, raw_id=notify_id):
         return _v3_fail(500, "not processed")
     return HTTPResponse(status=204)

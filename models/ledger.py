@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from tortoise import fields
@@ -96,6 +96,19 @@ POINTS = _Book("points", PointsAccount, PointsEntry, POINTS_KINDS, "points")
 BALANCE = _Book("balance", BalanceAccount, BalanceEntry, BALANCE_KINDS, "fen")
 
 
+ChangeHook = Callable[[str, "_Entry"], Awaitable[None]]
+_after_change: list[ChangeHook] = []
+
+
+def after_change(hook: ChangeHook) -> ChangeHook:
+    """Register a hook run inside the transaction of every new ledger row, with ("points"|"balance", entry).
+
+    Domains use it to write outbox rows (e.g. the WeChat card sync) in the same transaction as the change.
+    """
+    _after_change.append(hook)
+    return hook
+
+
 @dataclass(frozen=True)
 class LedgerResult:
     entry: _Entry
@@ -185,6 +198,8 @@ async def _change(
                     idempotency_key=idempotency_key,
                     operator_staff_id=operator_staff_id,
                 )
+                for hook in _after_change:
+                    await hook(book.name, entry)
             return LedgerResult(entry=entry, replayed=False)
         except IntegrityError:
             replay = await _replay(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import secrets
 from datetime import date
 from typing import Any
 
@@ -126,10 +127,17 @@ async def _raise_duplicate(merchant_id: int, data: dict[str, Any], exc: Exceptio
 
 
 async def create_member(
-    *, merchant_id: int, origin_store_id: int | None, profile: dict[str, Any], enforce_required: bool = True
+    *,
+    merchant_id: int,
+    origin_store_id: int | None,
+    profile: dict[str, Any],
+    enforce_required: bool = True,
+    source: str = "staff",
+    actor: str = "system",
 ) -> Member:
-    """Register a member with its points and balance accounts, in one transaction."""
+    """Register a member with its points and balance accounts and a timeline entry, in one transaction."""
     from models.ledger import BalanceAccount, PointsAccount
+    from models.timeline import record
 
     data = dict(profile)
     _check_profile(data)
@@ -137,15 +145,118 @@ async def create_member(
         merchant_id=merchant_id, values=data.get("custom_fields") or {}, enforce_required=enforce_required
     )
     _seal_id_card(merchant_id, data)
+    data.setdefault("referral_code", new_referral_code())
     try:
         async with in_transaction():
-            member = await Member.create(merchant_id=merchant_id, origin_store_id=origin_store_id, **data)
+            member = await Member.create(
+                merchant_id=merchant_id, origin_store_id=origin_store_id, source=source, **data
+            )
             await PointsAccount.create(member=member, merchant_id=merchant_id)
             await BalanceAccount.create(member=member, merchant_id=merchant_id)
+            await record(
+                merchant_id=merchant_id,
+                member_id=member.id,
+                kind="registered",
+                actor=actor,
+                detail={
+                    "source": source,
+                    "store_id": origin_store_id,
+                    "staff_id": data.get("origin_staff_id"),
+                    "referrer_id": data.get("referrer_id"),
+                },
+            )
     except IntegrityError as exc:
         await _raise_duplicate(merchant_id, data, exc)
         raise
     return member
+
+
+REFERRAL_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+
+
+def new_referral_code() -> str:
+    return "".join(secrets.choice(REFERRAL_ALPHABET) for _ in range(8))
+
+
+async def register_wechat_member(
+    *,
+    merchant_id: int,
+    openid: str | None = None,
+    mp_openid: str | None = None,
+    unionid: str | None = None,
+    origin_store_id: int | None = None,
+    origin_staff_id: int | None = None,
+    referral_code: str | None = None,
+    source: str,
+) -> tuple[Member, bool]:
+    """Find the member behind a WeChat identity or register it; origin and referrer are set on creation only.
+
+    An OA openid and a mini-program openid of one person meet through the unionid: the existing member
+    gains the missing openid instead of a second member being created. Concurrent first contacts end with
+    one member (the unique keys decide; the loser reads the winner's row).
+    """
+    if not (openid or mp_openid):
+        raise ValueError("an openid or mp_openid is required")
+    for attempt in range(3):
+        member = await _find_by_identity(merchant_id=merchant_id, openid=openid, mp_openid=mp_openid, unionid=unionid)
+        if member is not None:
+            await _link_identity(member, openid=openid, mp_openid=mp_openid, unionid=unionid)
+            return member, False
+        referrer_id = None
+        if referral_code:
+            referrer_id = (
+                await Member.filter(merchant_id=merchant_id, referral_code=referral_code.upper())
+                .first()
+                .values_list("id", flat=True)
+            )
+        profile = {
+            "openid": openid,
+            "mp_openid": mp_openid,
+            "unionid": unionid,
+            "origin_staff_id": origin_staff_id,
+            "referrer_id": referrer_id,
+        }
+        try:
+            member = await create_member(
+                merchant_id=merchant_id,
+                origin_store_id=origin_store_id,
+                profile=profile,
+                enforce_required=False,
+                source=source,
+                actor="wechat",
+            )
+            return member, True
+        except Conflict:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+async def _find_by_identity(
+    *, merchant_id: int, openid: str | None, mp_openid: str | None, unionid: str | None
+) -> Member | None:
+    for field, value in (("openid", openid), ("mp_openid", mp_openid), ("unionid", unionid)):
+        if value:
+            member = await Member.filter(merchant_id=merchant_id, **{field: value}).first()
+            if member is not None:
+                return member
+    return None
+
+
+async def _link_identity(member: Member, *, openid: str | None, mp_openid: str | None, unionid: str | None) -> None:
+    changes = {
+        field: value
+        for field, value in (("openid", openid), ("mp_openid", mp_openid), ("unionid", unionid))
+        if value and getattr(member, field) is None
+    }
+    if not changes:
+        return
+    try:
+        await Member.filter(id=member.id).update(**changes)
+    except IntegrityError:
+        return  # the identity already belongs to another member: keep both as they are
+    for field, value in changes.items():
+        setattr(member, field, value)
 
 
 def _visible(*, merchant_id: int, member_id: int, store_id: int | None):

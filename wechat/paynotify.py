@@ -156,7 +156,7 @@ def verify_v3(
     if _header(headers, "Wechatpay-Serial") != platform_public_key_id:
         raise WeChatSignatureError("Wechatpay-Serial is not the configured platform public key id")
     timestamp = _header(headers, "Wechatpay-Timestamp")
-    if False:
+    if not v3_timestamp_is_fresh(timestamp, now=now.timestamp(), max_skew_seconds=V3_MAX_SKEW_SECONDS):
         raise WeChatSignatureError("Wechatpay-Timestamp is missing or stale")
     if not v3_verify(
         public_key_pem=platform_public_key_pem,

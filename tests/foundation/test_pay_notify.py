@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -12,7 +13,7 @@ from models.tenancy import upsert_wechat_account
 from server import clock
 from server.seed import ensure_merchant
 from tests.conftest import BASE_URL
-from tests.wechat.vectordata import by_id
+from tests.wechat.vectordata import by_id, load
 from wechat.emulator import PLATFORM_PUBLIC_KEY_ID, merchant_private_key_pem, platform_private_key_pem
 from wechat.errors import WeChatCryptoError, WeChatSignatureError
 from wechat.paynotify import NotifyNotProcessed, NotifyRejected, PayNotify, dispatch, on, verify_v2, verify_v3
@@ -20,22 +21,15 @@ from wechat.paysign import v2_sign, v3_aead_encrypt, v3_response_message, v3_sig
 from wechat.xmlutil import to_xml
 
 EMU = "/_emulator"
-V2_OK = "<xml><return_code><![CDATA[SUCCESS]]></return_code><return_msg><![CDATA[OK]]></return_msg></xml>"
-V2_NOT_PROCESSED = "<xml><return_code><![CDATA[FAIL]]></return_code><return_msg><![CDATA[not processed]]></return_msg></xml>"
+V2_OK = next(i for i in load("notify-protocol.json")["items"] if i["id"] == "pay_v2_notify_ack")["success_response_xml"]
 OTHER_APPID = "wx00000000other0a"
 received: list[PayNotify] = []
 fail_with: list[Exception] = []  # when set, the test handlers raise it instead of recording
 
 
 @on("transaction")
-async def _record_transaction(notify: PayNotify) -> None:
-    if fail_with:
-        raise fail_with[0]
-    received.append(notify)
-
-
 @on("refund")
-async def _record_refund(notify: PayNotify) -> None:
+async def _record(notify: PayNotify) -> None:
     if fail_with:
         raise fail_with[0]
     received.append(notify)
@@ -45,9 +39,10 @@ async def _record_refund(notify: PayNotify) -> None:
 def _fresh_records():
     received.clear()
     fail_with.clear()
-    yield
-    received.clear()
-    fail_with.clear()
+
+
+def _v2_fail(message: str) -> str:
+    return f"<xml><return_code><![CDATA[FAIL]]></return_code><return_msg><![CDATA[{message}]]></return_msg></xml>"
 
 
 async def _fire(client, action: str, **body: object) -> dict:
@@ -58,53 +53,25 @@ async def _fire(client, action: str, **body: object) -> dict:
 
 async def _v2_order(app, settings, out_trade_no: str, *, sign_type: str = "MD5", appid: str = "") -> None:
     v2 = await app.ctx.wechat.pay_client(version="v2")
-    answer = await v2.call(
-        "/pay/unifiedorder",
-        {
-            "appid": appid or settings.wechat.miniprogram.appid,
-            "body": "Recharge",
-            "out_trade_no": out_trade_no,
-            "total_fee": 1234,
-            "spbill_create_ip": "127.0.0.1",
-            "notify_url": f"{BASE_URL}/pay/notify/v2/{settings.wechat.pay.mch_id}",
-            "trade_type": "JSAPI",
-            "openid": "o_payer",
-        },
-        sign_type=sign_type,
-    )
-    assert answer["prepay_id"].startswith("wx")
+    order = {"appid": appid or settings.wechat.miniprogram.appid, "body": "Recharge", "out_trade_no": out_trade_no}
+    order |= {"total_fee": 1234, "spbill_create_ip": "127.0.0.1", "trade_type": "JSAPI", "openid": "o_payer"}
+    order["notify_url"] = f"{BASE_URL}/pay/notify/v2/{settings.wechat.pay.mch_id}"
+    assert (await v2.call("/pay/unifiedorder", order, sign_type=sign_type))["prepay_id"].startswith("wx")
 
 
 async def _v3_order(app, settings, out_trade_no: str, *, appid: str = "") -> None:
     v3 = await app.ctx.wechat.pay_client()
-    created = await v3.call(
-        "POST",
-        "/v3/pay/transactions/jsapi",
-        json_body={
-            "appid": appid or settings.wechat.miniprogram.appid,
-            "mchid": settings.wechat.pay.mch_id,
-            "description": "Plan",
-            "out_trade_no": out_trade_no,
-            "notify_url": f"{BASE_URL}/pay/notify/v3/{settings.wechat.pay.mch_id}",
-            "amount": {"total": 990, "currency": "CNY"},
-            "payer": {"openid": "o_payer"},
-        },
-    )
-    assert created["prepay_id"].startswith("wx")
+    order = {"appid": appid or settings.wechat.miniprogram.appid, "mchid": settings.wechat.pay.mch_id}
+    order |= {"description": "Plan", "out_trade_no": out_trade_no, "payer": {"openid": "o_payer"}}
+    order |= {"amount": {"total": 990, "currency": "CNY"}}
+    order["notify_url"] = f"{BASE_URL}/pay/notify/v3/{settings.wechat.pay.mch_id}"
+    assert (await v3.call("POST", "/v3/pay/transactions/jsapi", json_body=order))["prepay_id"].startswith("wx")
 
 
 def _v2_body(settings, *, key: str = "", sign_type: str = "MD5", **overrides: str) -> bytes:
-    fields = {
-        "appid": settings.wechat.miniprogram.appid,
-        "mch_id": settings.wechat.pay.mch_id,
-        "nonce_str": "n0nce",
-        "out_trade_no": "F2001",
-        "result_code": "SUCCESS",
-        "return_code": "SUCCESS",
-        "total_fee": "100",
-        "transaction_id": "4200000000000000000000000001",
-        **overrides,
-    }
+    fields = {"appid": settings.wechat.miniprogram.appid, "mch_id": settings.wechat.pay.mch_id, "nonce_str": "n0nce"}
+    fields |= {"out_trade_no": "F2001", "result_code": "SUCCESS", "return_code": "SUCCESS", "total_fee": "100"}
+    fields |= {"transaction_id": "4200000000000000000000000001", **overrides}
     if sign_type != "MD5":
         fields["sign_type"] = sign_type
     fields["sign"] = v2_sign(fields, key=key or settings.wechat.pay.api_key, sign_type=sign_type)
@@ -112,39 +79,20 @@ def _v2_body(settings, *, key: str = "", sign_type: str = "MD5", **overrides: st
 
 
 def _transaction(settings, **overrides: object) -> dict:
-    return {
-        "appid": settings.wechat.miniprogram.appid,
-        "mchid": settings.wechat.pay.mch_id,
-        "out_trade_no": "F3001",
-        "transaction_id": "4200000000000000000000000002",
-        "trade_state": "SUCCESS",
-        "amount": {"total": 100, "payer_total": 100, "currency": "CNY"},
-        **overrides,
-    }
+    resource = {"appid": settings.wechat.miniprogram.appid, "mchid": settings.wechat.pay.mch_id, "out_trade_no": "F3"}
+    resource |= {"transaction_id": "4200000000000000000000000002", "trade_state": "SUCCESS"}
+    return {**resource, "amount": {"total": 100, "payer_total": 100, "currency": "CNY"}, **overrides}
 
 
 def _v3_request(
     settings, resource: dict, *, timestamp: int | None = None, serial: str = PLATFORM_PUBLIC_KEY_ID, key: bytes = b""
 ) -> tuple[bytes, dict[str, str]]:
     """A v3 TRANSACTION.SUCCESS notify signed with the emulator platform key (or `key`)."""
-    ciphertext = v3_aead_encrypt(
-        api_v3_key=settings.wechat.pay.api_v3_key,
-        nonce="0123456789ab",
-        associated_data="transaction",
-        plaintext=json.dumps(resource),
-    )
-    envelope = {
-        "id": "b5bd2a39-0c3a-5b0e-a0a3-000000000001",
-        "event_type": "TRANSACTION.SUCCESS",
-        "resource_type": "encrypt-resource",
-        "resource": {
-            "original_type": "transaction",
-            "algorithm": "AEAD_AES_256_GCM",
-            "ciphertext": ciphertext,
-            "associated_data": "transaction",
-            "nonce": "0123456789ab",
-        },
-    }
+    nonce, aad, v3_key = "0123456789ab", "transaction", settings.wechat.pay.api_v3_key
+    ciphertext = v3_aead_encrypt(api_v3_key=v3_key, nonce=nonce, associated_data=aad, plaintext=json.dumps(resource))
+    sealed = {"original_type": aad, "algorithm": "AEAD_AES_256_GCM", "ciphertext": ciphertext}
+    envelope = {"id": "b5bd2a39-0c3a-5b0e-a0a3-000000000001", "event_type": "TRANSACTION.SUCCESS"}
+    envelope |= {"resource_type": "encrypt-resource", "resource": {**sealed, "associated_data": aad, "nonce": nonce}}
     body = json.dumps(envelope).encode()
     stamp = str(timestamp or int(time.time()))
     message = v3_response_message(timestamp=stamp, nonce="h-nonce", body=body).decode()
@@ -230,11 +178,15 @@ async def test_v3_refund_round_trip_reaches_the_refund_handler(app, client, sett
     assert notify.fields["refund_status"] == "SUCCESS"
 
 
-async def test_a_failing_handler_answers_500_so_wechat_retries(app, client, settings):
+async def test_a_failing_handler_answers_500_so_wechat_retries(app, client, settings, caplog):
     await _v2_order(app, settings, "X2-1")
     fail_with.append(NotifyNotProcessed("order row locked"))
-    fired = await _fire(client, "pay-success", out_trade_no="X2-1")
-    assert [(d["status"], d["body"]) for d in fired["deliveries"]] == [(500, V2_NOT_PROCESSED)]
+    with caplog.at_level(logging.WARNING, logger="huiyuan.wechat.paynotify"):
+        fired = await _fire(client, "pay-success", out_trade_no="X2-1")
+    assert [(d["status"], d["body"]) for d in fired["deliveries"]] == [(500, _v2_fail("not processed"))]
+    logged = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("X2-1" in line and settings.wechat.pay.mch_id in line for line in logged), logged
+    assert not any(settings.wechat.pay.api_key in line for line in caplog.messages)
     await _v3_order(app, settings, "X3-1")
     fail_with[0] = RuntimeError("database went away")
     fired = await _fire(client, "pay-success", out_trade_no="X3-1")
@@ -288,9 +240,8 @@ async def test_forged_v3_notifies_are_401_and_not_dispatched(client, settings):
     body, headers = _v3_request(settings, _transaction(settings))
     assert (await client.post(url, content=body, headers=headers)).status_code == 204
     assert len(received) == 1
-    merchant_key_body, merchant_key_headers = _v3_request(settings, _transaction(settings), key=merchant_private_key_pem())
     forgeries = {
-        "signed with another key": (merchant_key_body, merchant_key_headers),
+        "signed with another key": _v3_request(settings, _transaction(settings), key=merchant_private_key_pem()),
         "body tampered after signing": (body.replace(b'"TRANSACTION.SUCCESS"', b'"TRANSACTION.SUCCESZ"'), headers),
         "wrong serial": _v3_request(settings, _transaction(settings), serial="PUB_KEY_ID_OTHER"),
         "stale timestamp": _v3_request(settings, _transaction(settings), timestamp=int(time.time()) - 301),
@@ -319,15 +270,8 @@ async def test_a_v3_notify_outside_the_5_minute_window_is_401(app, client, setti
 
 
 async def test_a_payment_naming_another_merchants_appid_is_rejected(app, client, settings):
-    other = await ensure_merchant(
-        code="other",
-        name="Other Tea",
-        timezone="Asia/Shanghai",
-        store_code="S1",
-        store_name="Other Tea",
-        admin_username="other-admin",
-        admin_password="other-password-1",
-    )
+    names = {"name": "Other Tea", "timezone": "Asia/Shanghai", "store_code": "S1", "store_name": "Other Tea"}
+    other = await ensure_merchant(code="other", **names, admin_username="other-admin", admin_password="other-pass-1")
     await upsert_wechat_account(
         merchant=other.merchant, kind="official", appid=OTHER_APPID, secrets={"secret": "s"}, api_base="emulator"
     )
@@ -343,10 +287,9 @@ async def test_a_payment_naming_another_merchants_appid_is_rejected(app, client,
 
 
 async def test_an_unknown_or_malformed_mch_id_is_404(client, settings):
-    v2_fail = "<xml><return_code><![CDATA[FAIL]]></return_code><return_msg><![CDATA[unknown mch_id]]></return_msg></xml>"
     for mch_id in ("1900000999", "mch.id!", "1" * 33):
         v2 = await client.post(f"/pay/notify/v2/{mch_id}", content=_v2_body(settings, mch_id=mch_id))
-        assert (v2.status_code, v2.text) == (404, v2_fail)
+        assert (v2.status_code, v2.text) == (404, _v2_fail("unknown mch_id"))
         body, headers = _v3_request(settings, _transaction(settings, mchid=mch_id))
         v3 = await client.post(f"/pay/notify/v3/{mch_id}", content=body, headers=headers)
         assert (v3.status_code, v3.json()) == (404, {"code": "FAIL", "message": "unknown mch_id"})

@@ -1,0 +1,1 @@
+"""Mini-program members: login through jscode2session, unionid merge, phone binding."""

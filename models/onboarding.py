@@ -1,0 +1,1 @@
+"""Official-account onboarding: follow through a store/staff/referral QR code, scans, unfollow."""
