@@ -8,7 +8,7 @@ from typing import Literal
 from sanic import Blueprint, HTTPResponse, json
 from sanic.request import Request
 
-from models.tenancy import WechatAccount, find_wechat_account
+from models.tenancy import WechatAccount, find_wechat_account, merchant_appids
 from server import clock
 from server.api import endpoint
 from wechat.errors import WeChatCryptoError, WeChatSignatureError, WeChatXMLError
@@ -31,14 +31,6 @@ def _v2_reply(status: int, return_code: str, return_msg: str) -> HTTPResponse:
 def _v3_fail(status: int, message: str) -> HTTPResponse:
     """Answer in the v3 failure format {"code": "FAIL", "message": ...}."""
     return json({"code": "FAIL", "message": message}, status=status)
-
-
-async def _merchant_appids(merchant_id: int) -> set[str]:
-    """Appids of the merchant's official account and mini-programs (the only ones its payments may name)."""
-    appids = await WechatAccount.filter(merchant_id=merchant_id, kind__in=("official", "miniprogram")).values_list(
-        "appid", flat=True
-    )
-    return {str(appid) for appid in appids if appid}
 
 
 async def _pay_account(mch_id: str, required: tuple[str, ...]) -> tuple[WechatAccount | None, dict[str, str]]:
@@ -89,7 +81,7 @@ async def notify_v2(request: Request, mch_id: str):
             request.body,
             mch_id=account.mch_id,
             api_key=keys["api_key"],
-            appids=await _merchant_appids(account.merchant_id),
+            appids=await merchant_appids(merchant_id=account.merchant_id),
         )
     except VERIFICATION_ERRORS as exc:
         log.warning("v2 notify for %s rejected: %s", account.mch_id, exc)
@@ -124,7 +116,7 @@ async def notify_v3(request: Request, mch_id: str):
             api_v3_key=keys["api_v3_key"],
             platform_public_key_pem=keys["platform_public_key"],
             platform_public_key_id=keys["platform_public_key_id"],
-            appids=await _merchant_appids(account.merchant_id),
+            appids=await merchant_appids(merchant_id=account.merchant_id),
             now=clock.now(),
         )
     except VERIFICATION_ERRORS as exc:

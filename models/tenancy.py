@@ -141,3 +141,11 @@ async def find_wechat_account(*, kind: str, key: str | None = None) -> WechatAcc
             return None
         return await WechatAccount.get_or_none(lookup=f"{kind}:{key}")
     return await WechatAccount.filter(kind=kind).order_by("merchant_id", "id").first()
+
+
+async def merchant_appids(*, merchant_id: int) -> set[str]:
+    """Appids of the merchant's official account and mini-programs (the only ones its payments may name)."""
+    appids = await WechatAccount.filter(merchant_id=merchant_id, kind__in=("official", "miniprogram")).values_list(
+        "appid", flat=True
+    )
+    return {str(appid) for appid in appids if appid}

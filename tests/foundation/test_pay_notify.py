@@ -339,6 +339,7 @@ def test_verify_v2_decrypts_the_official_refund_notify():
     assert kind == "refund"
     assert {k: fields[k] for k in vector["expected_fields"]} == vector["expected_fields"]
     assert (fields["appid"], fields["mch_id"], fields["refund_fee"]) == (vector["appid"], vector["mch_id"], "1")
+    assert "req_info" not in fields and "nonce_str" not in fields  # only the decrypted fields plus appid/mch_id
     with pytest.raises(NotifyRejected, match="mch_id"):
         verify_v2(body, mch_id="12345679", api_key=vector["api_key"], appids=set())
     with pytest.raises(WeChatCryptoError):
