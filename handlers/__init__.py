@@ -24,8 +24,19 @@ def register_blueprints(app: Sanic, settings: Settings) -> None:
         wechat_official,
     )
 
-    modules = (health, auth, merchants, members, member_admin, ledger, qrcodes, cards, miniprogram,
-               wechat_official, pay_notify)
+    modules = (
+        health,
+        auth,
+        merchants,
+        members,
+        member_admin,
+        ledger,
+        qrcodes,
+        cards,
+        miniprogram,
+        wechat_official,
+        pay_notify,
+    )
     for module in modules:
         app.blueprint(module.bp)
     if settings.wechat.emulator.enabled:

@@ -55,11 +55,28 @@ class MemberOut(Out):
     updated_at: datetime
 
 
-class MemberQuery(Schema):
+class MemberFilters(Schema):
     phone: str | None = Field(None, max_length=24)
     name: str | None = Field(None, max_length=64)
     id_card_no: str | None = Field(None, max_length=18)
     openid: str | None = Field(None, max_length=64)
+    card_code: str | None = Field(None, max_length=32, description="Code of the member's WeChat member card")
+    store_id: int | None = Field(None, ge=1, le=2**31 - 1, description="HQ roles only; store roles see their store")
+    source: Literal["staff", "oa_qr", "card", "mp", "import"] | None = None
+    subscribed: bool | None = Field(None, description="Follows the official account")
+    activated: bool | None = Field(None, description="Activated the member card")
+    created_from: date | None = Field(None, description="Registered on or after this day (merchant's time zone)")
+    created_to: date | None = Field(None, description="Registered on or before this day (merchant's time zone)")
+
+    def for_principal(self, principal: Principal) -> dict[str, Any]:
+        """The filters as domain arguments; store-scoped roles stay fixed to their store."""
+        filters = self.model_dump(exclude={"offset", "limit"})
+        if principal.store_scope is not None:
+            filters["store_id"] = principal.store_scope
+        return {"merchant_id": principal.merchant_id, **filters}
+
+
+class MemberQuery(MemberFilters):
     offset: int = Field(0, ge=0, le=10_000_000)
     limit: int = Field(20, ge=1, le=100)
 
@@ -113,7 +130,12 @@ async def create_member(request: Request, body: MemberIn):
     if store_id is not None:
         await tenancy.get_store(merchant_id=principal.merchant_id, store_id=store_id)
     profile = body.model_dump(exclude={"store_id"})
-    member = await members.create_member(merchant_id=principal.merchant_id, origin_store_id=store_id, profile=profile)
+    member = await members.create_member(
+        merchant_id=principal.merchant_id,
+        origin_store_id=store_id,
+        profile=profile,
+        actor=f"staff:{principal.subject_id}",
+    )
     return ok(await serialize(member), status=201)
 
 
@@ -124,13 +146,12 @@ async def create_member(request: Request, body: MemberIn):
     roles=ALL_STAFF,
     query=MemberQuery,
     response=MemberPage,
-    description="Newest first. Store-scoped roles see only members of their store.",
+    description="Newest first. Store-scoped roles see only members of their store (store_id is ignored for them). "
+    "Registration dates are days in the merchant's time zone. A tier filter comes with the loyalty engine.",
 )
 async def search_members(request: Request, query: MemberQuery):
-    principal = request.ctx.principal
-    total, found = await members.search_members(
-        merchant_id=principal.merchant_id, store_id=principal.store_scope, **query.model_dump()
-    )
+    filters = query.for_principal(request.ctx.principal)
+    total, found = await members.search_members(offset=query.offset, limit=query.limit, **filters)
     return ok(MemberPage(total=total, items=[await serialize(m) for m in found]))
 
 
@@ -145,6 +166,9 @@ async def read_member(request: Request, member_id: int):
     summary="Update a member", tag="members", roles=WRITERS, body=MemberPatch, response=MemberOut, errors=(404, 409)
 )
 async def update_member(request: Request, member_id: int, body: MemberPatch):
-    member = await visible_member(request.ctx.principal, member_id)
-    updated = await members.update_member(member=member, changes=body.model_dump(exclude_unset=True))
+    principal = request.ctx.principal
+    member = await visible_member(principal, member_id)
+    updated = await members.update_member(
+        member=member, changes=body.model_dump(exclude_unset=True), actor=f"staff:{principal.subject_id}"
+    )
     return ok(await serialize(updated))

@@ -12,7 +12,7 @@ from sanic.request import Request
 from tortoise.transactions import in_transaction
 
 from models.tenancy import find_wechat_account
-from models.wechat_events import InboundEvent, list_events, record_event
+from models.wechat_events import InboundEvent, list_events, record_event, save_reply
 from server import clock
 from server.api import Out, Schema, endpoint, ok
 from server.auth import ADMINS
@@ -92,12 +92,15 @@ async def receive_push(request: Request, appid: str | None = None):
     if not message.get("MsgType") or not message.get("FromUserName"):
         raise Forbidden("push has no MsgType/FromUserName", code="wechat.push_invalid")
     async with in_transaction():
-        recorded = await record_event(merchant_id=account.merchant_id, appid=account.appid, message=message)
-        reply = None
-        if recorded is not None:
+        recorded, fresh = await record_event(merchant_id=account.merchant_id, appid=account.appid, message=message)
+        if fresh:
             reply = await dispatch(OAEvent(merchant_id=account.merchant_id, appid=account.appid, message=message))
-    if recorded is None:
-        log.info("duplicate push %s from %s ignored", message.get("Event") or message.get("MsgType"), appid)
+            if reply is not None:
+                await save_reply(event=recorded, reply=reply)
+        else:
+            reply = recorded.reply
+    if not fresh:
+        log.info("duplicate push %s from %s answered again", message.get("Event") or message.get("MsgType"), appid)
     if reply is None:
         return text("success")
     reply_xml = to_xml(

@@ -143,6 +143,11 @@ class Migration(migrations.Migration):
             bases=['Model'],
         ),
         ops.AddField(
+            model_name='InboundEvent',
+            name='reply',
+            field=fields.JSONField(null=True, encoder=functools.partial(dumps, separators=(',', ':')), decoder=loads),
+        ),
+        ops.AddField(
             model_name='Member',
             name='activated_at',
             field=fields.DatetimeField(null=True, auto_now=False, auto_now_add=False),

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import re
 import secrets
-from datetime import date
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from tortoise import fields
 from tortoise.exceptions import IntegrityError
+from tortoise.expressions import Subquery
 from tortoise.models import Model
+from tortoise.queryset import QuerySet
 from tortoise.transactions import in_transaction
 
+from models.cards import MemberCard
 from models.custom_fields import validate_values
+from models.tenancy import Merchant
 from server.crypto import cipher
 from server.errors import Conflict, NotFound, Unprocessable
 
@@ -278,8 +283,35 @@ async def ensure_visible(*, merchant_id: int, member_id: int, store_id: int | No
         raise NotFound("member not found", code="member.not_found")
 
 
-async def update_member(*, member: Member, changes: dict[str, Any]) -> Member:
-    """Change profile fields; custom fields merge (null removes), required ones stay required."""
+def _jsonable(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, date) else value
+
+
+def _profile_diff(member: Member, data: dict[str, Any]) -> dict[str, Any]:
+    """Changed fields as {field: {"old", "new"}}; the ID card only as "changed", never its value."""
+    diff: dict[str, Any] = {}
+    for field, new in data.items():
+        if field == "id_card_index":
+            continue
+        if field == "id_card_enc":
+            if data.get("id_card_index") != member.id_card_index:
+                diff["id_card_no"] = "changed"
+            continue
+        old = getattr(member, field)
+        if field == "custom_fields":
+            before, after = old or {}, new or {}
+            for key in sorted(set(before) | set(after)):
+                if before.get(key) != after.get(key):
+                    diff[f"custom_fields.{key}"] = {"old": before.get(key), "new": after.get(key)}
+        elif old != new:
+            diff[field] = {"old": _jsonable(old), "new": _jsonable(new)}
+    return diff
+
+
+async def update_member(*, member: Member, changes: dict[str, Any], actor: str = "system") -> Member:
+    """Change profile fields (custom fields merge, null removes); the timeline records who changed what."""
+    from models.timeline import record
+
     data = dict(changes)
     _check_profile(data)
     if "custom_fields" in data:
@@ -287,17 +319,26 @@ async def update_member(*, member: Member, changes: dict[str, Any]) -> Member:
             merchant_id=member.merchant_id, values=data["custom_fields"] or {}, current=member.custom_fields
         )
     _seal_id_card(member.merchant_id, data)
-    if not data:
+    diff = _profile_diff(member, data)
+    if not diff:
         return member
     try:
-        await Member.filter(id=member.id).update(**data)
+        async with in_transaction():
+            await Member.filter(id=member.id).update(**data)
+            await record(
+                merchant_id=member.merchant_id, member_id=member.id, kind="profile_changed", actor=actor, detail=diff
+            )
     except IntegrityError as exc:
         await _raise_duplicate(member.merchant_id, data, exc)
         raise
     return await Member.get(id=member.id)
 
 
-async def search_members(
+def _day_start_utc(day: date, zone: ZoneInfo) -> datetime:
+    return datetime.combine(day, time.min, tzinfo=zone).astimezone(UTC)
+
+
+async def filter_members(
     *,
     merchant_id: int,
     store_id: int | None = None,
@@ -305,10 +346,15 @@ async def search_members(
     name: str | None = None,
     id_card_no: str | None = None,
     openid: str | None = None,
-    offset: int = 0,
-    limit: int = 20,
-) -> tuple[int, list[Member]]:
-    """Page through members, newest first; id_card_no matches exactly through the blind index."""
+    card_code: str | None = None,
+    source: str | None = None,
+    subscribed: bool | None = None,
+    activated: bool | None = None,
+    created_from: date | None = None,
+    created_to: date | None = None,
+) -> QuerySet[Member]:
+    """Members matching every filter; dates are days in the merchant's time zone, id_card_no exact (blind index)."""
+    # a tier filter waits for the loyalty engine, which owns tiers
     query = Member.filter(merchant_id=merchant_id)
     if store_id is not None:
         query = query.filter(origin_store_id=store_id)
@@ -320,6 +366,28 @@ async def search_members(
         query = query.filter(openid=openid)
     if id_card_no:
         query = query.filter(id_card_index=id_card_index(merchant_id=merchant_id, id_card_no=id_card_no.upper()))
+    if card_code:
+        cards = MemberCard.filter(merchant_id=merchant_id, code=card_code).values("member_id")
+        query = query.filter(id__in=Subquery(cards))
+    if source:
+        query = query.filter(source=source)
+    if subscribed is not None:
+        query = query.filter(subscribed=subscribed)
+    if activated is not None:
+        query = query.filter(activated_at__isnull=not activated)
+    if created_from or created_to:
+        timezone = await Merchant.filter(id=merchant_id).first().values_list("timezone", flat=True)
+        zone = ZoneInfo(str(timezone or "Asia/Shanghai"))
+        if created_from:
+            query = query.filter(created_at__gte=_day_start_utc(created_from, zone))
+        if created_to:
+            query = query.filter(created_at__lt=_day_start_utc(created_to + timedelta(days=1), zone))
+    return query
+
+
+async def search_members(*, offset: int = 0, limit: int = 20, **filters: Any) -> tuple[int, list[Member]]:
+    """Page through members matching the filters of filter_members, newest first."""
+    query = await filter_members(**filters)
     total = await query.count()
     members = await query.order_by("-id").offset(offset).limit(limit)
     return total, members

@@ -18,6 +18,7 @@ class InboundEvent(Model):
     event = fields.CharField(max_length=64, default="")
     openid = fields.CharField(max_length=64, default="")
     payload = fields.JSONField()
+    reply = fields.JSONField(null=True)  # the passive reply, answered again to redeliveries
     created_at = fields.DatetimeField(auto_now_add=True)
 
     class Meta:
@@ -33,20 +34,27 @@ def dedupe_key(message: dict[str, str]) -> str:
     return f"evt:{message.get('FromUserName', '')}:{message.get('CreateTime', '')}:{message.get('Event', '')}"
 
 
-async def record_event(*, merchant_id: int, appid: str, message: dict[str, Any]) -> InboundEvent | None:
-    """Store an event once; returns None when it was already recorded (a redelivery)."""
+async def record_event(*, merchant_id: int, appid: str, message: dict[str, Any]) -> tuple[InboundEvent, bool]:
+    """Store an event once; (event, False) for a redelivery, which gets the first delivery's row."""
+    key = dedupe_key(message)[:128]
     try:
-        return await InboundEvent.create(
+        event = await InboundEvent.create(
             merchant_id=merchant_id,
             appid=appid,
-            dedupe_key=dedupe_key(message)[:128],
+            dedupe_key=key,
             msg_type=message.get("MsgType", "")[:32],
             event=(message.get("Event") or "")[:64],
             openid=message.get("FromUserName", "")[:64],
             payload=message,
         )
+        return event, True
     except IntegrityError:
-        return None
+        return await InboundEvent.get(appid=appid, dedupe_key=key), False
+
+
+async def save_reply(*, event: InboundEvent, reply: dict[str, str]) -> None:
+    """Keep the reply so that WeChat's retry of a slow answer gets the same one."""
+    await InboundEvent.filter(id=event.id).update(reply=reply)
 
 
 async def list_events(*, merchant_id: int, limit: int = 50) -> list[InboundEvent]:

@@ -1,4 +1,4 @@
-"""Command line: python -m server [--config PATH] [serve|migrate|seed|create-merchant|check-ledgers]."""
+"""Command line: python -m server [--config PATH] [serve|migrate|seed|create-merchant|check-ledgers|import-members]."""
 
 from __future__ import annotations
 
@@ -29,6 +29,10 @@ def _parser() -> argparse.ArgumentParser:
     merchant.add_argument("--admin-username", required=True)
     merchant.add_argument("--admin-password", help="default: generated and printed once")
     sub.add_parser("check-ledgers", help="recompute every balance from its ledger; exit 1 on a mismatch")
+    members_import = sub.add_parser("import-members", help="import members from a CSV file, with progress")
+    members_import.add_argument("file", help="UTF-8 CSV with a header row (phone required)")
+    members_import.add_argument("--merchant", required=True, help="merchant code")
+    members_import.add_argument("--show-rejects", type=int, default=20, help="rejected rows to print (default 20)")
     return parser
 
 
@@ -116,6 +120,57 @@ async def _check_ledgers() -> int:
     return 1 if mismatches else 0
 
 
+async def _import_members(args: argparse.Namespace) -> int:
+    import time
+    from pathlib import Path
+
+    from models import imports
+    from models.tenancy import Merchant
+    from server.errors import DomainError
+
+    merchant = await Merchant.get_or_none(code=args.merchant)
+    if merchant is None:
+        print(f"huiyuan: no merchant with code {args.merchant!r}", file=sys.stderr)
+        return 2
+    path = Path(args.file)
+    try:
+        job = await imports.create_import_job(merchant_id=merchant.id, staff_id=None, path=path, filename=path.name)
+    except DomainError as exc:
+        print(f"huiyuan: {exc.message}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"huiyuan: cannot read {path}: {exc.strerror}", file=sys.stderr)
+        return 2
+    started = time.monotonic()
+
+    def progress(job: imports.ImportJob) -> None:
+        rate = job.processed_rows / max(time.monotonic() - started, 1e-6)
+        print(
+            f"\r{job.processed_rows}/{job.total_rows} rows ({job.percent:.1f} %), created {job.created_rows}, "
+            f"unchanged {job.unchanged_rows}, rejected {job.rejected_rows}, {rate:,.0f} rows/s",
+            end="",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    job = await imports.run_import(job_id=job.id, path=path, on_batch=progress)
+    elapsed = time.monotonic() - started
+    print(file=sys.stderr)
+    print(
+        f"import {job.id} {job.status} in {elapsed:.1f} s: {job.processed_rows} rows, created {job.created_rows}, "
+        f"unchanged {job.unchanged_rows}, rejected {job.rejected_rows}"
+    )
+    if job.status == "failed":
+        print(f"error: {job.error}")
+        return 1
+    rejects = await imports.list_rejects(merchant_id=merchant.id, job_id=job.id, offset=0, limit=args.show_rejects)
+    for reject in rejects:
+        print(f"line {reject.line}: {reject.reason}")
+    if job.rejected_rows > len(rejects):
+        print(f"... {job.rejected_rows - len(rejects)} more (GET /api/members/imports/{job.id}/rejects)")
+    return 0
+
+
 async def _create_merchant(args: argparse.Namespace) -> int:
     from server.seed import ensure_merchant
 
@@ -156,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_with_db(settings, partial(_create_merchant, args)))
     if command == "check-ledgers":
         return asyncio.run(_with_db(settings, _check_ledgers))
+    if command == "import-members":
+        return asyncio.run(_with_db(settings, partial(_import_members, args)))
     raise AssertionError(command)
 
 

@@ -39,6 +39,9 @@ def database_url(settings: Settings) -> str:
         query.setdefault("minsize", str(settings.database.pool_min))
         query.setdefault("maxsize", str(settings.database.pool_max))
         query.setdefault("charset", "utf8mb4")
+        # every statement sees the latest committed rows and no gap locks are taken: the guards are unique keys
+        # and conditional updates, and a loser of an insert race must be able to read the winner's row
+        query.setdefault("init_command", "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
         return urlunsplit(parts._replace(query=urlencode(query)))
     raise ValueError(f"unsupported database url {url!r}: use sqlite://PATH or mysql://user:pw@host:port/db")
 
@@ -61,7 +64,18 @@ def tortoise_config(settings: Settings) -> dict[str, Any]:
 
 async def init_db(settings: Settings) -> None:
     """Open the ORM (connections are lazy) and make it visible to every task."""
+    if settings.database.url.startswith("mysql://"):
+        _allow_mysql_bytes()
     await Tortoise.init(config=tortoise_config(settings), _enable_global_fallback=True)
+
+
+def _allow_mysql_bytes() -> None:
+    """aiomysql 0.3.2 escapes bytes with PyMySQL's escape_bytes_prefixed, a placeholder string since PyMySQL 1.1.1."""
+    import aiomysql.connection
+    import pymysql.converters
+
+    if not callable(aiomysql.connection.escape_bytes_prefixed):
+        aiomysql.connection.escape_bytes_prefixed = pymysql.converters.escape_bytes
 
 
 async def close_db() -> None:

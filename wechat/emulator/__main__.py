@@ -47,6 +47,9 @@ def _parser() -> argparse.ArgumentParser:
     event.add_argument("--event-key", dest="event_key")
     event.add_argument("--card-id", dest="card_id")
     event.add_argument("--code")
+    event.add_argument("--outer-str", dest="outer_str", help="user_get_card: the claim code's outer_str (store code)")
+    event.add_argument("--mobile", help="submit_membercard_user_info: the phone the member typed in")
+    event.add_argument("--name", help="submit_membercard_user_info: the name the member typed in")
     event.add_argument("--plain", action="store_true", help="plaintext mode instead of safe mode")
 
     mp_code = sub.add_parser("mp-code", allow_abbrev=False, parents=[common], help="make a wx.login code for an openid")
@@ -90,7 +93,13 @@ def _request(args: argparse.Namespace, extra: dict[str, str]) -> tuple[str, str,
         return "POST", "scan", {**base, **firing, **body}
     if command == "event":
         body = {"openid": args.openid, "event": args.event, "extra": extra, "safe_mode": not args.plain}
-        body.update({k: getattr(args, k) for k in ("event_key", "card_id", "code") if getattr(args, k)})
+        body.update({k: getattr(args, k) for k in ("event_key", "card_id", "code", "outer_str") if getattr(args, k)})
+        form = [("USER_FORM_INFO_FLAG_MOBILE", args.mobile), ("USER_FORM_INFO_FLAG_NAME", args.name)]
+        if any(value for _, value in form):
+            body["info"] = {
+                "common_field_list": [{"name": k, "value": v} for k, v in form if v],
+                "custom_field_list": [],
+            }
         return "POST", "oa-event", {**base, **firing, **body}
     if command == "mp-code":
         return "POST", "mp-code", {**base, "openid": args.openid, **({"unionid": args.unionid} if args.unionid else {})}

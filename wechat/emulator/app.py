@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from sanic import Blueprint
 
-from wechat.emulator import card, oa, pay, payv3
+from wechat.emulator import card, oa, pay, payv3, wxa
 from wechat.emulator.control import Control
 from wechat.emulator.state import AppAccount, EmulatorState, MerchantAccount
 from wechat.emulator.wire import Api
@@ -35,7 +35,7 @@ def create_blueprint(settings: Settings, *, state: EmulatorState | None = None) 
     bp = Blueprint("wechat_emulator", url_prefix=mount)
     bp.ctx.state = state or state_from_settings(settings)
     api = Api(bp, bp.ctx.state)
-    for module in (oa, card, pay, payv3):
+    for module in (oa, card, pay, payv3, wxa):
         module.register(api)
     Control(
         bp.ctx.state,

@@ -218,6 +218,8 @@ class Control:
             self.state.activate_infos[ticket] = {"appid": account.appid, "openid": openid, "info": info}
             if card_id and code:
                 self.state.members[(card_id, code)]["user_info"] = info
+            if "ActivateTicket" not in extra:
+                fields["ActivateTicket"] = ticket  # what the activation page receives, carried on the event here
             result["activate_ticket"] = ticket
         return fields
 
