@@ -123,7 +123,9 @@ def summarize(command: str, answer: dict[str, Any]) -> list[str]:
         label = " ".join(f"{k}={v}" for k, v in head.items())
         lines = []
         for index, item in enumerate(answer["deliveries"], 1):
-            outcome = item.get("error") or " ".join(str(item.get("body", "")).split())[:120] or "(empty body)"
+            reply = item.get("reply") or {}
+            shown = f"reply: {reply.get('Content') or reply.get('MsgType')}" if reply else item.get("body", "")
+            outcome = item.get("error") or " ".join(str(shown).split())[:160] or "(empty body)"
             lines.append(f"delivery {index}/{total} {label} -> {item.get('status') or 'FAILED'} {outcome}")
         return lines
     if command == "calls":

@@ -16,8 +16,9 @@ from wechat.emulator.pay import china_time, rfc3339, signed_fields
 from wechat.emulator.payv3 import platform_headers, refund_json, transaction_json
 from wechat.emulator.state import AppAccount, EmulatorState, PayOrder, PayRefund
 from wechat.emulator.wire import dump_json
+from wechat.errors import WeChatError
 from wechat.paysign import v2_encrypt_req_info, v3_aead_encrypt
-from wechat.xmlutil import to_xml
+from wechat.xmlutil import parse_xml, to_xml
 
 _REPLY_LIMIT = 2000
 CARD_EVENT_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -73,6 +74,27 @@ def oa_request(account: AppAccount, xml: str, *, openid: str, safe_mode: bool) -
         "openid": openid,
     }
     return xml, params
+
+
+def read_reply(account: AppAccount, body: str) -> dict[str, str] | None:
+    """The passive reply the server answered (decrypted in safe mode), as a WeChat client would show it."""
+    if not body.lstrip().startswith("<xml"):
+        return None
+    try:
+        fields = parse_xml(body)
+        if "Encrypt" in fields:
+            crypto = OACrypto(token=account.token, encoding_aes_key=account.encoding_aes_key, appid=account.appid)
+            fields = parse_xml(
+                crypto.decrypt(
+                    encrypt=fields["Encrypt"],
+                    msg_signature=fields.get("MsgSignature", ""),
+                    timestamp=fields.get("TimeStamp", ""),
+                    nonce=fields.get("Nonce", ""),
+                )
+            )
+    except WeChatError:
+        return None
+    return fields
 
 
 def callback_url(self_url: str, given_url: str, default_path: str) -> str:

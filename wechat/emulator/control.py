@@ -15,6 +15,7 @@ from wechat.emulator.callbacks import (
     event_xml,
     oa_request,
     pay_notify_request,
+    read_reply,
     refund_notify_request,
 )
 from wechat.emulator.card import encrypt_card_code, member_record
@@ -187,6 +188,8 @@ class Control:
             repeat=_repeat(body),
             concurrent=body.get("concurrent") is True,
         )
+        for delivery in deliveries:
+            delivery["reply"] = read_reply(account, delivery.get("body") or "")
         return {**result, "xml": xml, "deliveries": deliveries}
 
     def _card_side_effects(
