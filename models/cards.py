@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from tortoise import fields
@@ -13,12 +11,11 @@ from tortoise.models import Model
 
 from models.custom_fields import list_fields
 from models.qrcodes import QrCode
-from models.tenancy import WechatAccount, get_store
+from models.tenancy import get_store, merchant_client
 from server import clock
-from server.errors import Conflict, DomainError, NotFound, Unavailable, Unprocessable
+from server.errors import Conflict, NotFound, Unprocessable, wechat_errors
 from wechat import card as card_api
 from wechat.card import COMMON_FIELDS
-from wechat.errors import WeChatAPIError, WeChatError
 from wechat.events import OAEvent, Reply, on
 
 if TYPE_CHECKING:
@@ -78,28 +75,9 @@ class OnboardingSettings(Model):
 log = logging.getLogger("huiyuan.cards")
 
 
-@contextmanager
-def wechat_errors() -> Iterator[None]:
-    """Turn a WeChat refusal into a 502 and an outage into a 503 (both in the error envelope)."""
-    try:
-        yield
-    except WeChatAPIError as exc:
-        raise DomainError(str(exc), code="wechat.api_error", status=502, errcode=exc.errcode) from exc
-    except WeChatError as exc:
-        raise Unavailable(f"WeChat is unavailable: {exc}", code="wechat.unavailable") from exc
-
-
 async def official_client(*, wechat: WeChatGateway, merchant_id: int) -> AppClient:
     """The client of the official account the merchant's member card belongs to."""
-    appid = await (
-        WechatAccount.filter(merchant_id=merchant_id, kind="official")
-        .order_by("id")
-        .first()
-        .values_list("appid", flat=True)
-    )
-    if appid is None:
-        raise Unprocessable("the merchant has no official account configured", code="wechat.account_missing")
-    return await wechat.official_client(appid)
+    return await merchant_client(wechat, merchant_id=merchant_id, kind="official")
 
 
 def bonus_rule(*, merchant_id: int) -> dict[str, Any]:

@@ -19,15 +19,14 @@ from models.timeline import record
 from server import clock
 from server.auth import sign_member_qr, verify_member_qr
 from server.crypto import cipher
-from server.errors import Conflict, DomainError, NotFound, Unauthorized, Unavailable, Unprocessable
+from server.errors import Conflict, DomainError, NotFound, Unauthorized, Unprocessable, wechat_failure
 from wechat.crypto import wxa_decrypt
 from wechat.errors import WeChatAPIError, WeChatCryptoError, WeChatError
-from wechat.gateway import AppClient, WeChatGateway, WeChatUnavailable
+from wechat.gateway import AppClient, WeChatGateway
 
 DEFAULT_TIER_NAME = "普通会员"
 WATERMARK_MAX_AGE = 86_400  # legacy encryptedData older (or newer) than this is refused as a replay
 CODE_ERRCODES = frozenset({40029, 40163})
-BUSY_ERRCODES = frozenset({-1, 45009, 45011})
 
 
 @dataclass(frozen=True)
@@ -66,14 +65,6 @@ def mask_phone(phone: str | None) -> str | None:
     return phone[:3] + "*" * (len(phone) - 7) + phone[-4:]
 
 
-def _wechat_failure(exc: WeChatError, path: str) -> DomainError:
-    """A WeChat failure the caller cannot fix: 503 when WeChat is busy or away, 502 otherwise."""
-    if isinstance(exc, WeChatUnavailable) or (isinstance(exc, WeChatAPIError) and exc.errcode in BUSY_ERRCODES):
-        return Unavailable(f"WeChat is unavailable ({path})", code="wechat.unavailable")
-    errcode = exc.errcode if isinstance(exc, WeChatAPIError) else None
-    return DomainError(f"WeChat refused {path}", code="wechat.error", status=502, errcode=errcode)
-
-
 async def _wechat(pending: Awaitable[Any], path: str, *, code_error: DomainError | None = None) -> Any:
     """Await a WeChat call; a bad/used code becomes code_error, other failures 502/503."""
     try:
@@ -81,9 +72,9 @@ async def _wechat(pending: Awaitable[Any], path: str, *, code_error: DomainError
     except WeChatAPIError as exc:
         if code_error is not None and exc.errcode in CODE_ERRCODES:
             raise code_error from None
-        raise _wechat_failure(exc, path) from None
+        raise wechat_failure(exc, action=path) from None
     except WeChatError as exc:
-        raise _wechat_failure(exc, path) from None
+        raise wechat_failure(exc, action=path) from None
 
 
 async def _mp_account(*, appid: str | None = None, merchant_id: int | None = None) -> WechatAccount:
@@ -127,7 +118,7 @@ async def login(
     )
     openid, session_key = session.get("openid"), session.get("session_key")
     if not isinstance(openid, str) or not openid or not isinstance(session_key, str) or not session_key:
-        raise _wechat_failure(WeChatError("jscode2session answer lacks openid/session_key"), "jscode2session")
+        raise wechat_failure(WeChatError("jscode2session answer lacks openid/session_key"), action="jscode2session")
     unionid = session.get("unionid") if isinstance(session.get("unionid"), str) else None
     # a stale or unknown store code must not block the login: the member just gets no origin store
     store = await Store.get_or_none(merchant_id=account.merchant_id, code=store_code) if store_code else None
@@ -178,7 +169,7 @@ async def _phone_by_code(gateway: WeChatGateway, account: WechatAccount, code: s
     )
     info = answer.get("phone_info")
     if not isinstance(info, dict):
-        raise _wechat_failure(WeChatError("no phone_info"), "getuserphonenumber")
+        raise wechat_failure(WeChatError("no phone_info"), action="getuserphonenumber")
     return info
 
 
@@ -277,7 +268,7 @@ async def referral_qr(*, gateway: WeChatGateway, merchant_id: int, member_id: in
         "getwxacodeunlimit",
     )
     if not isinstance(image, bytes):
-        raise _wechat_failure(WeChatError("no image"), "getwxacodeunlimit")
+        raise wechat_failure(WeChatError("no image"), action="getwxacodeunlimit")
     return referral_code, base64.b64encode(image).decode("ascii")
 
 

@@ -15,12 +15,11 @@ from tortoise.expressions import F
 from tortoise.models import Model
 
 from models.staff import Staff
-from models.tenancy import Store, WechatAccount
-from server.errors import DomainError, NotFound, Unavailable, Unprocessable
-from wechat.errors import WeChatAPIError, WeChatError
+from models.tenancy import Store, merchant_client
+from server.errors import DomainError, NotFound, Unprocessable, wechat_errors
 
 if TYPE_CHECKING:
-    from wechat.gateway import AppClient, WeChatGateway
+    from wechat.gateway import WeChatGateway
 
 PNG_MAGIC = b"\x89PNG"
 MAX_INT = 2**31 - 1
@@ -93,20 +92,11 @@ async def _scene_target(*, merchant_id: int, store_id: int | None, staff_id: int
     return f"store:{store.code}", store.id
 
 
-async def _wechat_client(gateway: WeChatGateway, *, merchant_id: int, kind: str) -> AppClient:
-    account = await WechatAccount.filter(merchant_id=merchant_id, kind=kind).order_by("id").first()
-    if account is None:
-        raise Unprocessable(f"the merchant has no {kind} account configured", code="wechat.account_missing")
-    if kind == "official":
-        return await gateway.official_client(account.appid)
-    return await gateway.miniprogram_client(account.appid)
-
-
 async def _issue(gateway: WeChatGateway, *, merchant_id: int, kind: str, scene: str) -> dict[str, Any]:
     """Ask WeChat for the code: a ticket and URL (oa) or the PNG itself (mp)."""
-    try:
+    with wechat_errors(action="qrcode"):
         if kind == "oa":
-            client = await _wechat_client(gateway, merchant_id=merchant_id, kind="official")
+            client = await merchant_client(gateway, merchant_id=merchant_id, kind="official")
             answer = await client.call(
                 "POST",
                 "/cgi-bin/qrcode/create",
@@ -116,17 +106,13 @@ async def _issue(gateway: WeChatGateway, *, merchant_id: int, kind: str, scene: 
             if not (ticket and url):
                 raise DomainError("WeChat returned no ticket/url", code="wechat.api_error", status=502)
             return {"ticket": ticket, "url": url}
-        client = await _wechat_client(gateway, merchant_id=merchant_id, kind="miniprogram")
+        client = await merchant_client(gateway, merchant_id=merchant_id, kind="miniprogram")
         image = await client.call(
             "POST",
             "/wxa/getwxacodeunlimit",
             json={"scene": scene, "page": MP_PAGE, "check_path": False},
             raw=True,
         )
-    except WeChatAPIError as exc:
-        raise DomainError(str(exc), code="wechat.api_error", status=502, errcode=exc.errcode) from exc
-    except WeChatError as exc:
-        raise Unavailable(f"WeChat is unavailable: {exc}", code="wechat.unavailable") from exc
     if not isinstance(image, bytes) or not image.startswith(PNG_MAGIC):
         raise DomainError("WeChat did not return an image", code="wechat.api_error", status=502)
     return {"image_png": image}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from tortoise import fields
@@ -149,3 +150,14 @@ async def merchant_appids(*, merchant_id: int) -> set[str]:
         "appid", flat=True
     )
     return {str(appid) for appid in appids if appid}
+
+
+async def merchant_client(gateway: Any, *, merchant_id: int, kind: str = "official") -> Any:
+    """An API client for the merchant's official account or mini-program (its first one of that kind)."""
+    from wechat.gateway import AppCredentials
+
+    account = await WechatAccount.filter(merchant_id=merchant_id, kind=kind).order_by("id").first()
+    if account is None:
+        raise Unprocessable(f"the merchant has no {kind} account configured", code="wechat.account_missing")
+    credentials = AppCredentials(appid=account.appid, secret=account.secrets()["secret"], api_base=account.api_base)
+    return gateway.app_client(credentials)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from sanic import Sanic, json
 from sanic.exceptions import SanicException
@@ -67,6 +69,32 @@ class Unavailable(DomainError):
     code = "service.unavailable"
 
 
+WECHAT_BUSY_ERRCODES = frozenset({-1, 45009, 45011})  # system busy, quota, rate limit: try again later
+
+
+def wechat_failure(exc: Exception, *, action: str = "") -> DomainError:
+    """A WeChat failure the caller cannot fix: 503 when WeChat is busy or away, 502 when it refused."""
+    from wechat.errors import WeChatAPIError
+    from wechat.gateway import WeChatUnavailable
+
+    what = f" ({action})" if action else ""
+    errcode = exc.errcode if isinstance(exc, WeChatAPIError) else None
+    if isinstance(exc, WeChatUnavailable) or errcode in WECHAT_BUSY_ERRCODES:
+        return Unavailable(f"WeChat is unavailable{what}", code="wechat.unavailable")
+    return DomainError(f"WeChat refused the call{what}: {exc}", code="wechat.api_error", status=502, errcode=errcode)
+
+
+@contextmanager
+def wechat_errors(action: str = "") -> Iterator[None]:
+    """Map WeChat failures inside the block to wechat_failure's 502/503 envelope errors."""
+    from wechat.errors import WeChatError
+
+    try:
+        yield
+    except WeChatError as exc:
+        raise wechat_failure(exc, action=action) from exc
+
+
 def error_body(code: str, message: str, **extra: object) -> dict:
     body: dict = {"code": code, "message": message}
     body.update({k: v for k, v in extra.items() if v is not None})
@@ -125,6 +153,14 @@ def register_error_handlers(app: Sanic) -> None:
         if status == 400 and "JSON" in message.upper():
             code, message = "request.malformed_json", "request body is not valid JSON"
         return json(error_body(code, message), status=status, headers=getattr(exc, "headers", None))
+
+    from wechat.errors import WeChatError
+
+    @app.exception(WeChatError)
+    async def wechat_error(request: Request, exc: WeChatError):
+        failure = wechat_failure(exc)
+        log.warning("WeChat failure on %s %s: %s", request.method, request.path, exc)
+        return json(error_body(failure.code, failure.message, **failure.extra), status=failure.status)
 
     @app.exception(Exception)
     async def unexpected(request: Request, exc: Exception):
