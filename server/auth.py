@@ -163,6 +163,8 @@ def verify_member_qr(token: str, *, secret: str) -> tuple[int, int]:
         raw = base64.b32decode(encoded + "=" * (-len(encoded) % 8))
     except (binascii.Error, ValueError):
         raise invalid from None
+    if base64.b32encode(raw).decode("ascii").rstrip("=") != encoded:  # the last character has spare bits
+        raise invalid
     body, mac = raw[: _MEMBER_QR_BODY.size], raw[_MEMBER_QR_BODY.size :]
     if not hmac.compare_digest(_member_qr_mac(secret, body), mac):
         raise invalid

@@ -35,18 +35,23 @@ def _start(env: dict[str, str], port: int, workers: int) -> subprocess.Popen:
     )
 
 
-def _wait_healthy(proc: subprocess.Popen, port: int, timeout: float = 60) -> None:
+def _wait_healthy(proc: subprocess.Popen, port: int, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
+    last = "no answer"
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise AssertionError(f"server exited early:\n{proc.stdout.read() if proc.stdout else ''}")
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+            answer = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
+            if answer.status_code == 200:
                 return
-        except httpx.HTTPError:
-            pass
+            last = f"{answer.status_code} {answer.text[:300]}"
+        except httpx.HTTPError as exc:
+            last = repr(exc)
         time.sleep(0.3)
-    raise AssertionError("server did not become healthy")
+    proc.kill()
+    output, _ = proc.communicate()
+    raise AssertionError(f"server did not become healthy in {timeout:.0f} s (last: {last}):\n{output[-4000:]}")
 
 
 def _stop(proc: subprocess.Popen) -> str:
