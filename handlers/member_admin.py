@@ -22,7 +22,6 @@ from server.auth import ADMINS, ALL_STAFF
 from server.errors import DomainError
 
 bp = Blueprint("member_admin", url_prefix="/api/members")
-IMPORT_MAX_BYTES = 512 * 1024 * 1024  # app.config.MEMBER_IMPORT_MAX_SIZE overrides
 CSV_TYPES = ("text/csv", "application/csv", "application/vnd.ms-excel")
 
 
@@ -138,7 +137,7 @@ async def export_members(request: Request, query: MemberFilters):
 
 
 async def _receive_upload(request: Request, path: Path) -> None:
-    limit = request.app.config.get("MEMBER_IMPORT_MAX_SIZE", IMPORT_MAX_BYTES)
+    limit = request.app.ctx.settings.server.import_max_size
     size = 0
     with path.open("wb") as upload:  # noqa: ASYNC230 - local temp file, buffered writes
         while (chunk := await request.stream.read()) is not None:

@@ -26,6 +26,7 @@ class ServerSettings(_Section):
     port: int = Field(8000, ge=1, le=65535)
     workers: int = Field(1, ge=1, le=64)
     request_max_size: int = Field(1_048_576, ge=1024)
+    import_max_size: int = Field(512 * 1024 * 1024, ge=1024)  # streamed CSV uploads (member imports)
     access_log: bool = False
     public_url: str = ""  # how WeChat reaches us; empty = http://host:port
 

@@ -213,3 +213,25 @@ def test_development_accepts_the_stand_ins():
     settings = load_settings(environ={"HUIYUAN_CONFIG": NO_FILE})
     assert settings.redis.url == "memory://"
     assert settings.wechat.emulator.enabled is True
+
+
+def test_config_yaml_names_every_setting_with_its_default():
+    """The shipped config.yaml documents every key (one commented line each) and changes nothing."""
+    import yaml
+
+    from server.config import Settings
+
+    path = Path(__file__).resolve().parents[2] / "config.yaml"
+    shipped = yaml.safe_load(path.read_text(encoding="utf-8"))
+
+    def missing(model: type, data: dict, prefix: str = "") -> list[str]:
+        gaps = []
+        for name, field in model.model_fields.items():
+            if name not in data:
+                gaps.append(prefix + name)
+            elif isinstance(field.annotation, type) and hasattr(field.annotation, "model_fields"):
+                gaps += missing(field.annotation, data[name], f"{prefix}{name}.")
+        return gaps
+
+    assert missing(Settings, shipped) == []
+    assert load_settings(path, environ={}) == Settings()

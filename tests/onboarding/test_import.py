@@ -187,11 +187,12 @@ async def test_bad_uploads_are_refused_before_any_job(client, admin, app, demo):
         (await upload(b"phone,name,Phone\n"), 422, "import.column_repeated"),
         (await upload("phone,name\n13900000001,李雷\n".encode("gbk")), 422, "import.not_utf8"),
     ]
-    app.config.MEMBER_IMPORT_MAX_SIZE = 1000
+    settings = app.ctx.settings
+    app.ctx.settings = settings.replace(**{"server.import_max_size": 1024})
     try:
         cases.append((await upload(b"phone\n" + b"13900000001\n" * 100), 413, "request.too_large"))
     finally:
-        app.config.pop("MEMBER_IMPORT_MAX_SIZE")
+        app.ctx.settings = settings
     assert [(r.status_code, error_of(r)["code"]) for r, _, _ in cases] == [(s, c) for _, s, c in cases]
     assert await ImportJob.all().count() == 0
     unauthenticated = await client.post("/api/members/imports", content=b"phone\n", headers=CSV)
