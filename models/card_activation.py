@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from tortoise.transactions import in_transaction
 
@@ -316,7 +316,12 @@ async def activate_from_miniprogram(
         raise Forbidden("this card belongs to another member", code="card.not_yours")
     if card.status == "claimed":
         with wechat_errors():
-            info = await card_api.activation_form(client, activate_ticket=activate_ticket, card_id=card_id, code=code)
+            info = await card_api.activation_form(
+                client,
+                activate_ticket=activate_ticket,
+                card_id=card_id,
+                code=cast(str, code),  # card found by code
+            )
         card, _ = await activate_member(card=card, info=info, enqueue_call=True, actor="member")
     elif card.status == "removed":
         raise Conflict("the card was removed from the wallet", code="card.removed")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from tortoise.exceptions import IntegrityError
 from tortoise.models import Model
@@ -71,7 +71,10 @@ async def claim_card(
         return existing
     store_id = None
     if outer_str:
-        store_id = await Store.filter(merchant_id=merchant_id, code=outer_str).first().values_list("id", flat=True)
+        store_id = cast(  # flat values_list of first(): one id or None
+            int | None,
+            await Store.filter(merchant_id=merchant_id, code=outer_str).first().values_list("id", flat=True),
+        )
     member = await _member_for(merchant_id=merchant_id, openid=openid, store_id=store_id)
     try:
         async with in_transaction():  # a savepoint: losing the race leaves the caller's transaction usable
@@ -136,8 +139,11 @@ async def on_card_visit(event: OAEvent) -> Reply | None:
     card = await MemberCard.get_or_none(card_id=known[0], code=known[1])
     member_id = card.member_id if card else None
     if member_id is None:
-        member_id = await (
-            Member.filter(merchant_id=event.merchant_id, openid=event.openid).first().values_list("id", flat=True)
+        member_id = cast(  # flat values_list of first(): one id or None
+            int | None,
+            await Member.filter(merchant_id=event.merchant_id, openid=event.openid)
+            .first()
+            .values_list("id", flat=True),
         )
     if member_id is None:
         return None

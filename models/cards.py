@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from tortoise import fields
 from tortoise.exceptions import IntegrityError
@@ -27,8 +27,9 @@ class CardTemplate(Model):
     merchant_id = fields.IntField()
     card_id = fields.CharField(max_length=64, null=True, unique=True)  # WeChat's id, after card/create
     status = fields.CharField(max_length=16, default="draft")  # draft | checking | approved | rejected
-    config = fields.JSONField(default=dict)  # logo, brand, colour, title, notice, description, custom fields
-    activate_form = fields.JSONField(default=dict)  # fields the one-tap activation asks for
+    # logo, brand, colour, title, notice, description, custom fields
+    config: dict[str, Any] = fields.JSONField(default=dict)
+    activate_form: dict[str, Any] = fields.JSONField(default=dict)  # fields the one-tap activation asks for
     reject_reason = fields.CharField(max_length=255, default="")
     created_at = fields.DatetimeField(auto_now_add=True)
     updated_at = fields.DatetimeField(auto_now=True)
@@ -95,7 +96,7 @@ def bonus_rule(*, merchant_id: int) -> dict[str, Any]:
 async def tier_name(*, merchant_id: int, member_id: int) -> str:
     """The tier shown on the card (custom_field1); one merchant-wide name until the loyalty engine assigns tiers."""
     names = await OnboardingSettings.filter(merchant_id=merchant_id).values_list("tier_name", flat=True)
-    return names[0] if names else OnboardingSettings(merchant_id=merchant_id).tier_name
+    return cast(str, names[0]) if names else OnboardingSettings(merchant_id=merchant_id).tier_name  # flat values
 
 
 async def get_template(*, merchant_id: int) -> CardTemplate:

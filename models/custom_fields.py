@@ -24,7 +24,7 @@ class CustomFieldDef(Model):
     label = fields.CharField(max_length=64)
     type = fields.CharField(max_length=8)
     required = fields.BooleanField(default=False)
-    options = fields.JSONField(default=list)
+    options: list[str] = fields.JSONField(default=list)
     position = fields.IntField(default=0)
     created_at = fields.DatetimeField(auto_now_add=True)
 

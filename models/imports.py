@@ -129,7 +129,8 @@ async def _create(ctx: _Context, rows: list[Candidate]) -> None:
     ids = dict(
         await Member.filter(merchant_id=merchant_id, phone__in=[c.phone for c in rows]).values_list("phone", "id")
     )
-    for account in (ledger.PointsAccount, ledger.BalanceAccount):
+    books: tuple[type[ledger._Account], ...] = (ledger.PointsAccount, ledger.BalanceAccount)
+    for account in books:
         await account.bulk_create([account(member_id=ids[c.phone], merchant_id=merchant_id) for c in rows])
     await MemberActivity.bulk_create(
         [

@@ -27,6 +27,7 @@ _RETRYABLE_MYSQL = (1205, 1213)  # lock wait timeout, deadlock
 class _Account(Model):
     id = fields.IntField(primary_key=True)
     merchant_id = fields.IntField()
+    member_id: int  # created by Tortoise for the subclasses' member FK
     balance = fields.BigIntField(default=0)
     updated_at = fields.DatetimeField(auto_now=True)
 
@@ -37,6 +38,7 @@ class _Account(Model):
 class _Entry(Model):
     id = fields.BigIntField(primary_key=True)
     merchant_id = fields.IntField()
+    member_id: int  # created by Tortoise for the subclasses' member FK
     delta = fields.BigIntField()
     balance_after = fields.BigIntField()
     kind = fields.CharField(max_length=16)

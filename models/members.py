@@ -30,9 +30,11 @@ ID_CARD_CONTEXT = "member.id_card"
 class Member(Model):
     id = fields.IntField(primary_key=True)
     merchant: fields.ForeignKeyRelation = fields.ForeignKeyField("models.Merchant", related_name="members")
+    merchant_id: int  # created by Tortoise for the FK
     origin_store: fields.ForeignKeyNullableRelation = fields.ForeignKeyField(
         "models.Store", related_name="members", null=True
     )
+    origin_store_id: int | None  # created by Tortoise for the FK
     openid = fields.CharField(max_length=64, null=True)  # official-account openid
     mp_openid = fields.CharField(max_length=64, null=True)  # mini-program openid (another app, another openid)
     unionid = fields.CharField(max_length=64, null=True)
@@ -50,7 +52,7 @@ class Member(Model):
     name = fields.CharField(max_length=64, default="")
     gender = fields.CharField(max_length=8, default="unknown")
     birthday = fields.DateField(null=True)
-    custom_fields = fields.JSONField(default=dict)
+    custom_fields: dict[str, Any] = fields.JSONField(default=dict)
     id_card_enc = fields.CharField(max_length=255, null=True)
     id_card_index = fields.CharField(max_length=64, null=True)
     created_at = fields.DatetimeField(auto_now_add=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
@@ -137,7 +137,7 @@ async def login(
 
 async def _tier_name(merchant_id: int) -> str:
     names = await OnboardingSettings.filter(merchant_id=merchant_id).values_list("tier_name", flat=True)
-    return names[0] if names and names[0] else DEFAULT_TIER_NAME
+    return cast(str, names[0]) if names and names[0] else DEFAULT_TIER_NAME  # flat values
 
 
 async def get_profile(*, merchant_id: int, member_id: int) -> MemberProfile:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from html import escape
-from typing import Any
+from typing import Any, cast
 
 from tortoise.exceptions import IntegrityError
 
@@ -60,8 +60,10 @@ async def card_claim_url(*, merchant_id: int, store_id: int | None) -> str | Non
     if store_id is not None:
         url = await query.filter(store_id=store_id).order_by("-id").first().values_list("url", flat=True)
         if url:
-            return url
-    return await query.filter(store_id=None).order_by("-id").first().values_list("url", flat=True)
+            return cast(str, url)  # flat values_list of first(): one url
+    return cast(  # flat values_list of first(): one url or None
+        str | None, await query.filter(store_id=None).order_by("-id").first().values_list("url", flat=True)
+    )
 
 
 async def _welcome(*, merchant_id: int, store_id: int | None) -> Reply:

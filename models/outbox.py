@@ -17,7 +17,7 @@ class OutboxMessage(Model):
     id = fields.BigIntField(primary_key=True)
     merchant_id = fields.IntField()
     topic = fields.CharField(max_length=64)
-    payload = fields.JSONField()
+    payload: dict[str, Any] = fields.JSONField()
     coalesce_key = fields.CharField(max_length=96, null=True, db_index=True)  # pending twins are skipped
     status = fields.CharField(max_length=12, default="pending", db_index=True)  # pending|processing|delivered|dead
     attempts = fields.IntField(default=0)

@@ -6,7 +6,7 @@ import io
 import logging
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import segno
 from tortoise import fields
@@ -235,8 +235,11 @@ async def resolve_scene(*, merchant_id: int, kind: str, scene: str) -> SceneOrig
     if prefix == "ref":
         return SceneOrigin(referral_code=value, qr_code_id=code_id)
     if prefix == "store":
-        store_id = (
-            await Store.filter(merchant_id=merchant_id, code=value, is_active=True).first().values_list("id", flat=True)
+        store_id = cast(  # flat values_list of first(): one id or None
+            int | None,
+            await Store.filter(merchant_id=merchant_id, code=value, is_active=True)
+            .first()
+            .values_list("id", flat=True),
         )
         if store_id is None:
             log.info("scan of unknown store %r for merchant %s: no attribution", value, merchant_id)

@@ -29,6 +29,7 @@ class Staff(Model):
     id = fields.IntField(primary_key=True)
     merchant: fields.ForeignKeyRelation = fields.ForeignKeyField("models.Merchant", related_name="staff")
     store: fields.ForeignKeyNullableRelation = fields.ForeignKeyField("models.Store", related_name="staff", null=True)
+    store_id: int | None  # created by Tortoise for the FK
     username = fields.CharField(max_length=64, unique=True)
     display_name = fields.CharField(max_length=64, default="")
     password_hash = fields.CharField(max_length=255)
@@ -114,7 +115,8 @@ async def authenticate(*, username: str, password: str, max_failures: int, lock_
     if not _hasher_verify(staff.password_hash, password):
         async with in_transaction():
             await Staff.filter(id=staff.id).update(failed_logins=F("failed_logins") + 1)
-            failures = (await Staff.get(id=staff.id).select_for_update()).failed_logins
+            # select_for_update works on the single-result queryset at runtime; Tortoise's stubs lack it
+            failures = (await Staff.get(id=staff.id).select_for_update()).failed_logins  # type: ignore[attr-defined]
             if failures >= max_failures:
                 await Staff.filter(id=staff.id).update(
                     failed_logins=0, locked_until=now + timedelta(seconds=lock_seconds)
@@ -151,7 +153,8 @@ async def rotate_refresh_token(*, token: str, ttl_seconds: int) -> tuple[Staff, 
     now = clock.now()
     reused = False
     async with in_transaction():
-        record = await RefreshToken.get_or_none(token_hash=_token_hash(token)).select_for_update()
+        # select_for_update works on the single-result queryset at runtime; Tortoise's stubs lack it
+        record = await RefreshToken.get_or_none(token_hash=_token_hash(token)).select_for_update()  # type: ignore[attr-defined]
         if record is None or record.expires_at <= now:
             raise Unauthorized("refresh token is invalid or expired", code="auth.refresh_invalid")
         if record.revoked_at is not None:

@@ -48,6 +48,7 @@ class WechatAccount(Model):
     merchant: fields.ForeignKeyRelation[Merchant] = fields.ForeignKeyField(
         "models.Merchant", related_name="wechat_accounts"
     )
+    merchant_id: int  # created by Tortoise for the FK
     kind = fields.CharField(max_length=16)  # official | miniprogram | pay
     appid = fields.CharField(max_length=32, default="")
     mch_id = fields.CharField(max_length=32, default="")
@@ -117,7 +118,8 @@ async def upsert_wechat_account(
     lookup = f"{kind}:{mch_id if kind == 'pay' else appid}"
     sealed = cipher().encrypt(json.dumps(secrets, sort_keys=True), context=lookup)
     async with in_transaction():
-        account = await WechatAccount.get_or_none(lookup=lookup).select_for_update()
+        # select_for_update works on the single-result queryset at runtime; Tortoise's stubs lack it
+        account = await WechatAccount.get_or_none(lookup=lookup).select_for_update()  # type: ignore[attr-defined]
         if account is None:
             return await WechatAccount.create(
                 merchant=merchant,

@@ -13,7 +13,7 @@ class MemberActivity(Model):
     merchant_id = fields.IntField()
     member_id = fields.IntField()
     kind = fields.CharField(max_length=32)  # registered, scanned, card_claimed, activated, profile_changed, ...
-    detail = fields.JSONField(default=dict)
+    detail: dict[str, Any] = fields.JSONField(default=dict)
     actor = fields.CharField(max_length=32, default="system")  # staff:<id> | member | wechat | system | import
     created_at = fields.DatetimeField(auto_now_add=True)
 

@@ -17,8 +17,8 @@ class InboundEvent(Model):
     msg_type = fields.CharField(max_length=32)
     event = fields.CharField(max_length=64, default="")
     openid = fields.CharField(max_length=64, default="")
-    payload = fields.JSONField()
-    reply = fields.JSONField(null=True)  # the passive reply, answered again to redeliveries
+    payload: dict[str, Any] = fields.JSONField()
+    reply: dict[str, Any] | None = fields.JSONField(null=True)  # the passive reply, answered again to redeliveries
     created_at = fields.DatetimeField(auto_now_add=True)
 
     class Meta:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import jwt
+from jwt.types import Options
 from sanic.request import Request
 
 from models.staff import HQ_ROLES, ROLES
@@ -66,7 +67,7 @@ def issue_access_token(
 
 def decode_access_token(token: str, *, secret: str) -> Principal:
     # expiry is checked against server.clock (as issuing is), not PyJWT's wall clock
-    options = {"require": ["exp", "sub", "jti"], "verify_exp": False, "verify_iat": False}
+    options: Options = {"require": ["exp", "sub", "jti"], "verify_exp": False, "verify_iat": False}
     try:
         claims = jwt.decode(token, secret, algorithms=[ALGORITHM], options=options)
     except jwt.PyJWTError as exc:

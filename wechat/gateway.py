@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import redis.asyncio as aioredis
@@ -112,11 +112,11 @@ class AppClient:
         redis = self.gateway.redis
         token = await redis.get(self._token_key)
         if token and token != stale:
-            return token
+            return cast(str, token)  # the client decodes responses
         async with redis.lock(self._lock_key, timeout=15, blocking_timeout=15):
             token = await redis.get(self._token_key)
             if token and token != stale:
-                return token
+                return cast(str, token)  # the client decodes responses
             data = await self._request(
                 "POST",
                 "/cgi-bin/stable_token",

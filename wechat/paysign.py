@@ -15,6 +15,7 @@ from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.x509 import load_pem_x509_certificate
@@ -117,6 +118,7 @@ def _load_private_key(pem: bytes) -> RSAPrivateKey:
 @lru_cache(maxsize=32)
 def _load_public_key(pem: bytes) -> RSAPublicKey:
     """Load an RSA public key from a public-key PEM or an X.509 certificate PEM."""
+    public_key: PublicKeyTypes
     if b"-----BEGIN CERTIFICATE-----" in pem:
         public_key = load_pem_x509_certificate(pem).public_key()
     else:

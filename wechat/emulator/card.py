@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import secrets
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote
 
 from cryptography.exceptions import InvalidTag
@@ -110,7 +110,7 @@ def register(api: Api) -> None:
         invalid = _card_error(call, card_id)
         if invalid is not None:
             return invalid
-        stored = call.state.cards[card_id]["card"]
+        stored = call.state.cards[cast(str, card_id)]["card"]  # _card_error rejected a missing card_id
         for key, value in call.body.items():
             if key != "card_id" and isinstance(value, dict):
                 for field, item in value.items():
@@ -168,7 +168,7 @@ def register(api: Api) -> None:
         invalid = _card_error(call, card_id)
         if invalid is not None:
             return invalid
-        record = member_record(call.state, card_id, str(call.body["code"]))
+        record = member_record(call.state, cast(str, card_id), str(call.body["code"]))  # _card_error checked it
         record.update(activated=True, membership_number=str(call.body["membership_number"]))
         record["bonus"] = call.body.get("init_bonus", record["bonus"])
         record["balance"] = call.body.get("init_balance", record["balance"])

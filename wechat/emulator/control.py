@@ -232,7 +232,7 @@ class Control:
         scene = f"store:{_text(body, 'store')}"
         ticket = mint_qr_ticket(self.state, account.appid, action="QR_LIMIT_STR_SCENE", scene=scene)
         subscribed = body.get("subscribed") is True
-        event = {
+        event: dict[str, Any] = {
             **{
                 k: body[k] for k in ("appid", "openid", "repeat", "concurrent", "safe_mode", "create_time") if k in body
             },
@@ -291,14 +291,14 @@ class Control:
 
     def register(self, bp: Blueprint) -> None:
         """Add the /control routes."""
-        plain = {
+        plain: dict[str, Any] = {
             "accounts": self.accounts,
             "expire-tokens": self.expire_tokens,
             "fail-next": self.fail_next,
             "card-encrypt-code": self.card_encrypt_code,
             "mp-code": self.mp_code,
         }
-        firing = {
+        firing: dict[str, Any] = {
             "oa-event": self.oa_event,
             "scan": self.scan,
             "pay-success": self.pay_success,

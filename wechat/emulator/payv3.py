@@ -7,7 +7,7 @@ import re
 import secrets
 import time
 import uuid
-from typing import Any
+from typing import Any, cast
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
@@ -227,7 +227,7 @@ def register(api: Api) -> None:
     @api.route("/v3/refund/domestic/refunds", kind="v3", auth="v3")
     async def refunds(call: Call) -> HTTPResponse:
         body = call.body
-        amount = body.get("amount") if isinstance(body.get("amount"), dict) else {}
+        amount = cast(dict[str, Any], body.get("amount")) if isinstance(body.get("amount"), dict) else {}
         refund_fee, total = _positive_int(amount.get("refund")), _positive_int(amount.get("total"))
         try:
             if not body.get("out_refund_no") or refund_fee is None or total is None:
