@@ -89,7 +89,7 @@ class FieldList(Out):
 @bp.get("/merchant")
 @endpoint(summary="The caller's merchant", tag="merchant", roles=ALL_STAFF, response=MerchantOut)
 async def my_merchant(request: Request):
-    merchant = await tenancy.Merchant.get(id=request.ctx.principal.merchant_id)
+    merchant = await tenancy.get_merchant(merchant_id=request.ctx.principal.merchant_id)
     return ok(MerchantOut.model_validate(merchant))
 
 
@@ -112,8 +112,9 @@ async def list_stores(request: Request):
     summary="Create a store", tag="merchant", roles=ADMINS, body=StoreIn, response=StoreOut, status=201, errors=(409,)
 )
 async def create_store(request: Request, body: StoreIn):
-    merchant = await tenancy.Merchant.get(id=request.ctx.principal.merchant_id)
-    store = await tenancy.create_store(merchant=merchant, code=body.code, name=body.name, address=body.address)
+    store = await tenancy.create_store(
+        merchant_id=request.ctx.principal.merchant_id, code=body.code, name=body.name, address=body.address
+    )
     return ok(StoreOut.model_validate(store), status=201)
 
 
@@ -127,10 +128,8 @@ async def create_store(request: Request, body: StoreIn):
 )
 async def list_staff(request: Request):
     principal = request.ctx.principal
-    query = staff_domain.Staff.filter(merchant_id=principal.merchant_id)
-    if principal.store_scope is not None:
-        query = query.filter(store_id=principal.store_scope)
-    return ok(StaffList(items=[StaffOut.model_validate(s) for s in await query.order_by("id")]))
+    staff = await staff_domain.list_staff(merchant_id=principal.merchant_id, store_id=principal.store_scope)
+    return ok(StaffList(items=[StaffOut.model_validate(s) for s in staff]))
 
 
 @bp.post("/staff")

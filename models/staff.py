@@ -184,6 +184,14 @@ async def revoke_refresh_family(*, staff_id: int, token: str | None) -> int:
     return await RefreshToken.filter(staff_id=staff_id, revoked_at=None).update(revoked_at=now)
 
 
+async def list_staff(*, merchant_id: int, store_id: int | None = None) -> list[Staff]:
+    """Staff of a merchant, or of one store for a store-scoped caller."""
+    query = Staff.filter(merchant_id=merchant_id)
+    if store_id is not None:
+        query = query.filter(store_id=store_id)
+    return await query.order_by("id")
+
+
 async def get_staff(*, staff_id: int) -> Staff:
     staff = await Staff.get_or_none(id=staff_id)
     if staff is None:

@@ -86,10 +86,15 @@ async def create_merchant(*, code: str, name: str, timezone: str = "Asia/Shangha
         raise Conflict(f"merchant code {code!r} is taken", code="merchant.code_taken") from exc
 
 
-async def create_store(*, merchant: Merchant, code: str, name: str, address: str = "") -> Store:
+async def get_merchant(*, merchant_id: int) -> Merchant:
+    """The caller's merchant (it exists: tokens are only issued for existing merchants)."""
+    return await Merchant.get(id=merchant_id)
+
+
+async def create_store(*, merchant_id: int, code: str, name: str, address: str = "") -> Store:
     """Add a store; the code is unique within the merchant."""
     try:
-        return await Store.create(merchant=merchant, code=code, name=name, address=address)
+        return await Store.create(merchant_id=merchant_id, code=code, name=name, address=address)
     except IntegrityError as exc:
         raise Conflict(f"store code {code!r} already exists", code="store.code_taken") from exc
 
