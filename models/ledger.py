@@ -18,8 +18,8 @@ from server.errors import Conflict, Unprocessable
 
 log = logging.getLogger("huiyuan.ledger")
 
-POINTS_KINDS = ("earn", "spend", "adjust", "expire", "reverse", "gift", "import")
-BALANCE_KINDS = ("recharge", "pay", "refund", "adjust", "gift", "import")
+POINTS_KINDS = ("earn", "spend", "adjust", "expire", "reverse", "gift", "import", "signin", "activity")
+BALANCE_KINDS = ("recharge", "pay", "refund", "adjust", "gift", "import", "forfeit", "reverse")
 MAX_DELTA = 1_000_000_000
 _RETRYABLE_MYSQL = (1205, 1213)  # lock wait timeout, deadlock
 
@@ -99,6 +99,7 @@ BALANCE = _Book("balance", BalanceAccount, BalanceEntry, BALANCE_KINDS, "fen")
 
 
 ChangeHook = Callable[[str, "_Entry"], Awaitable[None]]
+Within = Callable[["_Entry"], Awaitable[None]]
 _after_change: list[ChangeHook] = []
 
 
@@ -168,6 +169,7 @@ async def _change(
     ref_type: str = "",
     ref_id: str = "",
     operator_staff_id: int | None = None,
+    within: Within | None = None,  # runs in the same transaction after the row is written; raising rolls back
 ) -> LedgerResult:
     _validate(book, delta=delta, kind=kind, reason=reason, idempotency_key=idempotency_key)
     for attempt in range(5):
@@ -200,6 +202,8 @@ async def _change(
                     idempotency_key=idempotency_key,
                     operator_staff_id=operator_staff_id,
                 )
+                if within is not None:
+                    await within(entry)
                 for hook in _after_change:
                     await hook(book.name, entry)
             return LedgerResult(entry=entry, replayed=False)
@@ -229,6 +233,7 @@ async def change_points(
     ref_type: str = "",
     ref_id: str = "",
     operator_staff_id: int | None = None,
+    within: Within | None = None,
 ) -> LedgerResult:
     """Add or take points as one ledger row; never below zero; a repeated key changes nothing."""
     return await _change(
@@ -242,6 +247,7 @@ async def change_points(
         ref_type=ref_type,
         ref_id=ref_id,
         operator_staff_id=operator_staff_id,
+        within=within,
     )
 
 
@@ -256,6 +262,7 @@ async def change_balance(
     ref_type: str = "",
     ref_id: str = "",
     operator_staff_id: int | None = None,
+    within: Within | None = None,
 ) -> LedgerResult:
     """Add or take stored value (fen) as one ledger row; never below zero; a repeated key changes nothing."""
     return await _change(
@@ -269,6 +276,7 @@ async def change_balance(
         ref_type=ref_type,
         ref_id=ref_id,
         operator_staff_id=operator_staff_id,
+        within=within,
     )
 
 

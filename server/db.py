@@ -22,6 +22,14 @@ MODEL_MODULES = [
     "models.qrcodes",
     "models.cards",
     "models.imports",
+    "models.loyalty",
+    "models.points",
+    "models.purchases",
+    "models.signin",
+    "models.tiers",
+    "models.wallet",
+    "models.recharge",
+    "models.pay_orders",
 ]
 
 
