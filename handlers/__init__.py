@@ -20,7 +20,11 @@ def register_blueprints(app: Sanic, settings: Settings) -> None:
         merchants,
         miniprogram,
         pay_notify,
+        payments,
+        points,
         qrcodes,
+        signin,
+        tiers,
         wechat_official,
     )
 
@@ -36,6 +40,10 @@ def register_blueprints(app: Sanic, settings: Settings) -> None:
         miniprogram,
         wechat_official,
         pay_notify,
+        points,
+        signin,
+        tiers,
+        payments,
     )
     for module in modules:
         app.blueprint(module.bp)

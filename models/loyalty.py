@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from tortoise import fields
+from tortoise.exceptions import IntegrityError
+from tortoise.expressions import F
 from tortoise.models import Model
 
 
@@ -21,3 +23,29 @@ class LoyaltyProgram(Model):
 
     class Meta:
         table = "loyalty_program"
+
+
+SECTIONS = ("points_rules", "signin_rules", "tier_policy")
+
+
+async def get_program(*, merchant_id: int) -> LoyaltyProgram:
+    """The merchant's program row (unsaved, all defaults, until a section is first changed)."""
+    program = await LoyaltyProgram.get_or_none(merchant_id=merchant_id)
+    return program if program is not None else LoyaltyProgram(merchant_id=merchant_id)
+
+
+async def save_section(*, merchant_id: int, section: str, value: dict[str, Any]) -> LoyaltyProgram:
+    """Replace one validated section; concurrent first saves end in one row (the merchant_id is unique)."""
+    if section not in SECTIONS:
+        raise ValueError(f"unknown loyalty section {section!r}")
+    for _ in range(2):
+        updated = await LoyaltyProgram.filter(merchant_id=merchant_id).update(
+            **{section: value}, version=F("version") + 1
+        )
+        if updated:
+            return await LoyaltyProgram.get(merchant_id=merchant_id)
+        try:
+            return await LoyaltyProgram.create(merchant_id=merchant_id, **{section: value})
+        except IntegrityError:
+            continue  # another request created it first: update that row
+    raise AssertionError("unreachable")

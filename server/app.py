@@ -77,6 +77,13 @@ def create_app(settings: Settings, *, name: str = "huiyuan", wechat_transport: A
 
     @app.after_server_start
     async def start_workers(app: Sanic) -> None:
+        from jobs.scheduler import JobContext, build_scheduler
+
+        app.ctx.jobs = JobContext(settings=settings, redis=app.ctx.redis, keys=app.ctx.keys, gateway=app.ctx.wechat)
+        app.ctx.scheduler = None
+        if settings.jobs.scheduler:
+            app.ctx.scheduler = build_scheduler(app.ctx.jobs)
+            app.ctx.scheduler.start()
         if settings.jobs.outbox_worker:
             from jobs.outbox import run_forever
 
@@ -87,6 +94,8 @@ def create_app(settings: Settings, *, name: str = "huiyuan", wechat_transport: A
 
     @app.before_server_stop
     async def stop_workers(app: Sanic) -> None:
+        if getattr(app.ctx, "scheduler", None) is not None:
+            app.ctx.scheduler.shutdown(wait=False)
         await app.cancel_task("outbox-worker", raise_exception=False)
 
     @app.after_server_stop

@@ -94,6 +94,7 @@ class WeChatSettings(_Section):
 class JobsSettings(_Section):
     outbox_worker: bool = True
     outbox_idle_seconds: float = Field(1.0, gt=0)
+    scheduler: bool = True  # run the scheduled jobs in this process too (safe beside `python -m jobs.scheduler`)
 
 
 class MerchantSeedSettings(_Section):

@@ -1,0 +1,7 @@
+"""payments endpoints (being built)."""
+
+from __future__ import annotations
+
+from sanic import Blueprint
+
+bp = Blueprint("payments")

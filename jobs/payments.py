@@ -1,0 +1,3 @@
+"""Scheduled payments jobs (being built)."""
+
+from __future__ import annotations

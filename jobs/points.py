@@ -1,0 +1,3 @@
+"""Scheduled points jobs (being built)."""
+
+from __future__ import annotations

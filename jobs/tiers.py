@@ -1,0 +1,3 @@
+"""Scheduled tiers jobs (being built)."""
+
+from __future__ import annotations
