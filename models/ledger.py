@@ -6,8 +6,10 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
-from tortoise import fields
+from tortoise import connections, fields
+from tortoise.backends.base.client import TransactionalDBClient
 from tortoise.exceptions import IntegrityError, OperationalError
 from tortoise.expressions import F
 from tortoise.functions import Sum
@@ -172,7 +174,8 @@ async def _change(
     within: Within | None = None,  # runs in the same transaction after the row is written; raising rolls back
 ) -> LedgerResult:
     _validate(book, delta=delta, kind=kind, reason=reason, idempotency_key=idempotency_key)
-    for attempt in range(5):
+
+    async def apply() -> LedgerResult:
         try:
             async with in_transaction():
                 guard = book.account.filter(member_id=member_id, merchant_id=merchant_id)
@@ -214,10 +217,33 @@ async def _change(
             if replay is not None:
                 return replay
             raise
+
+    return await retrying(apply, what=f"{book.name} change")
+
+
+T = TypeVar("T")
+
+
+def in_outer_transaction() -> bool:
+    """True inside `async with in_transaction()`: a nested one is a savepoint, and only the outermost may retry."""
+    return isinstance(connections.get("default"), TransactionalDBClient)
+
+
+async def retrying(work: Callable[[], Awaitable[T]], *, what: str = "transaction") -> T:
+    """Run work (which opens its own transaction) again after a deadlock or lock wait timeout, up to 5 times.
+
+    Inside an outer transaction it runs once: MySQL has already rolled the whole transaction back, so only the
+    outermost caller can retry (compose several changes by wrapping them all in one `retrying`).
+    """
+    if in_outer_transaction():
+        return await work()
+    for attempt in range(5):
+        try:
+            return await work()
         except OperationalError as exc:
             if not _is_retryable(exc) or attempt == 4:
                 raise
-            log.info("retrying %s change after lock conflict (attempt %d)", book.name, attempt + 1)
+            log.info("retrying %s after lock conflict (attempt %d)", what, attempt + 1)
             await asyncio.sleep(0.005 * (2**attempt))
     raise AssertionError("unreachable")
 

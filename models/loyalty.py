@@ -45,7 +45,8 @@ async def save_section(*, merchant_id: int, section: str, value: dict[str, Any])
         if updated:
             return await LoyaltyProgram.get(merchant_id=merchant_id)
         try:
-            return await LoyaltyProgram.create(merchant_id=merchant_id, **{section: value})
+            fresh: dict[str, Any] = {section: value}
+            return await LoyaltyProgram.create(merchant_id=merchant_id, **fresh)
         except IntegrityError:
             continue  # another request created it first: update that row
     raise AssertionError("unreachable")
