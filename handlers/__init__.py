@@ -25,6 +25,7 @@ def register_blueprints(app: Sanic, settings: Settings) -> None:
         qrcodes,
         signin,
         tiers,
+        wallet,
         wechat_official,
     )
 
@@ -44,6 +45,7 @@ def register_blueprints(app: Sanic, settings: Settings) -> None:
         signin,
         tiers,
         payments,
+        wallet,
     )
     for module in modules:
         app.blueprint(module.bp)

@@ -18,7 +18,7 @@ from typing import Any
 
 log = logging.getLogger("huiyuan.jobs")
 
-JOB_MODULES = ("jobs.points", "jobs.tiers", "jobs.payments")
+JOB_MODULES = ("jobs.points", "jobs.tiers", "jobs.payments", "jobs.refunds")
 
 
 @dataclass(frozen=True)

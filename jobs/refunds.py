@@ -1,0 +1,3 @@
+"""Scheduled refund jobs (being built)."""
+
+from __future__ import annotations
