@@ -1,0 +1,80 @@
+"""The job scheduler: named jobs, one run at a time across processes (Redis lock), the APScheduler wiring."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from jobs.scheduler import JOBS, build_scheduler, job, load_jobs, run_job
+
+ROOT = Path(__file__).resolve().parents[2]
+runs: list[str] = []
+release = asyncio.Event()
+
+
+@job("test.slow", every_seconds=3600, lock_seconds=30)
+async def _slow(ctx) -> str:
+    """A job that waits until the test lets it finish."""
+    runs.append("slow")
+    await release.wait()
+    return "slow done"
+
+
+@job("test.boom", every_seconds=3600)
+async def _boom(ctx) -> str:
+    """A job that fails."""
+    raise RuntimeError("boom")
+
+
+@pytest.fixture(autouse=True)
+def _reset():
+    runs.clear()
+    release.clear()
+
+
+async def test_a_job_runs_once_at_a_time_and_its_lock_is_released(app, demo):
+    first = asyncio.create_task(run_job("test.slow", app.ctx.jobs))
+    await asyncio.sleep(0.05)
+    assert await run_job("test.slow", app.ctx.jobs) is None  # held by the first run
+    release.set()
+    assert await first == "slow done"
+    assert runs == ["slow"]
+    assert await run_job("test.slow", app.ctx.jobs) == "slow done"  # the lock went with the first run
+    assert runs == ["slow", "slow"]
+
+
+async def test_a_failing_job_releases_its_lock(app, demo):
+    with pytest.raises(RuntimeError):
+        await run_job("test.boom", app.ctx.jobs)
+    assert await app.ctx.redis.get(app.ctx.keys("lock", "job", "test.boom")) is None
+
+
+async def test_every_registered_job_is_scheduled_once_with_its_interval(app):
+    scheduler = build_scheduler(app.ctx.jobs)
+    scheduled = {j.id: j for j in scheduler.get_jobs()}
+    assert set(scheduled) == set(load_jobs())
+    for spec in JOBS.values():
+        assert scheduled[spec.id].trigger.interval.total_seconds() == spec.every_seconds
+        assert scheduled[spec.id].max_instances == 1
+
+
+def test_the_cli_lists_the_jobs_and_rejects_an_unknown_one(tmp_path):
+    listed = subprocess.run(
+        [sys.executable, "-m", "jobs.scheduler", "list"], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert listed.returncode == 0, listed.stderr
+    env = {"HUIYUAN_DATABASE__URL": f"sqlite://{tmp_path}/db.sqlite3", "HUIYUAN_REDIS__URL": "memory://", "PATH": ""}
+    unknown = subprocess.run(
+        [sys.executable, "-m", "jobs.scheduler", "run", "no.such.job"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert unknown.returncode == 2
+    assert "unknown job 'no.such.job'" in unknown.stderr
