@@ -1,7 +1,314 @@
-"""points endpoints (being built)."""
+"""Points endpoints: the member's points explained, purchases, spending, reversal, activities, rules and quotes."""
 
 from __future__ import annotations
 
+from datetime import date, datetime
+from typing import Any
+
+from pydantic import AwareDatetime, Field, StrictInt
 from sanic import Blueprint
+from sanic.request import Request
+
+from handlers.ledger import ChangeOut, EntryOut, LedgerQuery
+from models import members
+from models.ledger import LedgerResult
+from models.points import points_summary, quote_points_cash, spend_points
+from models.points_activities import award_activity
+from models.points_lots import reverse_spend
+from models.points_rules import PointsRules, get_points_rules, save_points_rules
+from models.purchases import MAX_AMOUNT, Purchase, record_purchase_once, reverse_purchase
+from server.api import Out, Schema, endpoint, ok
+from server.auth import ADMINS, ALL_STAFF, MANAGERS, MEMBER
+from server.errors import Forbidden
 
 bp = Blueprint("points")
+
+
+class PointsItem(Out):
+    id: int
+    delta: int
+    kind: str
+    reason: str
+    created_at: datetime
+    balance_after: int
+
+
+class ExpiringOut(Out):
+    points: int = Field(description="Points that expire within 30 days")
+    expires_on: date | None = Field(description="Last merchant-local day the earliest of them can be used")
+
+
+class PointsOut(Out):
+    balance: int
+    expiring_soon: ExpiringOut
+    items: list[PointsItem]
+    next_before_id: int | None
+
+
+class ItemIn(Schema):
+    sku: str = Field(min_length=1, max_length=64)
+    category: str = Field("", max_length=64)
+    amount: StrictInt = Field(ge=0, le=MAX_AMOUNT, description="Line total in fen")
+    quantity: StrictInt = Field(1, ge=1, le=100_000)
+
+
+class PurchaseIn(Schema):
+    order_no: str = Field(min_length=1, max_length=64, description="Unique per merchant; a repeat returns the first")
+    amount: StrictInt = Field(gt=0, le=MAX_AMOUNT, description="Fen actually paid")
+    store_id: int | None = Field(None, ge=1, le=2**31 - 1)
+    items: list[ItemIn] = Field(default_factory=list, max_length=500)
+    occurred_at: AwareDatetime | None = None
+
+
+class PurchaseOut(Out):
+    id: int
+    member_id: int
+    store_id: int | None
+    order_no: str
+    amount: int
+    items: list[dict[str, Any]]
+    points: int = Field(description="Points earned")
+    growth: int = Field(description="Growth value earned")
+    status: str
+    occurred_at: datetime
+    created_at: datetime
+
+
+class SpendIn(Schema):
+    points: StrictInt = Field(gt=0, le=1_000_000_000)
+    reason: str = Field(min_length=1, max_length=255)
+    idempotency_key: str = Field(min_length=1, max_length=128)
+
+
+class ReverseIn(Schema):
+    debit_entry_id: StrictInt = Field(ge=1, le=2**63 - 1)
+    reason: str = Field(min_length=1, max_length=255)
+    idempotency_key: str = Field(min_length=1, max_length=128)
+
+
+class ActivityIn(Schema):
+    rule_code: str = Field(min_length=1, max_length=32)
+    idempotency_key: str | None = Field(None, min_length=1, max_length=64, description="Required for unlimited rules")
+
+
+class ActivityOut(Out):
+    rule_code: str
+    points: int
+    growth: int
+    entry_id: int | None
+    replayed: bool = Field(description="The rule's limit was reached before: nothing changed")
+
+
+class QuoteQuery(Schema):
+    order_amount: int = Field(gt=0, le=MAX_AMOUNT, description="Order total in fen")
+
+
+class QuoteOut(Out):
+    order_amount: int
+    points: int = Field(description="Most points the member may pay this order with")
+    fen: int = Field(description="What those points are worth")
+
+
+async def _summary(merchant_id: int, member_id: int, query: LedgerQuery) -> PointsOut:
+    summary = await points_summary(
+        merchant_id=merchant_id, member_id=member_id, before_id=query.before_id, limit=query.limit
+    )
+    return PointsOut(
+        balance=summary.balance,
+        expiring_soon=ExpiringOut(points=summary.expiring_points, expires_on=summary.expires_on),
+        items=[PointsItem.model_validate(e) for e in summary.entries],
+        next_before_id=summary.next_before_id,
+    )
+
+
+def _change_out(result: LedgerResult) -> ChangeOut:
+    entry = EntryOut.model_validate(result.entry)
+    return ChangeOut(entry=entry, replayed=result.replayed, balance=result.entry.balance_after)
+
+
+async def _visible(request: Request, member_id: int) -> int:
+    principal = request.ctx.principal
+    await members.ensure_visible(merchant_id=principal.merchant_id, member_id=member_id, store_id=principal.store_scope)
+    return int(principal.merchant_id)
+
+
+@bp.get("/api/mp/me/points")
+@endpoint(summary="My points, explained", tag="points", roles=(MEMBER,), query=LedgerQuery, response=PointsOut)
+async def my_points(request: Request, query: LedgerQuery):
+    principal = request.ctx.principal
+    return ok(await _summary(principal.merchant_id, principal.subject_id, query))
+
+
+@bp.get("/api/members/<member_id:int>/points")
+@endpoint(
+    summary="A member's points, explained",
+    tag="points",
+    roles=ALL_STAFF,
+    query=LedgerQuery,
+    response=PointsOut,
+    errors=(404,),
+)
+async def member_points(request: Request, member_id: int, query: LedgerQuery):
+    return ok(await _summary(await _visible(request, member_id), member_id, query))
+
+
+@bp.get("/api/loyalty/points-rules")
+@endpoint(summary="The points rules", tag="points", roles=ALL_STAFF, response=PointsRules)
+async def get_rules(request: Request):
+    return ok(await get_points_rules(merchant_id=request.ctx.principal.merchant_id))
+
+
+@bp.put("/api/loyalty/points-rules")
+@endpoint(
+    summary="Replace the points rules",
+    tag="points",
+    roles=ADMINS,
+    body=PointsRules,
+    response=PointsRules,
+    description="Earning, exclusions, bonus items, store overrides, daily cap, activities, expiry, reminders, cash.",
+)
+async def put_rules(request: Request, body: PointsRules):
+    rules = await save_points_rules(merchant_id=request.ctx.principal.merchant_id, value=body.model_dump(mode="json"))
+    return ok(rules)
+
+
+@bp.post("/api/members/<member_id:int>/purchases")
+@endpoint(
+    summary="Record a purchase and earn its points and growth",
+    tag="points",
+    roles=ALL_STAFF,
+    body=PurchaseIn,
+    response=PurchaseOut,
+    status=201,
+    errors=(403, 404, 409),
+    description="201 the first time, 200 for a repeat of the order number (nothing earned twice).",
+)
+async def add_purchase(request: Request, member_id: int, body: PurchaseIn):
+    merchant_id = await _visible(request, member_id)
+    scope = request.ctx.principal.store_scope
+    if scope is not None and body.store_id not in (None, scope):
+        raise Forbidden("staff of one store record purchases of that store", code="auth.store_scope", field="store_id")
+    purchase, created = await record_purchase_once(
+        merchant_id=merchant_id,
+        member_id=member_id,
+        order_no=body.order_no,
+        amount=body.amount,
+        items=[item.model_dump() for item in body.items],
+        store_id=body.store_id or scope,
+        occurred_at=body.occurred_at,
+    )
+    return ok(PurchaseOut.model_validate(purchase), status=201 if created else 200)
+
+
+@bp.post("/api/members/<member_id:int>/purchases/<order_no:str>/reverse")
+@endpoint(
+    summary="Reverse a purchase: take back its points and growth",
+    tag="points",
+    roles=MANAGERS,
+    response=PurchaseOut,
+    errors=(404,),
+    description="Never below zero and never what already expired; a repeat changes nothing.",
+)
+async def reverse_order(request: Request, member_id: int, order_no: str):
+    merchant_id = await _visible(request, member_id)
+    purchase: Purchase = await reverse_purchase(
+        merchant_id=merchant_id,
+        member_id=member_id,
+        order_no=order_no,
+        operator_staff_id=request.ctx.principal.subject_id,
+    )
+    return ok(PurchaseOut.model_validate(purchase))
+
+
+@bp.post("/api/members/<member_id:int>/points/spend")
+@endpoint(
+    summary="Spend a member's points",
+    tag="points",
+    roles=ALL_STAFF,
+    body=SpendIn,
+    response=ChangeOut,
+    errors=(404, 409),
+    description="Takes the points expiring first; 409 points.insufficient when the balance is short.",
+)
+async def spend(request: Request, member_id: int, body: SpendIn):
+    merchant_id = await _visible(request, member_id)
+    staff_id = request.ctx.principal.subject_id
+    result = await spend_points(
+        merchant_id=merchant_id,
+        member_id=member_id,
+        points=body.points,
+        reason=body.reason,
+        idempotency_key=body.idempotency_key,
+        ref_type="staff",
+        ref_id=str(staff_id),
+        operator_staff_id=staff_id,
+    )
+    return ok(_change_out(result))
+
+
+@bp.post("/api/members/<member_id:int>/points/reverse")
+@endpoint(
+    summary="Give back the points of a spend",
+    tag="points",
+    roles=MANAGERS,
+    body=ReverseIn,
+    response=ChangeOut,
+    errors=(404, 409),
+    description="Back to the same lots, keeping their expiry; expired lots get nothing (409 points.nothing_to_reverse)",
+)
+async def reverse(request: Request, member_id: int, body: ReverseIn):
+    merchant_id = await _visible(request, member_id)
+    result = await reverse_spend(
+        merchant_id=merchant_id,
+        member_id=member_id,
+        debit_entry_id=body.debit_entry_id,
+        idempotency_key=body.idempotency_key,
+        reason=body.reason,
+        operator_staff_id=request.ctx.principal.subject_id,
+    )
+    return ok(_change_out(result))
+
+
+@bp.post("/api/members/<member_id:int>/activities")
+@endpoint(
+    summary="Reward an activity",
+    tag="points",
+    roles=MANAGERS,
+    body=ActivityIn,
+    response=ActivityOut,
+    status=201,
+    errors=(404, 409),
+    description="201 when rewarded, 200 when the rule's once/daily limit was already reached (nothing changed).",
+)
+async def activity(request: Request, member_id: int, body: ActivityIn):
+    merchant_id = await _visible(request, member_id)
+    award = await award_activity(
+        merchant_id=merchant_id,
+        member_id=member_id,
+        rule_code=body.rule_code,
+        idempotency_key=body.idempotency_key,
+        operator_staff_id=request.ctx.principal.subject_id,
+    )
+    out = ActivityOut(
+        rule_code=award.rule_code,
+        points=award.points,
+        growth=award.growth,
+        entry_id=award.entry_id,
+        replayed=award.replayed,
+    )
+    return ok(out, status=200 if award.replayed else 201)
+
+
+@bp.get("/api/members/<member_id:int>/points/quote")
+@endpoint(
+    summary="How many points may pay an order",
+    tag="points",
+    roles=ALL_STAFF,
+    query=QuoteQuery,
+    response=QuoteOut,
+    errors=(404,),
+)
+async def quote(request: Request, member_id: int, query: QuoteQuery):
+    merchant_id = await _visible(request, member_id)
+    points, fen = await quote_points_cash(merchant_id=merchant_id, member_id=member_id, order_amount=query.order_amount)
+    return ok(QuoteOut(order_amount=query.order_amount, points=points, fen=fen))

@@ -1,3 +1,28 @@
-"""Scheduled tiers jobs (being built)."""
+"""Scheduled tier jobs: the monthly settlement, downgrade notices before it, and the end of manual holds."""
 
 from __future__ import annotations
+
+from jobs.scheduler import JobContext, job
+from models import tier_settlement
+
+
+@job("tiers.settle", every_seconds=3600)
+async def settle(ctx: JobContext) -> str:
+    """Monthly tier settlement on the merchant-local 1st: upgrades, and downgrades after the grace period."""
+    count = await tier_settlement.settle_all()
+    return (
+        f"settled {count.merchants} merchants: {count.members} members checked, "
+        f"{count.upgraded} up, {count.downgraded} down"
+    )
+
+
+@job("tiers.notice", every_seconds=3600)
+async def notice(ctx: JobContext) -> str:
+    """Announce coming downgrades notice_days before the settlement, once per member and period."""
+    return f"{await tier_settlement.send_notices()} downgrade notices queued"
+
+
+@job("tiers.manual_expire", every_seconds=3600)
+async def manual_expire(ctx: JobContext) -> str:
+    """End staff-assigned tier holds whose day has passed and place the members on their basis."""
+    return f"{await tier_settlement.expire_manual_holds()} manual holds ended"

@@ -17,7 +17,8 @@ class Migration(migrations.Migration):
                 ('id', fields.BigIntField(generated=True, primary_key=True, unique=True, db_index=True)),
                 ('merchant_id', fields.IntField()),
                 ('member_id', fields.IntField()),
-                ('entry_id', fields.BigIntField(unique=True)),
+                ('entry_id', fields.BigIntField(null=True, unique=True)),
+                ('source', fields.CharField(default='recharge', max_length=8)),
                 ('order_id', fields.BigIntField(null=True, db_index=True)),
                 ('principal', fields.BigIntField(default=0)),
                 ('bonus', fields.BigIntField(default=0)),
@@ -40,7 +41,7 @@ class Migration(migrations.Migration):
                 ('bonus', fields.BigIntField(default=0)),
                 ('restored', fields.BooleanField(default=False)),
             ],
-            options={'table': 'balance_lot_use', 'app': 'models', 'pk_attr': 'id'},
+            options={'table': 'balance_lot_use', 'app': 'models', 'pk_attr': 'id', 'table_description': 'What one ledger row took from one lot (a restoring row writes negative amounts, marked restored).'},
             bases=['Model'],
         ),
         ops.CreateModel(
@@ -195,6 +196,19 @@ class Migration(migrations.Migration):
             bases=['Model'],
         ),
         ops.CreateModel(
+            name='PlanReminder',
+            fields=[
+                ('id', fields.BigIntField(generated=True, primary_key=True, unique=True, db_index=True)),
+                ('merchant_id', fields.IntField()),
+                ('member_id', fields.IntField()),
+                ('member_plan_id', fields.BigIntField(unique=True)),
+                ('ends_on', fields.DateField()),
+                ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=True)),
+            ],
+            options={'table': 'plan_reminder', 'app': 'models', 'pk_attr': 'id', 'table_description': 'The expiry notice of one term, sent once: the unique term id is the guard.'},
+            bases=['Model'],
+        ),
+        ops.CreateModel(
             name='PointsLot',
             fields=[
                 ('id', fields.BigIntField(generated=True, primary_key=True, unique=True, db_index=True)),
@@ -278,6 +292,24 @@ class Migration(migrations.Migration):
             bases=['Model'],
         ),
         ops.CreateModel(
+            name='RefundDetail',
+            fields=[
+                ('id', fields.BigIntField(generated=True, primary_key=True, unique=True, db_index=True)),
+                ('refund_id', fields.BigIntField(unique=True)),
+                ('principal_entry_id', fields.BigIntField(null=True)),
+                ('bonus_entry_id', fields.BigIntField(null=True)),
+                ('points_entry_id', fields.BigIntField(null=True)),
+                ('points_clawed_back', fields.BigIntField(default=0)),
+                ('points_not_clawed', fields.BigIntField(default=0)),
+                ('member_plan_id', fields.BigIntField(null=True)),
+                ('term_starts_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
+                ('term_ends_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
+                ('shifted_seconds', fields.BigIntField(default=0)),
+            ],
+            options={'table': 'pay_refund_detail', 'app': 'models', 'pk_attr': 'id', 'table_description': 'What a refund took besides the WeChat money, so that a cancel gives back exactly that.'},
+            bases=['Model'],
+        ),
+        ops.CreateModel(
             name='SignIn',
             fields=[
                 ('id', fields.BigIntField(generated=True, primary_key=True, unique=True, db_index=True)),
@@ -340,6 +372,20 @@ class Migration(migrations.Migration):
                 ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=True)),
             ],
             options={'table': 'tier_gift_grant', 'app': 'models', 'unique_together': (('member_id', 'tier_id', 'period'),), 'pk_attr': 'id', 'table_description': 'The upgrade gift pack of a tier, granted once per member, tier and period.'},
+            bases=['Model'],
+        ),
+        ops.CreateModel(
+            name='TierNotice',
+            fields=[
+                ('id', fields.BigIntField(generated=True, primary_key=True, unique=True, db_index=True)),
+                ('merchant_id', fields.IntField()),
+                ('member_id', fields.IntField()),
+                ('period', fields.CharField(max_length=7)),
+                ('from_tier_id', fields.IntField(null=True)),
+                ('to_tier_id', fields.IntField(null=True)),
+                ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=True)),
+            ],
+            options={'table': 'tier_notice', 'app': 'models', 'unique_together': (('member_id', 'period'),), 'pk_attr': 'id', 'table_description': 'One downgrade notice per member and settlement period, so a rerun or a second scheduler never sends two.'},
             bases=['Model'],
         ),
         ops.CreateModel(

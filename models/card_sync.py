@@ -19,13 +19,18 @@ RECORD_REASON_CHARS = 24
 @ledger.after_change
 async def queue_card_sync(book: str, entry: ledger._Entry) -> None:
     """Every points or balance change of a member with an activated card queues one card sync (coalesced)."""
-    if not await MemberCard.exists(member_id=entry.member_id, status="activated"):
+    await enqueue_card_sync(merchant_id=entry.merchant_id, member_id=entry.member_id, book=book)
+
+
+async def enqueue_card_sync(*, merchant_id: int, member_id: int, book: str) -> None:
+    """Queue one coalesced card sync of a member with an activated card ("points", "balance" or "tier" changed)."""
+    if not await MemberCard.exists(member_id=member_id, status="activated"):
         return
-    key = f"card:{entry.member_id}"
+    key = f"card:{member_id}"
     queued = await enqueue(
-        merchant_id=entry.merchant_id,
+        merchant_id=merchant_id,
         topic=SYNC_TOPIC,
-        payload={"member_id": entry.member_id, "books": [book]},
+        payload={"member_id": member_id, "books": [book]},
         coalesce_key=key,
     )
     if queued is None:  # a pending sync will read the latest state; it must also notify this book

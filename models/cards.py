@@ -94,7 +94,12 @@ def bonus_rule(*, merchant_id: int) -> dict[str, Any]:
 
 
 async def tier_name(*, merchant_id: int, member_id: int) -> str:
-    """The tier shown on the card (custom_field1); one merchant-wide name until the loyalty engine assigns tiers."""
+    """The tier shown on the card (custom_field1): the member's tier, else the merchant-wide onboarding name."""
+    from models.tier_rules import current_tier  # tier_rules queues card syncs through this module's users
+
+    tier = await current_tier(merchant_id=merchant_id, member_id=member_id)
+    if tier is not None:
+        return tier.name
     names = await OnboardingSettings.filter(merchant_id=merchant_id).values_list("tier_name", flat=True)
     return cast(str, names[0]) if names else OnboardingSettings(merchant_id=merchant_id).tier_name  # flat values
 

@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import logging
+from datetime import datetime
 from typing import Any
 
 from tortoise import fields
+from tortoise.exceptions import IntegrityError
+from tortoise.expressions import Q, Subquery
+from tortoise.functions import Count
 from tortoise.models import Model
+
+from server import clock
+from server.errors import Conflict, NotFound
+
+log = logging.getLogger("huiyuan.payments")
 
 
 class PayOrder(Model):
@@ -75,3 +85,118 @@ class PayAnomaly(Model):
 
     class Meta:
         table = "pay_anomaly"
+
+
+COUNTED_STATUSES = ("PAID", "REFUNDING", "REFUNDED")  # a purchase counts against a limit even once refunded
+ANOMALY_KINDS = (
+    "amount_mismatch",
+    "unknown_order",
+    "appid_mismatch",
+    "mch_id_mismatch",
+    "state_conflict",
+    "statement_mismatch",
+)
+
+
+def _open_or_counted(now: datetime) -> Q:
+    return Q(status__in=COUNTED_STATUSES) | Q(status="CREATED", expires_at__gt=now)
+
+
+async def purchases_counted(*, member_id: int, package_ids: list[int], now: datetime) -> dict[int, int]:
+    """Per package: the member's paid orders plus the open (unexpired) unpaid ones."""
+    rows = (
+        await PayOrder.filter(_open_or_counted(now), member_id=member_id, package_id__in=package_ids)
+        .group_by("package_id")
+        .annotate(n=Count("id"))
+        .values("package_id", "n")
+    )
+    return {row["package_id"]: int(row["n"]) for row in rows}
+
+
+async def get_order(*, merchant_id: int, order_id: int, store_id: int | None = None) -> PayOrder:
+    """One of the merchant's orders; a store-scoped role sees only its own members' orders (404 otherwise)."""
+    from models.members import Member
+
+    order = await PayOrder.get_or_none(id=order_id, merchant_id=merchant_id)
+    if order is not None and store_id is not None:
+        if not await Member.exists(id=order.member_id, merchant_id=merchant_id, origin_store_id=store_id):
+            order = None
+    if order is None:
+        raise NotFound("pay order not found", code="pay_order.not_found")
+    return order
+
+
+async def get_member_order(*, merchant_id: int, member_id: int, out_trade_no: str) -> PayOrder:
+    """A member's own order by out_trade_no; another member's order is 404, not 403."""
+    order = await PayOrder.get_or_none(out_trade_no=out_trade_no, merchant_id=merchant_id, member_id=member_id)
+    if order is None:
+        raise NotFound("pay order not found", code="pay_order.not_found")
+    return order
+
+
+async def list_orders(
+    *,
+    merchant_id: int,
+    store_id: int | None,
+    status: str | None,
+    member_id: int | None,
+    kind: str | None,
+    before_id: int | None,
+    limit: int,
+) -> list[PayOrder]:
+    """The merchant's orders newest first, paged by id; a store-scoped role sees its own members' orders."""
+    from models.members import Member
+
+    query = PayOrder.filter(merchant_id=merchant_id)
+    if store_id is not None:
+        query = query.filter(
+            member_id__in=Subquery(Member.filter(merchant_id=merchant_id, origin_store_id=store_id).values("id"))
+        )
+    if status:
+        query = query.filter(status=status)
+    if member_id:
+        query = query.filter(member_id=member_id)
+    if kind:
+        query = query.filter(kind=kind)
+    if before_id:
+        query = query.filter(id__lt=before_id)
+    return await query.order_by("-id").limit(limit)
+
+
+async def record_anomaly(
+    *, merchant_id: int, kind: str, dedupe_key: str, out_trade_no: str = "", detail: dict[str, Any]
+) -> bool:
+    """Record something staff must look at, once per dedupe_key; True when it is new."""
+    try:
+        await PayAnomaly.create(
+            merchant_id=merchant_id, kind=kind, out_trade_no=out_trade_no[:64], detail=detail, dedupe_key=dedupe_key
+        )
+    except IntegrityError:
+        return False
+    log.warning("pay anomaly %s for merchant %s: %s", kind, merchant_id, out_trade_no)
+    return True
+
+
+async def list_anomalies(
+    *, merchant_id: int, resolved: bool | None, before_id: int | None, limit: int
+) -> list[PayAnomaly]:
+    """The merchant's payment anomalies, newest first."""
+    query = PayAnomaly.filter(merchant_id=merchant_id)
+    if resolved is not None:
+        query = query.filter(resolved=resolved)
+    if before_id:
+        query = query.filter(id__lt=before_id)
+    return await query.order_by("-id").limit(limit)
+
+
+async def resolve_anomaly(*, merchant_id: int, anomaly_id: int, staff_id: int, note: str) -> PayAnomaly:
+    """Mark an anomaly handled, keeping who did it and why in its detail; resolving twice is 409."""
+    anomaly = await PayAnomaly.get_or_none(id=anomaly_id, merchant_id=merchant_id)
+    if anomaly is None:
+        raise NotFound("pay anomaly not found", code="pay_anomaly.not_found")
+    resolution = {"by_staff_id": staff_id, "note": note, "at": clock.now().isoformat()}
+    detail = {**anomaly.detail, "resolution": resolution}
+    if not await PayAnomaly.filter(id=anomaly.id, resolved=False).update(resolved=True, detail=detail):
+        raise Conflict("the anomaly is already resolved", code="pay_anomaly.resolved")
+    anomaly.resolved, anomaly.detail = True, detail
+    return anomaly

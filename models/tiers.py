@@ -115,3 +115,19 @@ class TierSettlement(Model):
     class Meta:
         table = "tier_settlement"
         unique_together = (("merchant_id", "period"),)
+
+
+class TierNotice(Model):
+    """One downgrade notice per member and settlement period, so a rerun or a second scheduler never sends two."""
+
+    id = fields.BigIntField(primary_key=True)
+    merchant_id = fields.IntField()
+    member_id = fields.IntField()
+    period = fields.CharField(max_length=7)  # the settlement the notice announces, e.g. "2027-04"
+    from_tier_id = fields.IntField(null=True)
+    to_tier_id = fields.IntField(null=True)
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "tier_notice"
+        unique_together = (("member_id", "period"),)

@@ -30,6 +30,9 @@ MODEL_MODULES = [
     "models.wallet",
     "models.recharge",
     "models.pay_orders",
+    "models.payments",
+    "models.plans",
+    "models.refunds",
 ]
 
 

@@ -253,14 +253,16 @@ class Control:
             raise ControlError(f"{error.err_code}: {error.message}", 409) from error
         default_path, content, headers = pay_notify_request(self.state, order)
         wechat = request.app.ctx.wechat
-        deliveries = await deliver(
-            wechat.http,
-            callback_url(wechat.self_url, order.notify_url, default_path),
-            content=content,
-            headers=headers,
-            repeat=_repeat(body),
-            concurrent=body.get("concurrent") is True,
-        )
+        deliveries = []
+        if body.get("deliver", True) is not False:  # "deliver": false: paid, but the notify is lost
+            deliveries = await deliver(
+                wechat.http,
+                callback_url(wechat.self_url, order.notify_url, default_path),
+                content=content,
+                headers=headers,
+                repeat=_repeat(body),
+                concurrent=body.get("concurrent") is True,
+            )
         return {
             "out_trade_no": order.out_trade_no,
             "transaction_id": order.transaction_id,
@@ -279,14 +281,16 @@ class Control:
         order = self.state.find_order(refund.out_trade_no, refund.mch_id)
         wechat = request.app.ctx.wechat
         notify_url = refund.notify_url or (order.notify_url if order else "")
-        deliveries = await deliver(
-            wechat.http,
-            callback_url(wechat.self_url, notify_url, default_path),
-            content=content,
-            headers=headers,
-            repeat=_repeat(body),
-            concurrent=body.get("concurrent") is True,
-        )
+        deliveries = []
+        if body.get("deliver", True) is not False:  # "deliver": false: refunded, but the notify is lost
+            deliveries = await deliver(
+                wechat.http,
+                callback_url(wechat.self_url, notify_url, default_path),
+                content=content,
+                headers=headers,
+                repeat=_repeat(body),
+                concurrent=body.get("concurrent") is True,
+            )
         return {"out_refund_no": refund.out_refund_no, "refund_id": refund.refund_id, "deliveries": deliveries}
 
     def register(self, bp: Blueprint) -> None:

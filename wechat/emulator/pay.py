@@ -283,6 +283,26 @@ def register(api: Api) -> None:
         order.state = "CLOSED"
         return v2.reply()
 
+    @v2_route(api, "/pay/refundquery")
+    async def refundquery(v2: _V2) -> HTTPResponse:
+        # looked up by out_refund_no (the docs allow refund_id / out_trade_no / transaction_id too)
+        assert v2.merchant is not None
+        found = v2.call.state.find_refund(v2.body.get("out_refund_no", ""), v2.merchant.mch_id)
+        if found is None:
+            raise PayRuleError("REFUNDNOTEXIST", "退款订单查询失败")
+        status = {"PROCESSING": "PROCESSING", "SUCCESS": "SUCCESS", "CLOSED": "REFUNDCLOSE"}.get(found.status, "CHANGE")
+        return v2.reply(
+            transaction_id=found.transaction_id,
+            out_trade_no=found.out_trade_no,
+            total_fee=found.total_fee,
+            cash_fee=found.total_fee,
+            refund_count=1,
+            out_refund_no_0=found.out_refund_no,
+            refund_id_0=found.refund_id,
+            refund_fee_0=found.refund_fee,
+            refund_status_0=status,
+        )
+
     @v2_route(api, "/secapi/pay/refund", (*V2_COMMON, "out_refund_no", "total_fee", "refund_fee"))
     async def refund(v2: _V2) -> HTTPResponse:
         total_fee, refund_fee = _int_fee(v2.body["total_fee"]), _int_fee(v2.body["refund_fee"])

@@ -224,6 +224,13 @@ def register(api: Api) -> None:
         order.state = "CLOSED"
         return v3_reply(204)
 
+    @api.route("/v3/refund/domestic/refunds/<out_refund_no>", "GET", kind="v3", auth="v3")
+    async def refund_query(call: Call) -> HTTPResponse:
+        found = call.state.find_refund(call.params["out_refund_no"], call.merchant.mch_id)  # type: ignore[union-attr]
+        if found is None:
+            return v3_error(PayRuleError("RESOURCE_NOT_EXISTS", "退款单不存在", status=404))
+        return v3_reply(200, refund_json(found))
+
     @api.route("/v3/refund/domestic/refunds", kind="v3", auth="v3")
     async def refunds(call: Call) -> HTTPResponse:
         body = call.body
