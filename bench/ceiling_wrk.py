@@ -9,9 +9,13 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+POINTS_BODY = """'{"delta":1,"reason":"bench","kind":"adjust","idempotency_key":"'
+  .. tag .. "-" .. tid .. "-" .. counter .. '"}'"""
+
 LUA = """
 local paths = {%(paths)s}
-local headers = {["Content-Type"] = "application/json"%(auth)s}
+local bodies = {%(bodies)s}
+local headers = {["Content-Type"] = "%(content_type)s"%(auth)s}
 local tag = "%(tag)s"
 local threads = {}
 function setup(thread)
@@ -24,9 +28,16 @@ sample = ""
 function request()
   counter = counter + 1
   local path = paths[(counter %% #paths) + 1]
-  local body = '{"delta":1,"reason":"bench","kind":"adjust","idempotency_key":"' ..
-    tag .. "-" .. tid .. "-" .. counter .. '"}'
-  return wrk.format("POST", path, headers, body)
+  if "%(method)s" == "GET" then
+    return wrk.format("GET", path, headers)
+  end
+  local body
+  if #bodies > 0 then
+    body = bodies[((tid - 1) * %(per_thread)d + counter - 1) %% #bodies + 1]
+  else
+    body = %(body)s
+  end
+  return wrk.format("%(method)s", path, headers, body)
 end
 function response(status, hdrs, body)
   if status >= 300 then
@@ -80,14 +91,32 @@ def parse_wrk(name: str, output: str) -> Row:
     return row
 
 
-def lua_script(tmp: Path, *, paths: list[str], token: str | None, tag: str) -> Path:
+def lua_script(
+    tmp: Path,
+    *,
+    paths: list[str],
+    token: str | None,
+    tag: str,
+    method: str = "POST",
+    body: str = POINTS_BODY,
+    bodies: list[str] | None = None,
+    per_thread: int = 0,
+    content_type: str = "application/json",
+) -> Path:
+    """A wrk script over paths; the body is a Lua expression of tag/tid/counter, or taken in turn from bodies
+    (thread t starts at t*per_thread, so threads do not replay each other's bodies)."""
     path = tmp / f"{tag}.lua"
     path.write_text(
         LUA
         % {
             "paths": ", ".join(json.dumps(p) for p in paths),
+            "bodies": ", ".join(json.dumps(b) for b in bodies or []),
             "auth": f', ["Authorization"] = "Bearer {token}"' if token else "",
             "tag": tag,
+            "method": method,
+            "body": body,
+            "per_thread": per_thread,
+            "content_type": content_type,
         }
     )
     return path

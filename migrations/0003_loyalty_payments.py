@@ -217,6 +217,7 @@ class Migration(migrations.Migration):
                 ('entry_id', fields.BigIntField(unique=True)),
                 ('amount', fields.BigIntField()),
                 ('remaining', fields.BigIntField()),
+                ('expired', fields.BigIntField(default=0)),
                 ('expires_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
                 ('status', fields.CharField(default='open', max_length=8)),
                 ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=True)),

@@ -27,6 +27,7 @@ class PointsLot(Model):
     entry_id = fields.BigIntField(unique=True)  # the points_ledger row that credited it
     amount = fields.BigIntField()
     remaining = fields.BigIntField()
+    expired = fields.BigIntField(default=0)  # what the expiry job took: amount = remaining + net uses + expired
     expires_at = fields.DatetimeField(null=True)  # UTC, from the merchant-local policy; null never expires
     status = fields.CharField(max_length=8, default="open")  # open | spent | expired
     created_at = fields.DatetimeField(auto_now_add=True)

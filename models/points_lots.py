@@ -101,67 +101,85 @@ async def reverse_spend(
     return await ledger.retrying(work, what="points reversal")
 
 
-async def expire_lot(*, lot_id: int, now: datetime) -> int:
-    """Expire what is left of one due lot as one "expire" ledger row, exactly once; returns the points expired."""
-    for _ in range(_EXPIRE_ATTEMPTS):
-        lot = await PointsLot.get_or_none(id=lot_id)
-        if lot is None or lot.status != "open" or lot.expires_at is None or lot.expires_at > now:
-            return 0
-        remaining = lot.remaining
-        if remaining == 0:
-            await PointsLot.filter(id=lot.id, status="open", remaining=0).update(status="spent")
-            return 0
+async def expire_member_lots(*, member_id: int, lot_ids: list[int], now: datetime) -> int:
+    """Expire what is left of a member's due lots as one "expire" ledger row, exactly once; returns lots expired.
 
-        async def mark_expired(entry: ledger._Entry, lot_id: int = lot.id, remaining: int = remaining) -> None:
-            # the row count is the exactly-once guard: a lot spent or expired meanwhile rolls this change back
-            changed = await PointsLot.filter(id=lot_id, status="open", remaining=remaining).update(
-                remaining=0, status="expired"
-            )
-            if changed != 1:
-                raise LotChanged()
+    Every change to a member's lots happens under the member's points account row lock, which the ledger's
+    conditional UPDATE takes first: inside `within` the lots cannot move, so re-reading them there is the guard.
+    """
+    for _ in range(_EXPIRE_ATTEMPTS):
+        lots = await PointsLot.filter(id__in=lot_ids, member_id=member_id, status="open", expires_at__lte=now).order_by(
+            "id"
+        )
+        if not lots:
+            return 0
+        empty = [lot.id for lot in lots if lot.remaining == 0]
+        if empty:
+            await PointsLot.filter(id__in=empty, status="open", remaining=0).update(status="spent")
+        due = [lot for lot in lots if lot.remaining > 0]
+        if not due:
+            return 0
+        ids, total = [lot.id for lot in due], sum(lot.remaining for lot in due)
+
+        async def mark_expired(entry: ledger._Entry, due: list[PointsLot] = due) -> None:
+            by_remaining: dict[int, list[int]] = {}
+            for lot in due:
+                by_remaining.setdefault(lot.remaining, []).append(lot.id)
+            for remaining, same in by_remaining.items():
+                # each lot must still hold what was read: spent or expired since, the change rolls back and reruns
+                changed = await PointsLot.filter(id__in=same, status="open", remaining=remaining).update(
+                    expired=remaining, remaining=0, status="expired"
+                )
+                if changed != len(same):
+                    raise LotChanged()
 
         try:
             result = await ledger.change_points(
-                merchant_id=lot.merchant_id,
-                member_id=lot.member_id,
-                delta=-remaining,
+                merchant_id=due[0].merchant_id,
+                member_id=member_id,
+                delta=-total,
                 kind="expire",
-                reason="Points expired",
-                idempotency_key=f"expire:{lot.id}",
+                reason="Points expired" if len(ids) == 1 else f"Points expired ({len(ids)} lots)",
+                # the same lots give the same key: a concurrent run over them replays instead of expiring twice
+                idempotency_key=f"expire:{ids[0]}" if len(ids) == 1 else f"expire:{ids[0]}:{ids[-1]}:{len(ids)}",
                 ref_type="points_lot",
-                ref_id=str(lot.id),
+                ref_id=",".join(map(str, ids))[:64],
                 within=mark_expired,
             )
         except LotChanged:
             continue
         except Conflict as exc:
-            if exc.code == "idempotency.key_reused":  # another run expired it after a spend changed it: re-read
+            if exc.code == "idempotency.key_reused":  # another run expired these lots after a spend changed them
                 continue
             if exc.code == "points.insufficient":
-                log.error("lot %s: the account holds less than the lot's %s points; not expired", lot.id, remaining)
+                log.error(
+                    "member %s: the account holds less than its due lots' %s points; not expired", member_id, total
+                )
                 return 0
             raise
-        return 0 if result.replayed else remaining
-    raise RuntimeError(f"points lot {lot_id} kept changing while it was being expired")
+        return 0 if result.replayed else len(ids)
+    raise RuntimeError(f"points lots of member {member_id} kept changing while they were being expired")
 
 
-async def expire_due_lots(*, now: datetime, batch: int = 500) -> int:
-    """Expire every open lot due by now, a keyset-paged batch at a time; returns how many lots were expired."""
+async def expire_due_lots(*, now: datetime, batch: int = 2000) -> int:
+    """Expire every open lot due by now, a keyset-paged batch at a time, one ledger row per member and batch."""
     expired = 0
     last_id = 0
     while True:
-        ids = await (
+        rows = await (
             PointsLot.filter(status="open", expires_at__lte=now, id__gt=last_id)
             .order_by("id")
             .limit(batch)
-            .values_list("id", flat=True)
+            .values_list("id", "member_id")
         )
-        if not ids:
+        if not rows:
             return expired
-        for lot_id in ids:
-            if await expire_lot(lot_id=int(lot_id), now=now):  # type: ignore[call-overload]
-                expired += 1
-        last_id = int(ids[-1])  # type: ignore[call-overload]
+        by_member: dict[int, list[int]] = {}
+        for lot_id, member_id in rows:
+            by_member.setdefault(int(member_id), []).append(int(lot_id))  # type: ignore[call-overload]
+        for member_id, lot_ids in by_member.items():
+            expired += await expire_member_lots(member_id=member_id, lot_ids=lot_ids, now=now)
+        last_id = int(rows[-1][0])  # type: ignore[call-overload]
 
 
 async def send_expiry_reminders(*, now: datetime) -> int:

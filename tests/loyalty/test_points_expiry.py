@@ -105,14 +105,8 @@ async def test_expiry_run_twice_at_once_expires_each_lot_once_and_only_the_unspe
         first = await asyncio.gather(expire_due_lots(now=clock.now(), batch=2), expire_due_lots(now=clock.now()))
         assert sum(first) == 6
         expired = await PointsEntry.filter(kind="expire").order_by("member_id", "id").values_list("member_id", "delta")
-        assert expired == [
-            (members[0], -60),
-            (members[0], -5),
-            (members[1], -100),
-            (members[1], -5),
-            (members[2], -100),
-            (members[2], -5),
-        ]
+        # one row per member for its due lots (the same lots give the same key, so the other run replays)
+        assert expired == [(members[0], -65), (members[1], -105), (members[2], -105)]
         for member in members:
             assert await assert_lots_agree(member) == 0
 
@@ -122,7 +116,7 @@ async def test_expiry_run_twice_at_once_expires_each_lot_once_and_only_the_unspe
         pin(t0 + timedelta(days=800))
         summaries = await asyncio.gather(run_job("points.expire", app.ctx.jobs), run_job("points.expire", app.ctx.jobs))
         assert sorted(s or "" for s in summaries)[-1] == "3 points lots expired"
-        assert await PointsEntry.filter(kind="expire").count() == 9
+        assert await PointsEntry.filter(kind="expire").count() == 6
         assert await run_job("points.expire", app.ctx.jobs) == "0 points lots expired"
         for member in members:
             assert await assert_lots_agree(member) == 0
