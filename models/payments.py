@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import logging
 from typing import Any
 
@@ -19,16 +18,6 @@ log = logging.getLogger("huiyuan.payments")
 SETTLED = "settled"
 ALREADY_PAID = "already_paid"
 PAID_STATUSES = ("PAID", "REFUNDING", "REFUNDED")
-
-
-def _optional(module: str) -> Any:
-    """A module another helper owns, or None while it does not exist yet."""
-    try:
-        return importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        if exc.name != module:
-            raise
-        return None
 
 
 async def _deliver_goods(order: PayOrder) -> None:
@@ -53,18 +42,15 @@ async def _deliver_goods(order: PayOrder) -> None:
         if order.bonus_points > 0:
             await credit(ledger.change_points, order.bonus_points, "gift", "充值赠送积分", "recharge-points")
     elif order.kind == "plan":
-        plans = _optional("models.plans")
-        if plans is None:
-            log.error("pay order %s paid but models.plans is missing: no plan term started", order.id)
-        else:
-            await plans.start_plan_term(order=order)
+        from models import plans  # late: plans reach tiers, which read orders
+
+        await plans.start_plan_term(order=order)
 
 
 async def _after_settled(order: PayOrder) -> None:
     """Side work after the commit: tier re-evaluation (its own transactions; a failure never unpays the order)."""
-    tier_rules = _optional("models.tier_rules")
-    if tier_rules is None:
-        return
+    from models import tier_rules
+
     try:
         await tier_rules.reevaluate(
             merchant_id=order.merchant_id, member_id=order.member_id, reason=f"pay_order:{order.id}"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -44,23 +43,16 @@ class Purchase(Model):
 
 
 def growth_module() -> Any:
-    """models.growth (growth value and tiers) when it is installed; None before it exists."""
-    try:
-        return importlib.import_module("models.growth")
-    except ModuleNotFoundError as exc:
-        if exc.name != "models.growth":
-            raise
-        return None
+    """models.growth, imported late: it reaches tiers, which read purchases."""
+    from models import growth
+
+    return growth
 
 
 async def multiplier_permille(*, merchant_id: int, member_id: int) -> int:
-    """The member's tier points multiplier in per-mille (1000 = x1)."""
-    try:
-        tier_rules = importlib.import_module("models.tier_rules")
-    except ModuleNotFoundError as exc:
-        if exc.name != "models.tier_rules":
-            raise
-        return 1000
+    """The member's points multiplier in per-mille (1000 = x1): the tier's, or a paid plan's when larger."""
+    from models import tier_rules
+
     return int(await tier_rules.points_multiplier_permille(merchant_id=merchant_id, member_id=member_id))
 
 
@@ -106,7 +98,7 @@ async def _finish(purchase: Purchase) -> None:
             ref_id=str(purchase.id),
         )
     growth = growth_module()
-    if purchase.growth > 0 and growth is not None:
+    if purchase.growth > 0:
         await growth.add_growth(
             merchant_id=purchase.merchant_id,
             member_id=purchase.member_id,
@@ -166,9 +158,7 @@ async def record_purchase_once(
                 used = await _earned_today(merchant_id=merchant_id, member_id=member_id, occurred_at=when, zone=zone)
                 points = max(0, min(points, rules.daily_cap - used))
             growth = growth_module()
-            growth_amount = 0
-            if growth is not None and hasattr(growth, "growth_for_amount"):
-                growth_amount = int(await growth.growth_for_amount(merchant_id=merchant_id, amount=amount))
+            growth_amount = int(await growth.growth_for_amount(merchant_id=merchant_id, amount=amount))
             purchase = await Purchase.create(
                 merchant_id=merchant_id,
                 member_id=member_id,
@@ -262,7 +252,7 @@ async def reverse_purchase(
                         within=consume,
                     )
             growth = growth_module()
-            if purchase.growth > 0 and growth is not None:
+            if purchase.growth > 0:
                 await growth.add_growth(
                     merchant_id=merchant_id,
                     member_id=member_id,
