@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import resource
 import sys
 import tempfile
@@ -157,7 +158,6 @@ async def run(args: argparse.Namespace, url: str) -> int:
             if not done:
                 break
             expired_lots += done
-            print(f"  expired {expired_lots:>9,} lots ({expired_lots / (time.monotonic() - started):,.0f} lots/s)")
         seconds = time.monotonic() - started
         rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
         print(
@@ -187,6 +187,8 @@ def main() -> int:
     parser.add_argument("--spent-every", type=int, default=4, help="half-spend every Nth member's first lot (0: none)")
     parser.add_argument("--sqlite", action="store_true", help="a SQLite file instead of the local MariaDB")
     args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="  %(message)s")
+    logging.getLogger("huiyuan.points").setLevel(logging.INFO)  # the job's progress line per batch
     if args.members > args.lots:
         parser.error("--members must not exceed --lots")
     with tempfile.TemporaryDirectory(prefix="expiry-bench-") as tmp:
