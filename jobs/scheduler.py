@@ -136,6 +136,8 @@ async def _main(argv: list[str]) -> int:
     settings = load_settings(args.config)
     set_cipher(DataCipher(settings.security.data_key))
     await db.init_db(settings)
+    if not settings.is_production:
+        await db.migrate(settings)  # as `python -m server` does in development; production migrates explicitly
     redis = create_redis(settings.redis.url)
     keys = Keys(settings.redis.key_prefix)
     self_url = settings.server.public_url or f"http://127.0.0.1:{settings.server.port}"
@@ -161,5 +163,8 @@ async def _main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
+    # run the importable module, not this __main__ copy: job modules register into jobs.scheduler.JOBS
+    from jobs import scheduler
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    sys.exit(asyncio.run(_main(sys.argv[1:])))
+    sys.exit(asyncio.run(scheduler._main(sys.argv[1:])))

@@ -67,6 +67,8 @@ def test_the_cli_lists_the_jobs_and_rejects_an_unknown_one(tmp_path):
         [sys.executable, "-m", "jobs.scheduler", "list"], cwd=ROOT, capture_output=True, text=True, timeout=60
     )
     assert listed.returncode == 0, listed.stderr
+    listed_ids = {line.split()[0] for line in listed.stdout.splitlines() if line.strip()}
+    assert {"points.expire", "tiers.settle", "payments.reconcile", "refunds.reconcile"} <= listed_ids, listed.stdout
     env = {"HUIYUAN_DATABASE__URL": f"sqlite://{tmp_path}/db.sqlite3", "HUIYUAN_REDIS__URL": "memory://", "PATH": ""}
     unknown = subprocess.run(
         [sys.executable, "-m", "jobs.scheduler", "run", "no.such.job"],
