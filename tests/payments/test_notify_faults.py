@@ -1,0 +1,26 @@
+"""Faults around the notify: Redis down must not stop a payment from being credited, exactly once."""
+
+from __future__ import annotations
+
+import redis.asyncio as aioredis
+
+from models.ledger import BalanceEntry
+from tests.payments.pay_helpers import V2_SUCCESS, add_package, me, pay, paying_member, recharge, use_pay_version
+
+
+async def test_with_redis_down_a_paid_notify_still_credits_once(app, client, admin, demo):
+    await use_pay_version("v2")
+    member_id, headers = await paying_member(app, merchant_id=demo.merchant.id, mp_openid="mp-redis")
+    order = (await recharge(client, headers, package_id=(await add_package(client, admin))["id"]))["order"]
+    dead = aioredis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2, socket_timeout=0.2)
+    live_app, live_gateway = app.ctx.redis, app.ctx.wechat.redis
+    app.ctx.redis = app.ctx.wechat.redis = dead
+    try:
+        assert (await client.get("/healthz")).status_code == 503  # Redis really is unreachable for the app
+        fired = await pay(client, order["out_trade_no"], repeat=3)
+        assert [(d["status"], d["body"]) for d in fired["deliveries"]] == [(200, V2_SUCCESS)] * 3
+    finally:
+        app.ctx.redis, app.ctx.wechat.redis = live_app, live_gateway
+        await dead.aclose()
+    assert await BalanceEntry.filter(member_id=member_id, kind="recharge").count() == 1
+    assert (await me(client, headers))["balance"] == order["amount"] + order["bonus_balance"]
