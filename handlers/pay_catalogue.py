@@ -22,7 +22,9 @@ class PackageIn(Schema):
     price: StrictInt = Field(gt=0, le=FEN_MAX, description="Fen paid, credited as principal")
     bonus_balance: StrictInt = Field(0, ge=0, le=FEN_MAX, description="Fen given on top, kept apart as bonus")
     bonus_points: StrictInt = Field(0, ge=0, le=1_000_000_000)
-    gift_tier_id: StrictInt | None = Field(None, ge=1, description="Tier granted with the recharge (tier rules)")
+    gift_tier_id: StrictInt | None = Field(
+        None, ge=1, description="Tier the member is placed on when the order is paid (if above theirs), held for a year"
+    )
     valid_from: AwareDatetime | None = None
     valid_until: AwareDatetime | None = None
     per_member_limit: StrictInt = Field(0, ge=0, le=1000, description="Purchases per member; 0 = unlimited")

@@ -41,6 +41,16 @@ async def _deliver_goods(order: PayOrder) -> None:
             await credit(ledger.change_balance, order.bonus_balance, "gift", "充值赠送", "recharge-bonus")
         if order.bonus_points > 0:
             await credit(ledger.change_points, order.bonus_points, "gift", "充值赠送积分", "recharge-points")
+        gift_tier_id = order.snapshot.get("gift_tier_id")
+        if isinstance(gift_tier_id, int):
+            from models.tier_admin import gift_tier_in_transaction
+
+            await gift_tier_in_transaction(
+                merchant_id=order.merchant_id,
+                member_id=order.member_id,
+                tier_id=gift_tier_id,
+                detail=f"recharge package, pay order {order.id}",
+            )
     elif order.kind == "plan":
         from models import plans  # late: plans reach tiers, which read orders
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from tortoise.exceptions import IntegrityError
@@ -123,6 +123,28 @@ async def assign_tier(
             )
 
     return await ledger.retrying(work, what="manual tier")
+
+
+async def gift_tier_in_transaction(*, merchant_id: int, member_id: int, tier_id: int, detail: str) -> None:
+    """Inside the caller's transaction: a purchased package's tier, held for a year, if it is above the member's."""
+    tiers = await active_tiers(merchant_id=merchant_id)
+    tier = next((t for t in tiers if t.id == tier_id), None)
+    if tier is None:
+        return  # the tier was retired after the package was sold: nothing to give
+    row = await locked_member_tier(merchant_id=merchant_id, member_id=member_id)
+    if rank_of(tier) <= rank_of(current_of(row, tiers)):
+        return
+    calendar, policy = await local_calendar(merchant_id=merchant_id), await get_policy(merchant_id=merchant_id)
+    await apply_move(
+        row=row,
+        tiers=tiers,
+        policy=policy,
+        calendar=calendar,
+        move=Move(tier, "package", detail, None),
+        keep_until=keep_until_from(calendar, policy),
+        manual_until=calendar.end_of(calendar.today + timedelta(days=365)),
+        manual_reason=detail,
+    )
 
 
 @dataclass(frozen=True)

@@ -100,7 +100,7 @@ async def locked_member_tier(*, merchant_id: int, member_id: int) -> MemberTier:
 @dataclass(frozen=True)
 class Move:
     to_tier: Tier | None
-    reason: str  # upgrade | settlement | manual | manual_expired | plan
+    reason: str  # upgrade | settlement | manual | manual_expired | plan | package
     detail: str
     value: int | None
     operator_staff_id: int | None = None

@@ -51,7 +51,7 @@ class TierChange(Model):
     member_id = fields.IntField()
     from_tier_id = fields.IntField(null=True)
     to_tier_id = fields.IntField(null=True)
-    reason = fields.CharField(max_length=32)  # upgrade | settlement | manual | manual_expired | plan
+    reason = fields.CharField(max_length=32)  # upgrade | settlement | manual | manual_expired | plan | package
     detail = fields.CharField(max_length=255, default="")
     rule_snapshot: dict[str, Any] = fields.JSONField(default=dict)
     operator_staff_id = fields.IntField(null=True)
