@@ -15,23 +15,9 @@ from models import ledger
 from models.tier_policy import LocalCalendar, TierPolicy, add_months, get_policy
 from models.tiers import GrowthEntry, MemberTier
 from server import clock
-from server.errors import Unprocessable
 
 GROWTH_KINDS = ("spend", "activity", "profile", "adjust", "reverse")
 WINDOW_MONTHS = 12
-
-
-def _validate(*, delta: int, kind: str, reason: str, idempotency_key: str) -> None:
-    if isinstance(delta, bool) or not isinstance(delta, int) or delta == 0 or abs(delta) > ledger.MAX_DELTA:
-        raise Unprocessable("growth delta must be a non-zero integer", code="growth.delta_invalid", field="delta")
-    if kind not in GROWTH_KINDS:
-        raise Unprocessable(f"kind must be one of {', '.join(GROWTH_KINDS)}", code="growth.kind_invalid", field="kind")
-    if not reason.strip():
-        raise Unprocessable("reason is required", code="growth.reason_required", field="reason")
-    if not idempotency_key or len(idempotency_key) > 128:
-        raise Unprocessable(
-            "idempotency_key must be 1-128 characters", code="idempotency.key_invalid", field="idempotency_key"
-        )
 
 
 async def add_growth(
@@ -49,7 +35,15 @@ async def add_growth(
     """Record growth once per idempotency key (False on a replay); crossing a tier upgrades the member at once."""
     from models import tier_rules  # tier_rules reads the sums below
 
-    _validate(delta=delta, kind=kind, reason=reason, idempotency_key=idempotency_key)
+    ledger.validate_change(
+        name="growth",
+        unit="growth",
+        kinds=GROWTH_KINDS,
+        delta=delta,
+        kind=kind,
+        reason=reason,
+        idempotency_key=idempotency_key,
+    )
 
     async def work() -> bool:
         async with in_transaction():

@@ -127,19 +127,20 @@ def _is_retryable(exc: OperationalError) -> bool:
     return code in _RETRYABLE_MYSQL
 
 
-def _validate(book: _Book, *, delta: int, kind: str, reason: str, idempotency_key: str) -> None:
+def validate_change(
+    *, name: str, unit: str, kinds: tuple[str, ...], delta: int, kind: str, reason: str, idempotency_key: str
+) -> None:
+    """The input rules every ledger shares (points, balance, growth): codes are "<name>.delta_invalid" etc."""
     if isinstance(delta, bool) or not isinstance(delta, int) or delta == 0 or abs(delta) > MAX_DELTA:
         raise Unprocessable(
-            f"delta must be a non-zero integer of at most {MAX_DELTA} {book.unit}",
-            code=f"{book.name}.delta_invalid",
+            f"delta must be a non-zero integer of at most {MAX_DELTA} {unit}",
+            code=f"{name}.delta_invalid",
             field="delta",
         )
-    if kind not in book.kinds:
-        raise Unprocessable(
-            f"kind must be one of {', '.join(book.kinds)}", code=f"{book.name}.kind_invalid", field="kind"
-        )
+    if kind not in kinds:
+        raise Unprocessable(f"kind must be one of {', '.join(kinds)}", code=f"{name}.kind_invalid", field="kind")
     if not reason.strip():
-        raise Unprocessable("reason is required", code=f"{book.name}.reason_required", field="reason")
+        raise Unprocessable("reason is required", code=f"{name}.reason_required", field="reason")
     if not idempotency_key or len(idempotency_key) > 128:
         raise Unprocessable(
             "idempotency_key must be 1-128 characters", code="idempotency.key_invalid", field="idempotency_key"
@@ -173,7 +174,15 @@ async def _change(
     operator_staff_id: int | None = None,
     within: Within | None = None,  # runs in the same transaction after the row is written; raising rolls back
 ) -> LedgerResult:
-    _validate(book, delta=delta, kind=kind, reason=reason, idempotency_key=idempotency_key)
+    validate_change(
+        name=book.name,
+        unit=book.unit,
+        kinds=book.kinds,
+        delta=delta,
+        kind=kind,
+        reason=reason,
+        idempotency_key=idempotency_key,
+    )
 
     async def apply() -> LedgerResult:
         try:
