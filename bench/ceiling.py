@@ -195,12 +195,15 @@ def loadavg() -> str:
     return "loadavg " + " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
-def report(rows: list[Row], args: argparse.Namespace) -> None:
+def report(
+    rows: list[Row], args: argparse.Namespace, pairs: list[tuple[str, str, str]] | None = None, width: int = 36
+) -> None:
+    """The table of rows, their notes, then each (label, top, bottom) ratio measured in this run."""
     print(f"\nwrk -t{args.threads} -c{args.connections} -d{args.duration}s --latency, 127.0.0.1; at end {loadavg()}")
-    print(f"{'row':<36}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'requests':>10}{'non-2xx':>9}{'sockerr':>9}")
+    print(f"{'row':<{width}}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'requests':>10}{'non-2xx':>9}{'sockerr':>9}")
     for row in rows:
         print(
-            f"{row.name:<36}{row.rps:>9.0f}{row.p50_ms:>9.2f}{row.p99_ms:>9.2f}"
+            f"{row.name:<{width}}{row.rps:>9.0f}{row.p50_ms:>9.2f}{row.p99_ms:>9.2f}"
             f"{row.requests:>10}{row.non2xx:>9}{row.socket_errors:>9}"
         )
     for row in rows:
@@ -209,17 +212,18 @@ def report(rows: list[Row], args: argparse.Namespace) -> None:
                 print(f"  {row.name}: {line}")
     by_name = {row.name: row for row in rows}
     print("\nratios (same run):")
-    pairs = [
-        ("healthz / ping", "huiyuan /healthz", "sanic ping"),
-        ("change_points / raw tx, 100 rows", "change_points, 100 members", "raw aiomysql tx, 100 rows"),
-        ("change_points / raw tx, 1 hot row", "change_points, 1 hot member", "raw aiomysql tx, 1 hot row"),
-        (f"healthz w{args.workers} / w1", f"huiyuan /healthz w{args.workers}", "huiyuan /healthz"),
-        (
-            f"change_points w{args.workers} / w1",
-            f"change_points, 100 members w{args.workers}",
-            "change_points, 100 members",
-        ),
-    ]
+    if pairs is None:
+        pairs = [
+            ("healthz / ping", "huiyuan /healthz", "sanic ping"),
+            ("change_points / raw tx, 100 rows", "change_points, 100 members", "raw aiomysql tx, 100 rows"),
+            ("change_points / raw tx, 1 hot row", "change_points, 1 hot member", "raw aiomysql tx, 1 hot row"),
+            (f"healthz w{args.workers} / w1", f"huiyuan /healthz w{args.workers}", "huiyuan /healthz"),
+            (
+                f"change_points w{args.workers} / w1",
+                f"change_points, 100 members w{args.workers}",
+                "change_points, 100 members",
+            ),
+        ]
     for label, top, bottom in pairs:
         if top in by_name and bottom in by_name and by_name[bottom].rps:
             print(f"  {label:<40} {by_name[top].rps / by_name[bottom].rps:6.3f}")

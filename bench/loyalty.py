@@ -151,33 +151,17 @@ def run(args: argparse.Namespace, tmp: Path, services: list[Service]) -> int:
     time.sleep(1.0)
     row.note = f"recharge ledger rows +{counts()[1] - before[1]} (must be 0: every body was paid already)"
     rows.append(row)
-    report(rows, args)
+    ceiling.report(rows, args, RATIOS, width=42)
     return ceiling.check_ledgers(env)
 
 
-def report(rows: list[Row], args: argparse.Namespace) -> None:
-    print(f"\nwrk -t{args.threads} -c{args.connections} -d{args.duration}s --latency; at end {ceiling.loadavg()}")
-    print(f"{'row':<42}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'requests':>10}{'non-2xx':>9}{'sockerr':>9}")
-    for row in rows:
-        print(
-            f"{row.name:<42}{row.rps:>9.0f}{row.p50_ms:>9.2f}{row.p99_ms:>9.2f}"
-            f"{row.requests:>10}{row.non2xx:>9}{row.socket_errors:>9}"
-        )
-    for row in rows:
-        for line in [row.note, *row.statuses]:
-            if line:
-                print(f"  {row.name}: {line}")
-    by_name = {row.name: row.rps for row in rows}
-    print("\nratios (same run):")
-    for label, top, bottom in (
-        ("earn points / raw tx", "earn points (purchase), 100 members", "raw aiomysql tx, 100 rows"),
-        ("points query / healthz", "points query, 100 members", "huiyuan /healthz"),
-        ("points query / ping", "points query, 100 members", "sanic ping"),
-        ("pay notify (credit) / raw tx", "pay notify v2, fresh orders", "raw aiomysql tx, 100 rows"),
-        ("pay notify (replay) / raw tx", "pay notify v2, replays of paid orders", "raw aiomysql tx, 100 rows"),
-    ):
-        if by_name.get(top) and by_name.get(bottom):
-            print(f"  {label:<40} {by_name[top] / by_name[bottom]:6.3f}")
+RATIOS = [
+    ("earn points / raw tx", "earn points (purchase), 100 members", "raw aiomysql tx, 100 rows"),
+    ("points query / healthz", "points query, 100 members", "huiyuan /healthz"),
+    ("points query / ping", "points query, 100 members", "sanic ping"),
+    ("pay notify (credit) / raw tx", "pay notify v2, fresh orders", "raw aiomysql tx, 100 rows"),
+    ("pay notify (replay) / raw tx", "pay notify v2, replays of paid orders", "raw aiomysql tx, 100 rows"),
+]
 
 
 def main() -> int:
