@@ -315,11 +315,16 @@ async def change_balance(
     )
 
 
+async def get_balance(*, book: str, member_id: int) -> int:
+    """A member's points, or stored value in fen (book "points" or "balance"); 0 without an account."""
+    account = (POINTS if book == "points" else BALANCE).account
+    rows = await account.filter(member_id=member_id).values_list("balance", flat=True)
+    return int(rows[0]) if rows else 0  # type: ignore[call-overload]
+
+
 async def get_balances(*, member_id: int) -> tuple[int, int]:
     """(points, balance in fen) of a member."""
-    points = await PointsAccount.get_or_none(member_id=member_id)
-    balance = await BalanceAccount.get_or_none(member_id=member_id)
-    return (points.balance if points else 0, balance.balance if balance else 0)
+    return await get_balance(book="points", member_id=member_id), await get_balance(book="balance", member_id=member_id)
 
 
 async def list_entries(

@@ -228,7 +228,7 @@ async def points_summary(
     *, merchant_id: int, member_id: int, before_id: int | None = None, limit: int = 50
 ) -> PointsSummary:
     """Why a member has their points: the balance, what expires within 30 days, and the ledger with reasons."""
-    balance, _ = await ledger.get_balances(member_id=member_id)
+    balance = await ledger.get_balance(book="points", member_id=member_id)
     soon = await PointsLot.filter(
         member_id=member_id, status="open", expires_at__lte=clock.now() + timedelta(days=EXPIRING_SOON_DAYS)
     ).values_list("remaining", "expires_at")
@@ -254,6 +254,6 @@ async def quote_points_cash(*, merchant_id: int, member_id: int, order_amount: i
         raise Unprocessable(
             "order_amount must be a positive number of fen", code="points.amount_invalid", field="order_amount"
         )
-    balance, _ = await ledger.get_balances(member_id=member_id)
+    balance = await ledger.get_balance(book="points", member_id=member_id)
     rules = await get_points_rules(merchant_id=merchant_id)
     return cash_quote(rules, balance=balance, order_amount=order_amount)

@@ -224,26 +224,19 @@ async def take_order_lots(*, entry: ledger._Entry, order_id: int, part: Part) ->
         raise LotsDoNotCover(f"the lots of order {order_id} hold less {part} than {-entry.delta} fen")
 
 
-async def restore_entry(*, entry: ledger._Entry, debit_entry_id: int) -> None:
-    """Inside a "reverse" change: give back exactly what debit_entry_id took, to the same lots."""
-    if await _restore(entry, debit_entry_id, entry.delta):
-        raise LotsDoNotCover(f"entry {debit_entry_id} took less than {entry.delta} fen")
+async def _open_split(**where: int) -> Split:
+    rows = await BalanceLot.filter(status="open", **where).values_list("principal_remaining", "bonus_remaining")
+    return Split(sum(int(r[0]) for r in rows), sum(int(r[1]) for r in rows))
 
 
 async def order_unspent(*, order_id: int) -> Split:
     """What is left of an order's lots: refundable principal and the bonus a refund forfeits."""
-    rows = await BalanceLot.filter(order_id=order_id, status="open").values_list(
-        "principal_remaining", "bonus_remaining"
-    )
-    return Split(sum(int(r[0]) for r in rows), sum(int(r[1]) for r in rows))
+    return await _open_split(order_id=order_id)
 
 
 async def member_split(*, member_id: int) -> Split:
     """Principal and bonus a member holds now (the sums of open lots)."""
-    rows = await BalanceLot.filter(member_id=member_id, status="open").values_list(
-        "principal_remaining", "bonus_remaining"
-    )
-    return Split(sum(int(r[0]) for r in rows), sum(int(r[1]) for r in rows))
+    return await _open_split(member_id=member_id)
 
 
 async def entry_splits(*, entry_ids: list[int]) -> dict[int, Split]:
@@ -278,7 +271,7 @@ class Statement:
 
 async def balance_statement(*, merchant_id: int, member_id: int, before_id: int | None, limit: int) -> Statement:
     """Balance = principal + bonus (open lots), with a page of the ledger and each row's principal/bonus split."""
-    _, balance = await ledger.get_balances(member_id=member_id)
+    balance = await ledger.get_balance(book="balance", member_id=member_id)
     held = await member_split(member_id=member_id)
     entries = await ledger.list_entries(
         book="balance", merchant_id=merchant_id, member_id=member_id, before_id=before_id, limit=limit
