@@ -4,7 +4,7 @@ Run: .venv/bin/python bench/expiry.py [--lots 1000000] [--members 100000] [--spe
 Builds a scratch database (MariaDB `bench_expiry`, or a SQLite file), migrates it, seeds the demo merchant and
 writes --members members whose points are --lots lots (one earn ledger row each), all due. Every
 --spent-every-th lot is half spent first (a debit through the lots), so the job must expire only what is left.
-Then runs the job's function (models.points.expire_due_lots) until nothing is due and prints lots/s, then
+Then runs the job's function (models.points.lots.expire_due_lots) until nothing is due and prints lots/s, then
 checks: every balance equals its ledger, no open lot is left, and no account went below zero.
 """
 
@@ -42,9 +42,9 @@ async def _build(args: argparse.Namespace, merchant_id: int, earned_at) -> int:
     """Members, accounts, earn rows and lots, bulk-inserted; returns the total points written."""
     from tortoise.transactions import in_transaction
 
-    from models.ledger import PointsAccount, PointsEntry
-    from models.members import Member
-    from models.points import PointsLot
+    from models.ledger.books import PointsAccount, PointsEntry
+    from models.members.members import Member
+    from models.points.lots import PointsLot
 
     per_member, extra = divmod(args.lots, args.members)
     total, lot_no, started = 0, 0, time.monotonic()
@@ -105,7 +105,7 @@ async def _build(args: argparse.Namespace, merchant_id: int, earned_at) -> int:
 
 async def _half_spend(args: argparse.Namespace, merchant_id: int) -> int:
     """Spend half of every --spent-every-th lot through spend_points (oldest-expiry first takes that lot)."""
-    from models.points import PointsLot, spend_points
+    from models.points.lots import PointsLot, spend_points
 
     if not args.spent_every:
         return 0
@@ -128,11 +128,12 @@ async def _half_spend(args: argparse.Namespace, merchant_id: int) -> int:
 async def run(args: argparse.Namespace, url: str) -> int:
     from tortoise.functions import Sum
 
-    from models.ledger import PointsAccount, find_mismatches
-    from models.points import PointsLot
-    from models.points_lots import expire_due_lots
-    from server import clock, db
-    from server.crypto import DataCipher, set_cipher
+    from models.kernel import clock
+    from models.kernel.cipher import DataCipher, set_cipher
+    from models.ledger.books import PointsAccount, find_mismatches
+    from models.points.expiry import expire_due_lots
+    from models.points.lots import PointsLot
+    from server import db
     from server.seed import seed_default_merchant
 
     settings = _settings(url)

@@ -48,10 +48,10 @@ def write_csv(path: Path, rows: int, store_code: str) -> ImportFile:
 
 
 async def run(args: argparse.Namespace, env: dict[str, str], work: Path) -> tuple[bool, dict[str, float]]:
-    from models import custom_fields, imports
+    from models.kernel.cipher import DataCipher, set_cipher
+    from models.members import custom_fields, imports
     from server import db
     from server.config import load_settings
-    from server.crypto import DataCipher, set_cipher
     from server.seed import seed_default_merchant
 
     settings = load_settings(environ=env)

@@ -6,7 +6,7 @@ from pydantic import Field
 from sanic import Blueprint, empty
 from sanic.request import Request
 
-from models import staff as staff_domain
+from models.tenancy import staff as staff_domain
 from server.api import Out, Schema, endpoint, ok
 from server.auth import ALL_STAFF, issue_access_token, revoke_access_token
 

@@ -9,10 +9,11 @@ from pydantic import Field
 from sanic import Blueprint
 from sanic.request import Request
 
-from models import card_activation, cards
+from models.cards import activation as card_activation
+from models.cards import template as cards
+from models.kernel.errors import Forbidden
 from server.api import MAX_ID, Out, Schema, endpoint, ok
 from server.auth import ADMINS, ALL_STAFF, MANAGERS, MEMBER
-from server.errors import Forbidden
 
 bp = Blueprint("cards")
 URL = r"^https?://\S+$"

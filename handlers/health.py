@@ -6,8 +6,8 @@ import asyncio
 
 from sanic import Blueprint, json
 from sanic.request import Request
-from tortoise import Tortoise
 
+from models.kernel.health import ping_database
 from server.api import Out, endpoint
 
 bp = Blueprint("health")
@@ -21,8 +21,9 @@ class HealthOut(Out):
 
 
 async def _probe(coro) -> str:
+    """Wait PROBE_SECONDS at most, without cancelling the probe: a cancelled query can leave a shared lock held."""
     try:
-        await asyncio.wait_for(coro, PROBE_SECONDS)
+        await asyncio.wait_for(asyncio.shield(coro), PROBE_SECONDS)
         return "ok"
     except Exception as exc:  # noqa: BLE001 - any failure is "down" with its reason
         return f"down: {type(exc).__name__}"
@@ -37,7 +38,7 @@ async def _probe(coro) -> str:
     description="200 when the database and Redis answer; 503 naming the failing part otherwise.",
 )
 async def healthz(request: Request):
-    database = await _probe(Tortoise.get_connection("default").execute_query("SELECT 1"))
+    database = await _probe(ping_database())
     redis = await _probe(request.app.ctx.redis.ping())
     healthy = database == "ok" and redis == "ok"
     body = {"status": "ok" if healthy else "unavailable", "database": database, "redis": redis}

@@ -9,7 +9,8 @@ from pydantic import Field, StrictInt
 from sanic import Blueprint
 from sanic.request import Request
 
-from models import ledger, members
+from models.ledger import books as ledger
+from models.members import members
 from server.api import Out, Schema, endpoint, ok
 from server.auth import ALL_STAFF, MANAGERS
 

@@ -16,10 +16,11 @@ from sanic_ext.extensions.openapi.builders import OperationStore
 from sanic_ext.extensions.openapi.definitions import RequestBody, Response
 
 from handlers.members import MemberFilters
-from models import imports, member_export, members, timeline
+from models.kernel.errors import DomainError
+from models.members import export as member_export
+from models.members import imports, members, timeline
 from server.api import Out, Schema, endpoint, ok
 from server.auth import ADMINS, ALL_STAFF
-from server.errors import DomainError
 
 bp = Blueprint("member_admin", url_prefix="/api/members")
 CSV_TYPES = ("text/csv", "application/csv", "application/vnd.ms-excel")

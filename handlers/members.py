@@ -9,7 +9,9 @@ from pydantic import Field
 from sanic import Blueprint
 from sanic.request import Request
 
-from models import ledger, members, tenancy
+from models.ledger import books as ledger
+from models.members import members
+from models.tenancy import merchants as tenancy
 from server.api import Out, Schema, endpoint, ok
 from server.auth import ALL_STAFF, Principal
 

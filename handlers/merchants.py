@@ -9,11 +9,12 @@ from pydantic import Field
 from sanic import Blueprint
 from sanic.request import Request
 
-from models import custom_fields, tenancy
-from models import staff as staff_domain
+from models.kernel.errors import Forbidden
+from models.members import custom_fields
+from models.tenancy import merchants as tenancy
+from models.tenancy import staff as staff_domain
 from server.api import Out, Schema, endpoint, ok
 from server.auth import ADMINS, ALL_STAFF, MANAGERS
-from server.errors import Forbidden
 
 bp = Blueprint("merchants", url_prefix="/api")
 

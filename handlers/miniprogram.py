@@ -10,7 +10,7 @@ from sanic import Blueprint
 from sanic.request import Request
 
 from handlers.members import MemberOut, serialize
-from models import miniprogram
+from models.onboarding import miniprogram
 from server.api import Out, Schema, endpoint, ok
 from server.auth import ALL_STAFF, MEMBER, MEMBER_QR_REFRESH, issue_member_token
 

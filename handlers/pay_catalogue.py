@@ -9,7 +9,7 @@ from pydantic import AwareDatetime, Field, StrictBool, StrictInt
 from sanic import Blueprint
 from sanic.request import Request
 
-from models import recharge
+from models.payments import catalogue as recharge
 from server.api import Out, Schema, endpoint, ok
 from server.auth import ALL_STAFF, MANAGERS, MEMBER
 

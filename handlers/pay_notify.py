@@ -8,11 +8,12 @@ from typing import Literal
 from sanic import Blueprint, HTTPResponse, json
 from sanic.request import Request
 
-from models.tenancy import WechatAccount, find_wechat_account, merchant_appids
-from server import clock
+from models.kernel import clock
+from models.tenancy.merchants import WechatAccount, find_wechat_account, merchant_appids
+from server import wiring
 from server.api import endpoint
 from wechat.errors import WeChatCryptoError, WeChatSignatureError, WeChatXMLError
-from wechat.paynotify import NotifyRejected, PayNotify, dispatch, verify_v2, verify_v3
+from wechat.paynotify import NotifyRejected, PayNotify, verify_v2, verify_v3
 from wechat.xmlutil import to_xml
 
 log = logging.getLogger("huiyuan.wechat.paynotify")
@@ -49,11 +50,11 @@ async def _pay_account(mch_id: str, required: tuple[str, ...]) -> tuple[WechatAc
 async def _dispatch(
     account: WechatAccount, *, version: Literal["v2", "v3"], kind: str, fields: dict, raw_id: str
 ) -> bool:
-    """Hand a verified notify to the registered handlers; log (ids only, never secrets) when not processed."""
+    """Hand a verified notify to its settling function (server/wiring.py PAY_NOTIFIES); log ids when not processed."""
     notify = PayNotify(
         merchant_id=account.merchant_id, mch_id=account.mch_id, version=version, kind=kind, fields=fields, raw_id=raw_id
     )
-    if await dispatch(notify):
+    if await wiring.dispatch_pay_notify(notify):
         return True
     refund = f" refund {fields['out_refund_no']}" if fields.get("out_refund_no") else ""
     trade = f"{fields.get('out_trade_no', '')}{refund}"

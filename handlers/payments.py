@@ -10,7 +10,8 @@ from sanic import Blueprint
 from sanic.request import Request
 
 from handlers import pay_catalogue
-from models import pay_checkout, pay_orders
+from models.payments import orders as pay_orders
+from models.payments import prepay as pay_checkout
 from server.api import Out, Schema, endpoint, ok
 from server.auth import MANAGERS, MEMBER
 

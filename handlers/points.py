@@ -10,16 +10,16 @@ from sanic import Blueprint
 from sanic.request import Request
 
 from handlers.ledger import ChangeOut, EntryOut, LedgerQuery
-from models import members
-from models.ledger import LedgerResult
-from models.points import points_summary, quote_points_cash, spend_points
-from models.points_activities import award_activity
-from models.points_lots import reverse_spend
-from models.points_rules import PointsRules, get_points_rules, save_points_rules
-from models.purchases import MAX_AMOUNT, Purchase, record_purchase_once, reverse_purchase
+from models.checkout.purchases import MAX_AMOUNT, Purchase, record_purchase_once, reverse_purchase
+from models.kernel.errors import Forbidden
+from models.ledger.books import LedgerResult
+from models.members import members
+from models.points.activities import award_activity
+from models.points.expiry import reverse_spend
+from models.points.lots import points_summary, quote_points_cash, spend_points
+from models.points.rules import PointsRules, get_points_rules, save_points_rules
 from server.api import Out, Schema, endpoint, ok
 from server.auth import ADMINS, ALL_STAFF, MANAGERS, MEMBER
-from server.errors import Forbidden
 
 bp = Blueprint("points")
 

@@ -9,7 +9,8 @@ from pydantic import Field, StrictInt, model_validator
 from sanic import Blueprint, raw
 from sanic.request import Request
 
-from models import onboarding, qrcodes
+from models.onboarding import qrcodes
+from models.tenancy import onboarding_settings
 from server.api import MAX_ID, Out, Schema, endpoint, ok
 from server.auth import ADMINS, ALL_STAFF, MANAGERS
 
@@ -177,7 +178,7 @@ async def qr_code_image(request: Request, qr_code_id: int, query: ImageQuery):
     description="The defaults until the merchant changes them.",
 )
 async def read_settings(request: Request):
-    settings = await onboarding.get_onboarding_settings(merchant_id=request.ctx.principal.merchant_id)
+    settings = await onboarding_settings.get_onboarding_settings(merchant_id=request.ctx.principal.merchant_id)
     return ok(SettingsOut.model_validate(settings))
 
 
@@ -191,7 +192,7 @@ async def read_settings(request: Request):
     description="Fields left out keep their value. Points and fen are non-negative integers.",
 )
 async def update_settings(request: Request, body: SettingsIn):
-    settings = await onboarding.update_onboarding_settings(
+    settings = await onboarding_settings.update_onboarding_settings(
         merchant_id=request.ctx.principal.merchant_id, changes=body.model_dump(exclude_none=True)
     )
     return ok(SettingsOut.model_validate(settings))

@@ -9,10 +9,10 @@ from pydantic import Field
 from sanic import Blueprint
 from sanic.request import Request
 
-from models import signin
+from models.kernel.errors import Unprocessable
+from models.points import signin
 from server.api import Out, Schema, endpoint, ok, parse_body
 from server.auth import ADMINS, ALL_STAFF, MEMBER
-from server.errors import Unprocessable
 
 bp = Blueprint("signin")
 MONTH = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")

@@ -9,8 +9,10 @@ from pydantic import BaseModel, Field, StrictBool, StrictInt
 from sanic import Blueprint
 from sanic.request import Request
 
-from models import members, tier_admin, tier_policy
-from models.tiers import Tier, TierChange
+from models.members import members
+from models.tiers import admin as tier_admin
+from models.tiers import policy as tier_policy
+from models.tiers.tables import Tier, TierChange
 from server.api import Out, Schema, endpoint, ok
 from server.auth import ADMINS, ALL_STAFF, MANAGERS, MEMBER
 

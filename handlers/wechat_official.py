@@ -9,17 +9,16 @@ import time
 from pydantic import Field
 from sanic import Blueprint, text
 from sanic.request import Request
-from tortoise.transactions import in_transaction
 
-from models.tenancy import find_wechat_account
-from models.wechat_events import InboundEvent, list_events, record_event, save_reply
-from server import clock
+from models.kernel import clock, inbound
+from models.kernel.errors import Forbidden, NotFound
+from models.kernel.inbound import InboundEvent, list_events
+from models.tenancy.merchants import find_wechat_account
+from server import wiring
 from server.api import Out, Schema, endpoint, ok
 from server.auth import ADMINS
-from server.errors import Forbidden, NotFound
 from wechat.crypto import OACrypto, check_oa_signature
 from wechat.errors import WeChatError
-from wechat.events import OAEvent, dispatch
 from wechat.xmlutil import parse_xml, to_xml
 
 log = logging.getLogger("huiyuan.wechat.callback")
@@ -91,14 +90,9 @@ async def receive_push(request: Request, appid: str | None = None):
         raise Forbidden(f"push rejected: {exc}", code="wechat.push_invalid") from None
     if not message.get("MsgType") or not message.get("FromUserName"):
         raise Forbidden("push has no MsgType/FromUserName", code="wechat.push_invalid")
-    async with in_transaction():
-        recorded, fresh = await record_event(merchant_id=account.merchant_id, appid=account.appid, message=message)
-        if fresh:
-            reply = await dispatch(OAEvent(merchant_id=account.merchant_id, appid=account.appid, message=message))
-            if reply is not None:
-                await save_reply(event=recorded, reply=reply)
-        else:
-            reply = recorded.reply
+    reply, fresh = await inbound.receive_push(
+        merchant_id=account.merchant_id, appid=account.appid, message=message, dispatch=wiring.dispatch_oa_event
+    )
     if not fresh:
         log.info("duplicate push %s from %s answered again", message.get("Event") or message.get("MsgType"), appid)
     if reply is None:

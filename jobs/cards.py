@@ -4,17 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import models.card_events  # noqa: F401 - registers the OA card event handlers
-from jobs.outbox import topic
-from models.card_activation import ACTIVATE_CALL_TOPIC, activate_from_event, push_activation
-from models.card_events import ACTIVATE_TOPIC
-from models.card_sync import SYNC_TOPIC, sync_card
-from models.outbox import OutboxMessage
+from models.cards.activation import activate_from_event, push_activation
+from models.cards.sync import sync_card
+from models.kernel.outbox import OutboxMessage
 
 SYNC_LOCK_SECONDS = 30
 
 
-@topic(ACTIVATE_TOPIC)
 async def activate_card(gateway: Any, message: OutboxMessage) -> None:
     """submit_membercard_user_info: fetch the form, activate once, then card/membercard/activate."""
     payload = message.payload
@@ -28,7 +24,6 @@ async def activate_card(gateway: Any, message: OutboxMessage) -> None:
     )
 
 
-@topic(ACTIVATE_CALL_TOPIC)
 async def call_activate(gateway: Any, message: OutboxMessage) -> None:
     """card/membercard/activate for a card activated from the mini-program."""
     payload = message.payload
@@ -37,7 +32,6 @@ async def call_activate(gateway: Any, message: OutboxMessage) -> None:
     )
 
 
-@topic(SYNC_TOPIC)
 async def sync_member_card(gateway: Any, message: OutboxMessage) -> None:
     """card/membercard/updateuser; one member's syncs run one at a time, so the last state read is the last sent."""
     member_id = message.payload["member_id"]

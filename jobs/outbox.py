@@ -1,37 +1,27 @@
-"""Outbox delivery: workers lease due messages and hand each to the handler of its topic."""
+"""Outbox delivery: workers lease due messages and hand each to its topic's function (server/wiring.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from models.outbox import OutboxMessage, claim_due, mark_delivered, mark_failed
+from models.kernel.outbox import OutboxMessage, claim_due, mark_delivered, mark_failed
 
 log = logging.getLogger("huiyuan.outbox")
 
+TEMPLATE_SEND_TOPIC = "wechat.template_send"
+
 Deliver = Callable[[Any, OutboxMessage], Awaitable[None]]  # (gateway, message)
-_topics: dict[str, Deliver] = {}
+Topics = Mapping[str, Deliver]  # server/wiring.py OUTBOX_TOPICS
 
 
-def topic(name: str) -> Callable[[Deliver], Deliver]:
-    """Register the delivery function of an outbox topic (one per topic)."""
-
-    def register(func: Deliver) -> Deliver:
-        if name in _topics and _topics[name] is not func:
-            raise ValueError(f"outbox topic {name} registered twice")
-        _topics[name] = func
-        return func
-
-    return register
-
-
-async def deliver_due(*, gateway: Any, limit: int = 50, lease_seconds: int = 60) -> int:
-    """Deliver one batch of due messages; returns how many were delivered."""
+async def deliver_due(*, gateway: Any, topics: Topics, limit: int = 50, lease_seconds: int = 60) -> int:
+    """Deliver one batch of due messages, each by its topic's function; returns how many were delivered."""
     delivered = 0
     for message in await claim_due(limit=limit, lease_seconds=lease_seconds):
-        handler = _topics.get(message.topic)
+        handler = topics.get(message.topic)
         if handler is None:
             await mark_failed(message=message, error=f"no handler for topic {message.topic}")
             continue
@@ -46,11 +36,11 @@ async def deliver_due(*, gateway: Any, limit: int = 50, lease_seconds: int = 60)
     return delivered
 
 
-async def run_forever(*, gateway: Any, idle_seconds: float = 1.0) -> None:
+async def run_forever(*, gateway: Any, topics: Topics, idle_seconds: float = 1.0) -> None:
     """The worker loop each server process runs; claims are exclusive, so any number may run."""
     while True:
         try:
-            if await deliver_due(gateway=gateway) == 0:
+            if await deliver_due(gateway=gateway, topics=topics) == 0:
                 await asyncio.sleep(idle_seconds)
         except asyncio.CancelledError:
             raise
@@ -59,7 +49,6 @@ async def run_forever(*, gateway: Any, idle_seconds: float = 1.0) -> None:
             await asyncio.sleep(idle_seconds * 5)
 
 
-@topic("wechat.template_send")
 async def send_template_message(gateway: Any, message: OutboxMessage) -> None:
     """Send an official-account template message (payload: appid?, touser, template_id, data, url?)."""
     client = await gateway.official_client(message.payload.get("appid"))

@@ -5,30 +5,26 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from jobs.outbox import topic
-from jobs.scheduler import JobContext, job
-from models.outbox import OutboxMessage
-from models.points_lots import NOTICE_TOPIC, expire_due_lots, send_expiry_reminders
-from server import clock
+from jobs.context import JobContext
+from models.kernel import clock
+from models.kernel.outbox import OutboxMessage
+from models.points.expiry import expire_due_lots, send_expiry_reminders
 
 log = logging.getLogger("huiyuan.points")
 
 
-@job("points.expire", every_seconds=600)
 async def expire_points(ctx: JobContext) -> str:
     """Expire what is left of every lot past its expiry (merchant-local midnight); exactly once per lot."""
     expired = await expire_due_lots(now=clock.now())
     return f"{expired} points lots expired"
 
 
-@job("points.remind", every_seconds=3600)
 async def remind_expiring_points(ctx: JobContext) -> str:
     """Queue one notice per member, expiry day and lead time (default 30 and 7 days) for points about to expire."""
     sent = await send_expiry_reminders(now=clock.now())
     return f"{sent} expiry reminders queued"
 
 
-@topic(NOTICE_TOPIC)
 async def deliver_member_notice(gateway: Any, message: OutboxMessage) -> None:
     """Member notices (points expiring, tier changes) are logged as delivered here.
 

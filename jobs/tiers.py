@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from jobs.scheduler import JobContext, job
-from models import tier_settlement
+from jobs.context import JobContext
+from models.tiers import settlement as tier_settlement
 
 
-@job("tiers.settle", every_seconds=3600)
 async def settle(ctx: JobContext) -> str:
     """Monthly tier settlement on the merchant-local 1st: upgrades, and downgrades after the grace period."""
     count = await tier_settlement.settle_all()
@@ -16,13 +15,11 @@ async def settle(ctx: JobContext) -> str:
     )
 
 
-@job("tiers.notice", every_seconds=3600)
 async def notice(ctx: JobContext) -> str:
     """Announce coming downgrades notice_days before the settlement, once per member and period."""
     return f"{await tier_settlement.send_notices()} downgrade notices queued"
 
 
-@job("tiers.manual_expire", every_seconds=3600)
 async def manual_expire(ctx: JobContext) -> str:
     """End staff-assigned tier holds whose day has passed and place the members on their basis."""
     return f"{await tier_settlement.expire_manual_holds()} manual holds ended"

@@ -5,9 +5,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+import time
 from functools import partial
+from pathlib import Path
 
+from sanic import Sanic
+from sanic.worker.loader import AppLoader
+
+from models.kernel.cipher import DataCipher, set_cipher
+from models.kernel.errors import DomainError
+from models.ledger.books import find_mismatches
+from models.members import imports
+from models.tenancy.merchants import get_merchant_by_code
+from server import db, wiring
+from server.app import create_app
 from server.config import ConfigError, Settings, load_settings
+from server.seed import DEV_ADMIN_PASSWORD, ensure_merchant, seed_default_merchant
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -43,9 +56,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 async def _with_db(settings: Settings, work) -> int:
-    from server import db
-    from server.crypto import DataCipher, set_cipher
-
+    wiring.install()
     set_cipher(DataCipher(settings.security.data_key))
     await db.init_db(settings)
     try:
@@ -55,9 +66,6 @@ async def _with_db(settings: Settings, work) -> int:
 
 
 async def _prepare_development(settings: Settings) -> None:
-    from server import db
-    from server.seed import DEV_ADMIN_PASSWORD, seed_default_merchant
-
     await db.migrate(settings, progress=True)
     result = await seed_default_merchant(settings)
     password = result.admin_password or (
@@ -68,11 +76,6 @@ async def _prepare_development(settings: Settings) -> None:
 
 
 def serve(settings: Settings) -> None:
-    from sanic import Sanic
-    from sanic.worker.loader import AppLoader
-
-    from server.app import create_app
-
     if not settings.is_production:
         asyncio.run(_with_db(settings, partial(_async_ok, _prepare_development(settings))))
     base = f"http://{settings.server.host}:{settings.server.port}"
@@ -106,8 +109,6 @@ async def _async_ok(coro) -> int:
 
 
 async def _check_ledgers() -> int:
-    from models.ledger import find_mismatches
-
     checked = mismatches = 0
     async for item in find_mismatches():
         if isinstance(item, int):
@@ -121,14 +122,7 @@ async def _check_ledgers() -> int:
 
 
 async def _import_members(args: argparse.Namespace) -> int:
-    import time
-    from pathlib import Path
-
-    from models import imports
-    from models.tenancy import Merchant
-    from server.errors import DomainError
-
-    merchant = await Merchant.get_or_none(code=args.merchant)
+    merchant = await get_merchant_by_code(code=args.merchant)
     if merchant is None:
         print(f"huiyuan: no merchant with code {args.merchant!r}", file=sys.stderr)
         return 2
@@ -172,8 +166,6 @@ async def _import_members(args: argparse.Namespace) -> int:
 
 
 async def _create_merchant(args: argparse.Namespace) -> int:
-    from server.seed import ensure_merchant
-
     result = await ensure_merchant(
         code=args.code,
         name=args.name,
@@ -202,8 +194,6 @@ def main(argv: list[str] | None = None) -> int:
         serve(settings)
         return 0
     if command == "migrate":
-        from server import db
-
         return asyncio.run(_with_db(settings, partial(_async_ok, db.migrate(settings, progress=True))))
     if command == "seed":
         return asyncio.run(_with_db(settings, partial(_async_ok, _prepare_development(settings))))

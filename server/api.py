@@ -14,8 +14,8 @@ from sanic.request import Request
 from sanic_ext import openapi
 from sanic_ext.extensions.openapi.types import Schema as OpenApiSchema
 
+from models.kernel.errors import NotFound, Unprocessable
 from server.auth import requires
-from server.errors import NotFound, Unprocessable
 
 MAX_ID = 2**31 - 1  # path ids are INT columns; larger numbers name nothing
 

@@ -10,11 +10,15 @@ from sanic.exceptions import PayloadTooLarge
 from sanic.request import Request
 from sanic_ext import Extend
 
-from server import db, metrics
+from handlers import register_blueprints
+from jobs.outbox import run_forever
+from jobs.scheduler import JobContext, build_scheduler
+from models.kernel.cipher import DataCipher, set_cipher
+from server import db, metrics, wiring
 from server.config import Settings
-from server.crypto import DataCipher, set_cipher
 from server.errors import register_error_handlers
 from server.redis import Keys, create_redis
+from wechat.gateway import WeChatGateway
 
 log = logging.getLogger("huiyuan")
 
@@ -36,9 +40,7 @@ class BoundedRequest(Request):
 
 def create_app(settings: Settings, *, name: str = "huiyuan", wechat_transport: Any = None) -> Sanic:
     """Build the Sanic app; connections open in listeners, never here."""
-    from handlers import register_blueprints
-    from wechat.gateway import WeChatGateway
-
+    wiring.install()
     app = Sanic(name, configure_logging=True, request_class=BoundedRequest)
     app.config.REQUEST_MAX_SIZE = settings.server.request_max_size
     app.config.ACCESS_LOG = settings.server.access_log
@@ -77,18 +79,18 @@ def create_app(settings: Settings, *, name: str = "huiyuan", wechat_transport: A
 
     @app.after_server_start
     async def start_workers(app: Sanic) -> None:
-        from jobs.scheduler import JobContext, build_scheduler
-
         app.ctx.jobs = JobContext(settings=settings, redis=app.ctx.redis, keys=app.ctx.keys, gateway=app.ctx.wechat)
         app.ctx.scheduler = None
         if settings.jobs.scheduler:
             app.ctx.scheduler = build_scheduler(app.ctx.jobs)
             app.ctx.scheduler.start()
         if settings.jobs.outbox_worker:
-            from jobs.outbox import run_forever
-
             app.add_task(
-                run_forever(gateway=app.ctx.wechat, idle_seconds=settings.jobs.outbox_idle_seconds),
+                run_forever(
+                    gateway=app.ctx.wechat,
+                    topics=wiring.OUTBOX_TOPICS,
+                    idle_seconds=settings.jobs.outbox_idle_seconds,
+                ),
                 name="outbox-worker",
             )
 

@@ -17,9 +17,9 @@ import jwt
 from jwt.types import Options
 from sanic.request import Request
 
-from models.staff import HQ_ROLES, ROLES
-from server import clock
-from server.errors import Forbidden, Unauthorized
+from models.kernel import clock
+from models.kernel.errors import Forbidden, Unauthorized
+from models.tenancy.staff import HQ_ROLES, ROLES
 
 ALGORITHM = "HS256"
 ALL_STAFF = ROLES

@@ -10,29 +10,30 @@ from tortoise import Tortoise
 
 from server.config import Settings
 
-MODEL_MODULES = [
-    "models.tenancy",
-    "models.staff",
-    "models.members",
-    "models.custom_fields",
-    "models.ledger",
-    "models.outbox",
-    "models.wechat_events",
-    "models.timeline",
-    "models.qrcodes",
-    "models.cards",
-    "models.imports",
-    "models.loyalty",
-    "models.points",
-    "models.purchases",
-    "models.signin",
-    "models.tiers",
-    "models.wallet",
-    "models.recharge",
-    "models.pay_orders",
-    "models.payments",
-    "models.plans",
-    "models.refunds",
+MODEL_MODULES = [  # every module of models/ that defines tables (app label "models")
+    "models.kernel.outbox",
+    "models.kernel.inbound",
+    "models.tenancy.merchants",
+    "models.tenancy.staff",
+    "models.tenancy.program",
+    "models.tenancy.onboarding_settings",
+    "models.members.members",
+    "models.members.member_card",
+    "models.members.custom_fields",
+    "models.members.timeline",
+    "models.members.imports",
+    "models.ledger.books",
+    "models.ledger.balance_lots",
+    "models.points.lots",
+    "models.points.signin",
+    "models.tiers.tables",
+    "models.payments.catalogue",
+    "models.payments.orders",
+    "models.payments.plans",
+    "models.payments.refund_settle",
+    "models.cards.template",
+    "models.onboarding.qrcodes",
+    "models.checkout.purchases",
 ]
 
 
@@ -74,10 +75,11 @@ def tortoise_config(settings: Settings) -> dict[str, Any]:
 
 
 async def init_db(settings: Settings) -> None:
-    """Open the ORM (connections are lazy) and make it visible to every task."""
+    """Open the ORM and its connection now, so no request is the first to open it and can poison it by cancelling."""
     if settings.database.url.startswith("mysql://"):
         _allow_mysql_bytes()
     await Tortoise.init(config=tortoise_config(settings), _enable_global_fallback=True)
+    await Tortoise.get_connection("default").execute_query("SELECT 1")
 
 
 def _allow_mysql_bytes() -> None:

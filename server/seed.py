@@ -8,8 +8,8 @@ from pathlib import Path
 
 from tortoise.transactions import in_transaction
 
-from models import staff as staff_domain
-from models.tenancy import Merchant, Store, upsert_wechat_account, validate_timezone
+from models.tenancy import staff as staff_domain
+from models.tenancy.merchants import Merchant, Store, upsert_wechat_account, validate_timezone
 from server.config import ConfigError, Settings
 
 DEV_ADMIN_PASSWORD = "huiyuan-demo"

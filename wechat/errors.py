@@ -41,3 +41,7 @@ class WeChatPayError(WeChatError):
 
     def __str__(self) -> str:
         return f"WeChat Pay error {self.code}: {self.message}"
+
+
+class WeChatUnavailable(WeChatError):
+    """WeChat did not answer (network error, 5xx) after retries."""

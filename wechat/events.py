@@ -1,16 +1,13 @@
-"""Typed dispatch of official-account pushes to handlers that domains register."""
+"""Official-account pushes as typed events (OAEvent); the table of who handles which kind is server/wiring.py."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from wechatpy.events import EVENT_TYPES
 from wechatpy.messages import MESSAGE_TYPES, UnknownMessage
-
-log = logging.getLogger("huiyuan.wechat.events")
 
 
 @dataclass(frozen=True)
@@ -52,29 +49,4 @@ def typed_message(message: dict[str, str]) -> Any:
 
 
 Reply = dict[str, str]  # e.g. {"MsgType": "text", "Content": "..."}
-Handler = Callable[[OAEvent], Awaitable[Reply | None]]
-_handlers: dict[str, list[Handler]] = {}
-
-
-def on(*kinds: str) -> Callable[[Handler], Handler]:
-    """Register a handler for event kinds such as "event:subscribe" or "msg:text"."""
-
-    def register(handler: Handler) -> Handler:
-        for kind in kinds:
-            _handlers.setdefault(kind, []).append(handler)
-        return handler
-
-    return register
-
-
-async def dispatch(event: OAEvent) -> Reply | None:
-    """Run every handler for the event's kind (in the caller's transaction); the first reply wins."""
-    reply: Reply | None = None
-    handlers = _handlers.get(event.kind, [])
-    if not handlers:
-        log.info("no handler for %s from %s", event.kind, event.appid)
-    for handler in handlers:
-        result = await handler(event)
-        if reply is None and result is not None:
-            reply = result
-    return reply
+Handler = Callable[[OAEvent], Awaitable[Reply | None]]  # the routes are the table in server/wiring.py

@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 
 from server.config import EMULATOR, Settings
 from server.redis import Keys
-from wechat.errors import WeChatAPIError, WeChatError
+from wechat.errors import WeChatAPIError, WeChatError, WeChatUnavailable
 from wechat.pay import PayV2Client, PayV3Client
 
 log = logging.getLogger("huiyuan.wechat")
@@ -20,10 +20,6 @@ log = logging.getLogger("huiyuan.wechat")
 TOKEN_ERRCODES = frozenset({40001, 40014, 42001})
 RETRY_ERRCODES = frozenset({-1, 45009})
 REFRESH_MARGIN = 300  # seconds before WeChat's expiry that we fetch a new token
-
-
-class WeChatUnavailable(WeChatError):
-    """WeChat did not answer (network error, 5xx) after retries."""
 
 
 @dataclass(frozen=True)
@@ -66,7 +62,7 @@ class WeChatGateway:
 
     async def pay_client(self, mch_id: str | None = None, *, version: str | None = None) -> PayV2Client | PayV3Client:
         """Pay client of a merchant id (the default merchant's when None), in its configured API version."""
-        from models.tenancy import find_wechat_account
+        from models.tenancy.merchants import find_wechat_account
 
         account = await find_wechat_account(kind="pay", key=mch_id)
         if account is None:
@@ -85,7 +81,7 @@ class WeChatGateway:
         )
 
     async def _client(self, kind: str, appid: str | None) -> AppClient:
-        from models.tenancy import find_wechat_account
+        from models.tenancy.merchants import find_wechat_account
 
         account = await find_wechat_account(kind=kind, key=appid)
         if account is None:

@@ -1,4 +1,4 @@
-"""WeChat Pay notifies (v2 XML, v3 JSON): verification, decryption and dispatch to registered handlers."""
+"""WeChat Pay notifies (v2 XML, v3 JSON): verification and decryption into a PayNotify."""
 
 from __future__ import annotations
 
@@ -50,36 +50,7 @@ class PayNotify:
     raw_id: str  # v3 notify id; v2 transaction_id (payments) or refund_id (refunds)
 
 
-Handler = Callable[[PayNotify], Awaitable[None]]
-_handlers: dict[str, list[Handler]] = {}
-
-
-def on(kind: str) -> Callable[[Handler], Handler]:
-    """Register an idempotent handler for verified notifies of a kind ("transaction" or "refund")."""
-
-    def register(handler: Handler) -> Handler:
-        _handlers.setdefault(kind, []).append(handler)
-        return handler
-
-    return register
-
-
-async def dispatch(notify: PayNotify) -> bool:
-    """Run the kind's handlers in order; True only when there is one and none raised."""
-    handlers = _handlers.get(notify.kind, [])
-    if not handlers:
-        log.warning("no handler for %s %s notify of %s", notify.version, notify.kind, notify.mch_id)
-        return False
-    for handler in handlers:
-        try:
-            await handler(notify)
-        except NotifyNotProcessed as exc:
-            log.warning("%s notify %s of %s not processed: %s", notify.kind, notify.raw_id, notify.mch_id, exc)
-            return False
-        except Exception:  # any handler failure means "not processed": WeChat redelivers
-            log.exception("%s notify %s of %s: handler %s failed", notify.kind, notify.raw_id, notify.mch_id, handler)
-            return False
-    return True
+Handler = Callable[[PayNotify], Awaitable[None]]  # the routes are the table in server/wiring.py
 
 
 def _v2_payment_sign_ok(fields: Mapping[str, str], api_key: str) -> bool:

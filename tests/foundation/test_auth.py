@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import jwt
 import pytest
 
-from server import clock
+from models.kernel import clock
 from server.seed import DEV_ADMIN_PASSWORD
 from tests.foundation.helpers import error_of
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from models.wechat_events import InboundEvent
+from models.kernel.inbound import InboundEvent
 
 EMU = "/_emulator"
 

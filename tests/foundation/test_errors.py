@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from models.members import Member
+from models.members.members import Member
 from tests.foundation.helpers import error_of
 
 

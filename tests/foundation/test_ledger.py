@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from models.ledger import BalanceAccount, BalanceEntry, PointsAccount, PointsEntry
+from models.ledger.books import BalanceAccount, BalanceEntry, PointsAccount, PointsEntry
 
 
 async def _member(client, admin, **profile) -> int:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import time
 
-from models.wechat_events import InboundEvent
+from models.kernel.inbound import InboundEvent
+from server import wiring
 from wechat.crypto import OACrypto, sha1_signature
-from wechat.events import on
 from wechat.xmlutil import parse_xml, to_xml
 
 
@@ -169,13 +169,13 @@ async def test_admin_sees_received_events(client, settings, admin):
 HANDLED: list[str] = []
 
 
-@on("event:huiyuan_test_ping")
 async def _ping_handler(event) -> dict[str, str]:
     HANDLED.append(event.openid)
     return {"MsgType": "text", "Content": f"pong {event.openid}"}
 
 
-async def test_handler_runs_once_and_its_reply_comes_back_encrypted(client, settings):
+async def test_handler_runs_once_and_its_reply_comes_back_encrypted(client, settings, monkeypatch):
+    monkeypatch.setitem(wiring.OA_EVENTS, "event:huiyuan_test_ping", (_ping_handler,))
     HANDLED.clear()
     crypto = _oa(settings)
     body, params = crypto.build_encrypted_post(

@@ -9,14 +9,15 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from models.tenancy import upsert_wechat_account
-from server import clock
+from models.kernel import clock
+from models.tenancy.merchants import upsert_wechat_account
+from server import wiring
 from server.seed import ensure_merchant
 from tests.conftest import BASE_URL
 from tests.wechat.vectordata import by_id, load
 from wechat.emulator import PLATFORM_PUBLIC_KEY_ID, merchant_private_key_pem, platform_private_key_pem
 from wechat.errors import WeChatCryptoError, WeChatSignatureError
-from wechat.paynotify import NotifyNotProcessed, NotifyRejected, PayNotify, dispatch, on, verify_v2, verify_v3
+from wechat.paynotify import NotifyNotProcessed, NotifyRejected, PayNotify, verify_v2, verify_v3
 from wechat.paysign import v2_sign, v3_aead_encrypt, v3_response_message, v3_sign_message
 from wechat.xmlutil import to_xml
 
@@ -27,18 +28,24 @@ received: list[PayNotify] = []
 fail_with: list[Exception] = []  # when set, the test handlers raise it instead of recording
 
 
-@on("transaction")
-@on("refund")
-async def _record(notify: PayNotify) -> None:
-    if fail_with:
-        raise fail_with[0]
-    received.append(notify)
+def _recording(settle):
+    """The wiring's settling function, then a record of the notify (or the failure a test asks for)."""
+
+    async def record(notify: PayNotify) -> None:
+        await settle(notify)
+        if fail_with:
+            raise fail_with[0]
+        received.append(notify)
+
+    return record
 
 
 @pytest.fixture(autouse=True)
-def _fresh_records():
+def _fresh_records(monkeypatch):
     received.clear()
     fail_with.clear()
+    for kind, settle in list(wiring.PAY_NOTIFIES.items()):
+        monkeypatch.setitem(wiring.PAY_NOTIFIES, kind, _recording(settle))
 
 
 def _v2_fail(message: str) -> str:
@@ -349,26 +356,22 @@ def test_verify_v2_decrypts_the_official_refund_notify():
 calls: list[str] = []
 
 
-@on("huiyuan_test_chain")
-async def _first(notify: PayNotify) -> None:
-    calls.append("first")
-    if notify.fields.get("fail"):
+async def _chain(notify: PayNotify) -> None:
+    calls.append("chain")
+    if notify.fields.get("fail") == "not processed":
         raise NotifyNotProcessed("told to fail")
+    if notify.fields.get("fail") == "crash":
+        raise RuntimeError("handler bug")
 
 
-@on("huiyuan_test_chain")
-async def _second(notify: PayNotify) -> None:
-    calls.append("second")
-
-
-async def test_dispatch_runs_handlers_in_order_and_reports_failures_and_missing_handlers():
+async def test_dispatch_reports_success_failures_and_missing_handlers(monkeypatch):
     def notify(kind: str, **fields: object) -> PayNotify:
         return PayNotify(merchant_id=1, mch_id="m", version="v3", kind=kind, fields=fields, raw_id="n")
 
+    monkeypatch.setitem(wiring.PAY_NOTIFIES, "huiyuan_test_chain", _chain)
     calls.clear()
-    assert await dispatch(notify("huiyuan_test_chain")) is True
-    assert calls == ["first", "second"]
-    calls.clear()
-    assert await dispatch(notify("huiyuan_test_chain", fail=True)) is False
-    assert calls == ["first"]
-    assert await dispatch(notify("huiyuan_test_nobody")) is False
+    assert await wiring.dispatch_pay_notify(notify("huiyuan_test_chain")) is True
+    assert await wiring.dispatch_pay_notify(notify("huiyuan_test_chain", fail="not processed")) is False
+    assert await wiring.dispatch_pay_notify(notify("huiyuan_test_chain", fail="crash")) is False
+    assert calls == ["chain", "chain", "chain"]
+    assert await wiring.dispatch_pay_notify(notify("huiyuan_test_nobody")) is False

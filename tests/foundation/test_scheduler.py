@@ -9,14 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from jobs.scheduler import JOBS, build_scheduler, job, load_jobs, run_job
+from jobs.context import JobSpec
+from jobs.scheduler import build_scheduler, run_job
+from server import wiring
 
 ROOT = Path(__file__).resolve().parents[2]
 runs: list[str] = []
 release = asyncio.Event()
 
 
-@job("test.slow", every_seconds=3600, lock_seconds=30)
 async def _slow(ctx) -> str:
     """A job that waits until the test lets it finish."""
     runs.append("slow")
@@ -24,10 +25,15 @@ async def _slow(ctx) -> str:
     return "slow done"
 
 
-@job("test.boom", every_seconds=3600)
 async def _boom(ctx) -> str:
     """A job that fails."""
     raise RuntimeError("boom")
+
+
+TEST_JOBS = {
+    "test.slow": JobSpec("test.slow", _slow, every_seconds=3600, lock_seconds=30),
+    "test.boom": JobSpec("test.boom", _boom, every_seconds=3600),
+}
 
 
 @pytest.fixture(autouse=True)
@@ -37,27 +43,27 @@ def _reset():
 
 
 async def test_a_job_runs_once_at_a_time_and_its_lock_is_released(app, demo):
-    first = asyncio.create_task(run_job("test.slow", app.ctx.jobs))
+    first = asyncio.create_task(run_job("test.slow", app.ctx.jobs, TEST_JOBS))
     await asyncio.sleep(0.05)
-    assert await run_job("test.slow", app.ctx.jobs) is None  # held by the first run
+    assert await run_job("test.slow", app.ctx.jobs, TEST_JOBS) is None  # held by the first run
     release.set()
     assert await first == "slow done"
     assert runs == ["slow"]
-    assert await run_job("test.slow", app.ctx.jobs) == "slow done"  # the lock went with the first run
+    assert await run_job("test.slow", app.ctx.jobs, TEST_JOBS) == "slow done"  # the lock went with the first run
     assert runs == ["slow", "slow"]
 
 
 async def test_a_failing_job_releases_its_lock(app, demo):
     with pytest.raises(RuntimeError):
-        await run_job("test.boom", app.ctx.jobs)
+        await run_job("test.boom", app.ctx.jobs, TEST_JOBS)
     assert await app.ctx.redis.get(app.ctx.keys("lock", "job", "test.boom")) is None
 
 
-async def test_every_registered_job_is_scheduled_once_with_its_interval(app):
+async def test_every_wired_job_is_scheduled_once_with_its_interval(app):
     scheduler = build_scheduler(app.ctx.jobs)
     scheduled = {j.id: j for j in scheduler.get_jobs()}
-    assert set(scheduled) == set(load_jobs())
-    for spec in JOBS.values():
+    assert set(scheduled) == set(wiring.SCHEDULED_JOBS)
+    for spec in wiring.SCHEDULED_JOBS.values():
         assert scheduled[spec.id].trigger.interval.total_seconds() == spec.every_seconds
         assert scheduled[spec.id].max_instances == 1
 

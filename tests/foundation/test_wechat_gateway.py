@@ -7,7 +7,8 @@ import asyncio
 import pytest
 
 from jobs.outbox import deliver_due
-from models.outbox import OutboxMessage, enqueue
+from models.kernel.outbox import OutboxMessage, enqueue
+from server import wiring
 from wechat.errors import WeChatAPIError
 from wechat.gateway import AppClient
 from wechat.pay import PayV2Client, PayV3Client
@@ -76,8 +77,8 @@ async def test_system_busy_is_retried_and_other_errcodes_raise(client, gateway):
 async def test_outbox_delivers_once_and_backs_off_on_failure(client, gateway, demo):
     payload = {"touser": "o_out", "template_id": "tpl_1", "data": {"k": {"value": "v"}}}
     message = await enqueue(merchant_id=demo.merchant.id, topic="wechat.template_send", payload=payload)
-    assert await deliver_due(gateway=gateway) == 1
-    assert await deliver_due(gateway=gateway) == 0
+    assert await deliver_due(gateway=gateway, topics=wiring.OUTBOX_TOPICS) == 1
+    assert await deliver_due(gateway=gateway, topics=wiring.OUTBOX_TOPICS) == 0
     assert (await OutboxMessage.get(id=message.id)).status == "delivered"
     sent = await _calls(client, "/cgi-bin/message/template/send")
     assert [c["body"]["touser"] for c in sent] == ["o_out"]
@@ -86,13 +87,13 @@ async def test_outbox_delivers_once_and_backs_off_on_failure(client, gateway, de
     await client.post(
         f"{EMU}/control/fail-next", json={"path": "/cgi-bin/message/template/send", "errcode": 43004, "times": 1}
     )
-    assert await deliver_due(gateway=gateway) == 0
+    assert await deliver_due(gateway=gateway, topics=wiring.OUTBOX_TOPICS) == 0
     row = await OutboxMessage.get(id=failing.id)
     assert row.status == "pending"
     assert row.attempts == 1
     assert "43004" in row.last_error
     assert row.next_attempt_at > row.created_at
-    assert await deliver_due(gateway=gateway) == 0  # not due yet
+    assert await deliver_due(gateway=gateway, topics=wiring.OUTBOX_TOPICS) == 0  # not due yet
 
 
 async def test_pay_v2_and_v3_clients_place_and_query_orders(client, gateway, settings):

@@ -10,10 +10,10 @@ from typing import Any
 import httpx
 from tortoise.functions import Sum
 
-from models.ledger import PointsAccount, PointsEntry
-from models.points import PointsLot, PointsLotUse
-from models.staff import Staff
-from server import clock
+from models.kernel import clock
+from models.ledger.books import PointsAccount, PointsEntry
+from models.points.lots import PointsLot, PointsLotUse
+from models.tenancy.staff import Staff
 from server.auth import issue_access_token
 from tests.foundation.helpers import add_member
 

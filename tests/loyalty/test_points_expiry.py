@@ -9,12 +9,13 @@ import pytest
 
 from jobs.outbox import deliver_due
 from jobs.scheduler import run_job
-from models.ledger import PointsEntry
-from models.outbox import OutboxMessage
-from models.points import PointsLot, PointsLotUse, PointsReminder
-from models.points_lots import expire_due_lots, send_expiry_reminders
-from models.tenancy import Merchant
-from server import clock
+from models.kernel import clock
+from models.kernel.outbox import OutboxMessage
+from models.ledger.books import PointsEntry
+from models.points.expiry import expire_due_lots, send_expiry_reminders
+from models.points.lots import PointsLot, PointsLotUse, PointsReminder
+from models.tenancy.merchants import Merchant
+from server import wiring
 from tests.loyalty.points_helpers import (
     adjust,
     assert_lots_agree,
@@ -174,7 +175,7 @@ async def test_reminders_go_once_per_member_day_and_lead_time(client, app, admin
         assert [m.payload for m in messages] == [
             {"member_id": member, "kind": "points_expiring", "points": 42, "expires_on": "2026-03-10"}
         ] * 2
-        assert await deliver_due(gateway=app.ctx.wechat) >= 2
+        assert await deliver_due(gateway=app.ctx.wechat, topics=wiring.OUTBOX_TOPICS) >= 2
         assert await OutboxMessage.filter(topic="member.notice", status="delivered").count() == 2
     finally:
         clock.set_clock(None)

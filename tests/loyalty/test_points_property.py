@@ -12,11 +12,11 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
 
-from models.ledger import PointsAccount, PointsEntry
-from models.points import PointsLot, PointsLotUse, earn_points, spend_points
-from models.points_lots import expire_due_lots, reverse_spend
-from server import clock
-from server.errors import Conflict
+from models.kernel import clock
+from models.kernel.errors import Conflict
+from models.ledger.books import PointsAccount, PointsEntry
+from models.points.expiry import expire_due_lots, reverse_spend
+from models.points.lots import PointsLot, PointsLotUse, earn_points, spend_points
 from tests.loyalty.points_helpers import assert_lots_agree, new_member, put_rules
 
 START = datetime(2025, 1, 1, 2, 0, tzinfo=UTC)

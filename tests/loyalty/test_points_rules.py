@@ -6,12 +6,12 @@ from datetime import UTC, datetime
 
 import pytest
 
-from models.ledger import PointsEntry
-from models.loyalty import LoyaltyProgram
-from models.points import PointsLot
-from models.purchases import Purchase
-from models.tiers import Tier
-from server import clock
+from models.checkout.purchases import Purchase
+from models.kernel import clock
+from models.ledger.books import PointsEntry
+from models.points.lots import PointsLot
+from models.tenancy.program import LoyaltyProgram
+from models.tiers.tables import Tier
 from tests.foundation.helpers import add_staff, add_store, error_of
 from tests.loyalty.points_helpers import (
     assert_lots_agree,
@@ -212,7 +212,7 @@ async def test_activity_limits_once_daily_and_unlimited(client, admin):
         assert kinds == [(50, "activity"), (5, "activity"), (5, "activity"), (20, "activity"), (20, "activity")]
         assert await PointsLot.filter(member_id=member).count() == 5
         assert await assert_lots_agree(member) == 100
-        from models.tiers import GrowthEntry
+        from models.tiers.tables import GrowthEntry
 
         assert await GrowthEntry.filter(member_id=member).values_list("delta", "kind") == [(10, "activity")]
     finally:

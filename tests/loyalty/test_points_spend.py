@@ -7,10 +7,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from models.ledger import PointsAccount, PointsEntry
-from models.points import PointsLot, earn_points
-from models.points_lots import expire_due_lots
-from server import clock
+from models.kernel import clock
+from models.ledger.books import PointsAccount, PointsEntry
+from models.points.expiry import expire_due_lots
+from models.points.lots import PointsLot, earn_points
 from tests.foundation.helpers import add_staff, error_of
 from tests.loyalty.points_helpers import (
     adjust,
@@ -211,7 +211,7 @@ async def test_purchase_reversal_claws_back_points_and_growth_once_never_below_z
     assert await PointsEntry.filter(member_id=member).count() == 3
     assert await assert_lots_agree(member) == 0
 
-    from models.tiers import GrowthEntry
+    from models.tiers.tables import GrowthEntry
 
     growth = [(g.delta, g.kind) for g in await GrowthEntry.filter(member_id=member).order_by("id")]
     assert growth == [(250, "spend"), (-250, "reverse")]

@@ -7,9 +7,9 @@ from datetime import UTC
 import httpx
 import pytest
 
-from models.ledger import PointsEntry
-from models.signin import SignIn
-from server import clock
+from models.kernel import clock
+from models.ledger.books import PointsEntry
+from models.points.signin import SignIn
 from tests.foundation.helpers import error_of
 from tests.loyalty.tier_helpers import lasting, member_token, new_member, pin
 

@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
-from models.ledger import PointsAccount, PointsEntry
-from models.signin import SignIn
-from server import clock
+from models.kernel import clock
+from models.ledger.books import PointsAccount, PointsEntry
+from models.points.signin import SignIn
 from tests.foundation.helpers import error_of
 from tests.loyalty.tier_helpers import lasting, member_token, new_member, pin
 

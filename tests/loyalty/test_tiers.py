@@ -7,13 +7,12 @@ from datetime import timedelta
 import pytest
 
 from jobs.scheduler import run_job
-from models.cards import tier_name
-from models.growth import add_growth, growth_for_amount
-from models.outbox import OutboxMessage
-from models.recharge import MemberPlan, PaidPlan
-from models.tier_rules import points_multiplier_permille, reevaluate
-from models.tiers import MemberTier, Tier, TierChange
-from server import clock
+from models.kernel import clock
+from models.kernel.outbox import OutboxMessage
+from models.payments.catalogue import MemberPlan, PaidPlan
+from models.tiers.growth import add_growth, growth_for_amount
+from models.tiers.standing import points_multiplier_permille, reevaluate, tier_name
+from models.tiers.tables import MemberTier, Tier, TierChange
 from tests.foundation.helpers import add_staff, error_of
 from tests.loyalty.tier_helpers import (
     lasting,

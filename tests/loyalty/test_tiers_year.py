@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from jobs.scheduler import run_job
-from models.ledger import BalanceEntry, PointsEntry, change_balance
-from models.tier_rules import reevaluate
-from models.tiers import TierChange, TierGiftGrant
-from server import clock
+from models.kernel import clock
+from models.ledger.books import BalanceEntry, PointsEntry, change_balance
+from models.tiers.standing import reevaluate
+from models.tiers.tables import TierChange, TierGiftGrant
 from tests.loyalty.tier_helpers import (
     lasting,
     new_member,

@@ -10,9 +10,9 @@ from zoneinfo import ZoneInfo
 
 import httpx
 
-from models.cards import MemberCard
-from models.outbox import OutboxMessage
-from server import clock
+from models.kernel import clock
+from models.kernel.outbox import OutboxMessage
+from models.members.member_card import MemberCard
 from server.auth import decode_access_token, issue_access_token
 from tests.foundation.helpers import add_member
 

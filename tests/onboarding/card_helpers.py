@@ -8,7 +8,8 @@ from typing import Any
 import httpx
 
 from jobs.outbox import deliver_due
-from server import clock
+from models.kernel import clock
+from server import wiring
 from server.auth import issue_access_token
 
 EMU = "/_emulator"
@@ -84,7 +85,7 @@ async def calls(client: httpx.AsyncClient, path: str) -> list[dict[str, Any]]:
 
 
 async def deliver(app: Any) -> int:
-    return await deliver_due(gateway=app.ctx.wechat)
+    return await deliver_due(gateway=app.ctx.wechat, topics=wiring.OUTBOX_TOPICS)
 
 
 async def deliver_after_backoff(app: Any) -> int:

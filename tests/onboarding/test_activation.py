@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
-from models.cards import MemberCard
-from models.members import Member, register_wechat_member
-from models.outbox import OutboxMessage
-from models.timeline import MemberActivity
+from models.kernel.outbox import OutboxMessage
+from models.members.member_card import MemberCard
+from models.members.members import Member, register_wechat_member
+from models.members.timeline import MemberActivity
 from tests.onboarding.card_helpers import (
     EMU,
     MOBILE,

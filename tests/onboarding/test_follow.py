@@ -6,10 +6,10 @@ import asyncio
 
 import httpx
 
-from models.cards import OnboardingSettings
-from models.members import Member
-from models.qrcodes import QrCode, QrScan
-from models.timeline import MemberActivity
+from models.members.members import Member
+from models.members.timeline import MemberActivity
+from models.onboarding.qrcodes import QrCode, QrScan
+from models.tenancy.onboarding_settings import OnboardingSettings
 from tests.foundation.helpers import add_store
 from tests.onboarding.test_qrcodes import add_staff_member, create_code
 from wechat.crypto import OACrypto

@@ -11,9 +11,9 @@ import time
 import httpx
 from tortoise.functions import Sum
 
-from models.imports import ImportJob
-from models.ledger import BalanceEntry, PointsEntry
-from models.members import Member
+from models.ledger.books import BalanceEntry, PointsEntry
+from models.members.imports import ImportJob
+from models.members.members import Member
 from server.seed import ensure_merchant
 from tests.conftest import login
 from tests.foundation.helpers import add_member, add_staff, error_of

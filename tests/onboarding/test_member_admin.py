@@ -9,10 +9,10 @@ from zoneinfo import ZoneInfo
 
 import httpx
 
-from models.cards import MemberCard
-from models.members import Member
-from models.staff import Staff
-from models.tenancy import Merchant
+from models.members.member_card import MemberCard
+from models.members.members import Member
+from models.tenancy.merchants import Merchant
+from models.tenancy.staff import Staff
 from tests.foundation.helpers import add_member, add_staff, add_store, error_of
 from tests.onboarding.test_import import define, start, wait_done
 

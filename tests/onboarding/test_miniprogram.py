@@ -9,11 +9,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from models.cards import MemberCard, OnboardingSettings
-from models.members import Member, register_wechat_member
-from models.timeline import MemberActivity
-from server import clock
-from server.crypto import cipher
+from models.kernel import clock
+from models.kernel.cipher import cipher
+from models.members.member_card import MemberCard
+from models.members.members import Member, register_wechat_member
+from models.members.timeline import MemberActivity
+from models.tenancy.onboarding_settings import OnboardingSettings
 from tests.foundation.helpers import add_member, add_staff, add_store, error_of
 
 EMU = "/_emulator"

@@ -241,7 +241,7 @@ async def test_onboarding_settings_defaults_update_and_validation(client, admin,
 
 
 async def test_concurrent_first_settings_changes_end_in_one_row(client, admin):
-    from models.cards import OnboardingSettings
+    from models.tenancy.onboarding_settings import OnboardingSettings
 
     responses = await asyncio.gather(
         *(

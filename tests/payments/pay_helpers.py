@@ -15,9 +15,9 @@ from typing import Any
 import httpx
 
 from jobs.scheduler import run_job
-from models.members import register_wechat_member
-from models.tenancy import find_wechat_account, get_merchant, upsert_wechat_account
-from server import clock
+from models.kernel import clock
+from models.members.members import register_wechat_member
+from models.tenancy.merchants import find_wechat_account, get_merchant, upsert_wechat_account
 from tests.onboarding.card_helpers import member_headers
 from wechat.emulator import PLATFORM_PUBLIC_KEY_ID, platform_private_key_pem
 from wechat.paysign import v2_sign, v3_aead_encrypt, v3_response_message, v3_sign_message

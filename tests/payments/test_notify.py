@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 
-from models.ledger import BalanceAccount, BalanceEntry, PointsEntry
-from models.outbox import OutboxMessage
-from models.pay_orders import PayAnomaly, PayOrder
-from models.tenancy import upsert_wechat_account
+from models.kernel.outbox import OutboxMessage
+from models.ledger.books import BalanceAccount, BalanceEntry, PointsEntry
+from models.payments.orders import PayAnomaly, PayOrder
+from models.tenancy.merchants import upsert_wechat_account
 from server.seed import ensure_merchant
 from tests.onboarding.card_helpers import activated_member, calls, deliver, put_template
 from tests.payments.pay_helpers import (

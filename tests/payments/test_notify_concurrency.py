@@ -6,8 +6,8 @@ import asyncio
 
 from tortoise.functions import Count, Sum
 
-from models.ledger import BalanceAccount, BalanceEntry, find_mismatches
-from models.pay_orders import PayAnomaly, PayOrder
+from models.ledger.books import BalanceAccount, BalanceEntry, find_mismatches
+from models.payments.orders import PayAnomaly, PayOrder
 from tests.payments.pay_helpers import V2_SUCCESS, paying_member, recharge, use_pay_version, v2_notify
 
 ORDERS = 200

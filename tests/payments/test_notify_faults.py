@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import redis.asyncio as aioredis
 
-from models.ledger import BalanceEntry
+from models.ledger.books import BalanceEntry
 from tests.payments.pay_helpers import V2_SUCCESS, add_package, me, pay, paying_member, recharge, use_pay_version
 
 

@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
-from models.pay_orders import PayOrder
+from models.payments.orders import PayOrder
 from tests.foundation.helpers import add_member, add_staff, add_store, error_of
 from tests.onboarding.card_helpers import member_headers
 from tests.payments.pay_helpers import (

@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from jobs.scheduler import run_job
-from models.outbox import OutboxMessage
-from models.pay_orders import PayOrder
-from models.recharge import MemberPlan
-from server import clock
+from models.kernel import clock
+from models.kernel.outbox import OutboxMessage
+from models.payments.catalogue import MemberPlan
+from models.payments.orders import PayOrder
 from tests.foundation.helpers import error_of
 from tests.onboarding.card_helpers import deliver
 from tests.payments.pay_helpers import EMU, add_plan, buy_plan, pay, paying_member, use_pay_version

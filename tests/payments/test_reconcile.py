@@ -6,9 +6,9 @@ from datetime import timedelta
 
 import pytest
 
-from models.ledger import BalanceEntry
-from models.pay_orders import PayAnomaly, PayOrder
-from server import clock
+from models.kernel import clock
+from models.ledger.books import BalanceEntry
+from models.payments.orders import PayAnomaly, PayOrder
 from tests.payments.pay_helpers import (
     EMU,
     V2_SUCCESS,

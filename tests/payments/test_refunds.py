@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from models import ledger
-from models.pay_orders import PayAnomaly, PayOrder
+from models.ledger import books as ledger
+from models.payments.orders import PayAnomaly, PayOrder
 from tests.foundation.helpers import add_staff, error_of
 from tests.onboarding.card_helpers import calls, deliver
 from tests.payments.pay_helpers import EMU, run_later, use_pay_version
@@ -217,7 +217,7 @@ async def test_a_refund_wechat_never_accepted_becomes_failed_on_reconcile(app, c
 
 
 async def test_a_refund_notify_with_another_amount_is_an_anomaly_and_settles_nothing(app, client, admin, demo):
-    from models.refunds import settle_refund
+    from models.payments.refund_settle import settle_refund
 
     await use_pay_version("v3")
     _, _, order = await _spent_recharge(app, client, admin, demo)

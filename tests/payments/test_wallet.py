@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from models import ledger
-from models.wallet import BalanceLot
+from models.ledger import books as ledger
+from models.ledger.balance_lots import BalanceLot
 from tests.foundation.helpers import add_member, error_of
 from tests.payments.wallet_helpers import assert_consistent, balance_view, paid_recharge, staff_change
 

@@ -6,9 +6,9 @@ from typing import Any
 
 import httpx
 
-from models import ledger
-from models.pay_orders import PayOrder, PayRefund
-from models.wallet import BalanceLot, BalanceLotUse
+from models.ledger import books as ledger
+from models.ledger.balance_lots import BalanceLot, BalanceLotUse
+from models.payments.orders import PayOrder, PayRefund
 from tests.payments.pay_helpers import add_package, pay, paying_member, recharge
 
 

@@ -1,0 +1,1 @@
+"""The WeChat member card: template, card events, one-tap activation, and the card kept in sync."""

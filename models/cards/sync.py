@@ -1,0 +1,81 @@
+"""The member card follows points, balance and tier: a coalesced outbox sync, sent with the state at delivery."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from models.cards.template import official_client, wechat_errors
+from models.kernel.outbox import OutboxMessage, enqueue
+from models.ledger import books as ledger
+from models.members.member_card import MemberCard
+from models.tiers.standing import tier_name
+from wechat import card as card_api
+
+if TYPE_CHECKING:
+    from wechat.gateway import WeChatGateway
+
+SYNC_TOPIC = "card.sync"
+RECORD_REASON_CHARS = 24
+
+
+async def on_ledger_entry(book: str, entry: ledger._Entry) -> None:
+    """Every points or balance change of a member with an activated card queues one card sync (coalesced)."""
+    await enqueue_card_sync(merchant_id=entry.merchant_id, member_id=entry.member_id, book=book)
+
+
+async def on_tier_changed(*, merchant_id: int, member_id: int) -> None:
+    """A tier move of a member with an activated card queues one card sync (coalesced)."""
+    await enqueue_card_sync(merchant_id=merchant_id, member_id=member_id, book="tier")
+
+
+async def enqueue_card_sync(*, merchant_id: int, member_id: int, book: str) -> None:
+    """Queue one coalesced card sync of a member with an activated card ("points", "balance" or "tier" changed)."""
+    if not await MemberCard.exists(member_id=member_id, status="activated"):
+        return
+    key = f"card:{member_id}"
+    queued = await enqueue(
+        merchant_id=merchant_id,
+        topic=SYNC_TOPIC,
+        payload={"member_id": member_id, "books": [book]},
+        coalesce_key=key,
+    )
+    if queued is None:  # a pending sync will read the latest state; it must also notify this book
+        pending = await OutboxMessage.filter(coalesce_key=key, status="pending").order_by("id").first()
+        if pending is not None and book not in pending.payload.get("books", []):
+            books = [*pending.payload.get("books", []), book]
+            await OutboxMessage.filter(id=pending.id, status="pending").update(
+                payload={**pending.payload, "books": books}
+            )
+
+
+def _record_text(entry: ledger.PointsEntry | ledger.BalanceEntry | None, *, fen: bool) -> str:
+    if entry is None:
+        return ""
+    sign = "+" if entry.delta > 0 else "-"
+    amount = abs(entry.delta)
+    figure = f"{amount // 100}.{amount % 100:02d}元" if fen else str(amount)
+    return f"{entry.reason[:RECORD_REASON_CHARS]} {sign}{figure}"
+
+
+async def sync_card(*, wechat: WeChatGateway, member_id: int, books: list[str]) -> None:
+    """card/membercard/updateuser with the points, balance and tier at delivery time (the latest state wins)."""
+    card = await MemberCard.filter(member_id=member_id, status="activated").order_by("-id").first()
+    if card is None:
+        return
+    points, balance = await ledger.get_balances(member_id=member_id)
+    last_points = await ledger.PointsEntry.filter(member_id=member_id).order_by("-id").first()
+    last_balance = await ledger.BalanceEntry.filter(member_id=member_id).order_by("-id").first()
+    client = await official_client(wechat=wechat, merchant_id=card.merchant_id)
+    with wechat_errors():
+        await card_api.update_user(
+            client,
+            card_id=card.card_id,
+            code=card.code,
+            bonus=points,
+            balance=balance,
+            tier=await tier_name(merchant_id=card.merchant_id, member_id=member_id),
+            record_bonus=_record_text(last_points, fen=False) if "points" in books else "",
+            record_balance=_record_text(last_balance, fen=True) if "balance" in books else "",
+            notify_bonus="points" in books,
+            notify_balance="balance" in books,
+        )

@@ -1,0 +1,1 @@
+"""What a member buys: consumption records and the points and growth value they earn."""

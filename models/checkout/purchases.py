@@ -1,0 +1,271 @@
+"""Consumption records: what a member bought, and the points and growth value it earned."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from tortoise import fields
+from tortoise.exceptions import IntegrityError
+from tortoise.functions import Sum
+from tortoise.models import Model
+from tortoise.transactions import in_transaction
+
+from models.kernel import clock
+from models.kernel.errors import Conflict, NotFound, Unprocessable
+from models.ledger import books as ledger
+from models.points.lots import PointsLot, consume_lots, earn_points
+from models.points.rules import get_points_rules, local_day, local_midnight, merchant_zone, purchase_points
+from models.tenancy.merchants import Store
+
+MAX_AMOUNT = 10**12  # fen
+
+
+class Purchase(Model):
+    id = fields.BigIntField(primary_key=True)
+    merchant_id = fields.IntField()
+    member_id = fields.IntField()
+    store_id = fields.IntField(null=True)
+    order_no = fields.CharField(max_length=64)  # the caller's order number, unique per merchant
+    amount = fields.BigIntField()  # fen actually paid
+    items: list[dict[str, Any]] = fields.JSONField(default=list)  # sku, category, amount, quantity
+    points = fields.BigIntField(default=0)
+    growth = fields.BigIntField(default=0)
+    status = fields.CharField(max_length=12, default="settled")  # settled | reversed
+    occurred_at = fields.DatetimeField()
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "purchase"
+        unique_together = (("merchant_id", "order_no"),)
+        indexes = (("member_id", "occurred_at"),)
+
+
+def growth_module() -> Any:
+    """models.growth, imported late: it reaches tiers, which read purchases."""
+    from models.tiers import growth
+
+    return growth
+
+
+async def multiplier_permille(*, merchant_id: int, member_id: int) -> int:
+    """The member's points multiplier in per-mille (1000 = x1): the tier's, or a paid plan's when larger."""
+    from models.tiers import standing as tier_rules
+
+    return int(await tier_rules.points_multiplier_permille(merchant_id=merchant_id, member_id=member_id))
+
+
+def _check_input(*, order_no: str, amount: int, items: list[dict[str, Any]]) -> None:
+    if not order_no or len(order_no) > 64:
+        raise Unprocessable("order_no must be 1-64 characters", code="purchase.order_no_invalid", field="order_no")
+    if isinstance(amount, bool) or not isinstance(amount, int) or not 0 < amount <= MAX_AMOUNT:
+        raise Unprocessable("amount must be a positive number of fen", code="purchase.amount_invalid", field="amount")
+    for index, item in enumerate(items):
+        line_amount, quantity = item.get("amount", 0), item.get("quantity", 1)
+        if not isinstance(line_amount, int) or line_amount < 0 or not isinstance(quantity, int) or quantity < 1:
+            raise Unprocessable(
+                "item amount must be >= 0 fen and quantity >= 1", code="purchase.item_invalid", field=f"items.{index}"
+            )
+
+
+async def _earned_today(*, merchant_id: int, member_id: int, occurred_at: datetime, zone: ZoneInfo) -> int:
+    day = local_day(occurred_at, zone)
+    start, end = local_midnight(day, zone), local_midnight(day + timedelta(days=1), zone)
+    rows = await (
+        Purchase.filter(
+            merchant_id=merchant_id, member_id=member_id, status="settled", occurred_at__gte=start, occurred_at__lt=end
+        )
+        .annotate(total=Sum("points"))
+        .values("total")
+    )
+    return int(rows[0]["total"] or 0) if rows else 0
+
+
+async def _finish(purchase: Purchase) -> None:
+    """Earn what a settled purchase earns; each step is keyed by the purchase, so a retry completes a crash."""
+    if purchase.status != "settled":
+        return
+    reason = f"Purchase {purchase.order_no}"
+    if purchase.points > 0:
+        await earn_points(
+            merchant_id=purchase.merchant_id,
+            member_id=purchase.member_id,
+            points=purchase.points,
+            reason=reason,
+            idempotency_key=f"purchase:{purchase.id}",
+            ref_type="purchase",
+            ref_id=str(purchase.id),
+        )
+    growth = growth_module()
+    if purchase.growth > 0:
+        await growth.add_growth(
+            merchant_id=purchase.merchant_id,
+            member_id=purchase.member_id,
+            delta=purchase.growth,
+            kind="spend",
+            reason=reason,
+            idempotency_key=f"purchase:{purchase.id}",
+            ref_type="purchase",
+            ref_id=str(purchase.id),
+            occurred_at=purchase.occurred_at,
+        )
+
+
+async def _existing(*, merchant_id: int, member_id: int, order_no: str, amount: int) -> Purchase | None:
+    purchase = await Purchase.get_or_none(merchant_id=merchant_id, order_no=order_no)
+    if purchase is None:
+        return None
+    if purchase.member_id != member_id or purchase.amount != amount:
+        raise Conflict("order_no was already recorded for another purchase", code="purchase.order_no_taken")
+    await ledger.retrying(lambda: _finish(purchase), what="purchase")
+    return purchase
+
+
+async def record_purchase_once(
+    *,
+    merchant_id: int,
+    member_id: int,
+    order_no: str,
+    amount: int,
+    items: list[dict[str, Any]],
+    store_id: int | None = None,
+    occurred_at: datetime | None = None,
+) -> tuple[Purchase, bool]:
+    """record_purchase, also telling whether this call created the record (False: a repeat of the order)."""
+    _check_input(order_no=order_no, amount=amount, items=items)
+    if store_id is not None and not await Store.exists(id=store_id, merchant_id=merchant_id):
+        raise Unprocessable("no such store", code="purchase.store_invalid", field="store_id")
+    earlier = await _existing(merchant_id=merchant_id, member_id=member_id, order_no=order_no, amount=amount)
+    if earlier is not None:
+        return earlier, False
+    when = occurred_at or clock.now()
+
+    async def work() -> Purchase:
+        async with in_transaction():
+            # the account row lock serialises a member's purchases, so the daily cap holds under concurrency
+            await ledger.PointsAccount.filter(member_id=member_id, merchant_id=merchant_id).select_for_update().first()
+            rules = await get_points_rules(merchant_id=merchant_id)
+            points = purchase_points(
+                rules,
+                amount=amount,
+                items=items,
+                store_id=store_id,
+                multiplier_permille=await multiplier_permille(merchant_id=merchant_id, member_id=member_id),
+            )
+            if rules.daily_cap is not None and points > 0:
+                zone = await merchant_zone(merchant_id=merchant_id)
+                used = await _earned_today(merchant_id=merchant_id, member_id=member_id, occurred_at=when, zone=zone)
+                points = max(0, min(points, rules.daily_cap - used))
+            growth = growth_module()
+            growth_amount = int(await growth.growth_for_amount(merchant_id=merchant_id, amount=amount))
+            purchase = await Purchase.create(
+                merchant_id=merchant_id,
+                member_id=member_id,
+                store_id=store_id,
+                order_no=order_no,
+                amount=amount,
+                items=items,
+                points=points,
+                growth=growth_amount,
+                occurred_at=when,
+            )
+            await _finish(purchase)
+            return purchase
+
+    try:
+        return await ledger.retrying(work, what="purchase"), True
+    except IntegrityError:
+        earlier = await _existing(merchant_id=merchant_id, member_id=member_id, order_no=order_no, amount=amount)
+        if earlier is None:
+            raise
+        return earlier, False
+
+
+async def record_purchase(
+    *,
+    merchant_id: int,
+    member_id: int,
+    order_no: str,
+    amount: int,
+    items: list[dict[str, Any]],
+    store_id: int | None = None,
+    occurred_at: datetime | None = None,
+) -> Purchase:
+    """Record a consumption once per order number, earning its points (rules, tier, cap) and growth value."""
+    purchase, _ = await record_purchase_once(
+        merchant_id=merchant_id,
+        member_id=member_id,
+        order_no=order_no,
+        amount=amount,
+        items=items,
+        store_id=store_id,
+        occurred_at=occurred_at,
+    )
+    return purchase
+
+
+async def reverse_purchase(
+    *, merchant_id: int, member_id: int, order_no: str, operator_staff_id: int | None = None
+) -> Purchase:
+    """Take back a purchase's points (never below zero, never what already expired) and growth; once."""
+
+    async def work() -> Purchase:
+        async with in_transaction():
+            account = await ledger.PointsAccount.filter(member_id=member_id).select_for_update().first()
+            purchase = await (
+                Purchase.filter(merchant_id=merchant_id, member_id=member_id, order_no=order_no)
+                .select_for_update()
+                .first()
+            )
+            if purchase is None:
+                raise NotFound("no such purchase for this member", code="purchase.not_found")
+            if purchase.status == "reversed":
+                return purchase
+            reason = f"Refund of order {order_no}"
+            key = f"purchase-reverse:{purchase.id}"
+            earned = await ledger.PointsEntry.get_or_none(
+                merchant_id=merchant_id, idempotency_key=f"purchase:{purchase.id}"
+            )
+            if earned is not None and account is not None:
+                lot = await PointsLot.get_or_none(entry_id=earned.id)
+                expired = await ledger.PointsEntry.get_or_none(
+                    merchant_id=merchant_id, idempotency_key=f"expire:{lot.id}" if lot else ""
+                )
+                take = min(earned.delta + (expired.delta if expired else 0), account.balance)
+                if take > 0:
+                    first_lot = lot.id if lot else None
+
+                    async def consume(entry: ledger._Entry) -> None:
+                        await consume_lots(entry, take, first_lot_id=first_lot)
+
+                    await ledger.change_points(
+                        merchant_id=merchant_id,
+                        member_id=member_id,
+                        delta=-take,
+                        kind="reverse",
+                        reason=reason,
+                        idempotency_key=key,
+                        ref_type="purchase",
+                        ref_id=str(purchase.id),
+                        operator_staff_id=operator_staff_id,
+                        within=consume,
+                    )
+            growth = growth_module()
+            if purchase.growth > 0:
+                await growth.add_growth(
+                    merchant_id=merchant_id,
+                    member_id=member_id,
+                    delta=-purchase.growth,
+                    kind="reverse",
+                    reason=reason,
+                    idempotency_key=key,
+                    ref_type="purchase",
+                    ref_id=str(purchase.id),
+                    occurred_at=clock.now(),
+                )
+            await Purchase.filter(id=purchase.id).update(status="reversed")
+            purchase.status = "reversed"
+            return purchase
+
+    return await ledger.retrying(work, what="purchase reversal")

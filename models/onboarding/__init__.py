@@ -1,0 +1,1 @@
+"""How customers arrive: store/staff QR codes, the follow flow, the mini-program login."""

@@ -1,0 +1,1 @@
+"""WeChat Pay orders: catalogue (packages, plans), prepay, exactly-once settling, reconciliation, refunds."""

@@ -1,0 +1,201 @@
+"""Settling WeChat Pay orders exactly once: the notify handler and reconciliation both end in settle_paid."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from tortoise.transactions import in_transaction
+
+from models.kernel import clock
+from models.ledger import books as ledger
+from models.payments.orders import PayOrder, record_anomaly
+from wechat.paynotify import PayNotify
+
+log = logging.getLogger("huiyuan.payments")
+
+SETTLED = "settled"
+ALREADY_PAID = "already_paid"
+PAID_STATUSES = ("PAID", "REFUNDING", "REFUNDED")
+
+
+async def _deliver_goods(order: PayOrder) -> None:
+    """Credit what the order sold; runs inside the settling transaction, re-runnable (idempotency keys)."""
+
+    async def credit(change: Any, delta: int, kind: str, reason: str, key: str) -> None:
+        await change(
+            merchant_id=order.merchant_id,
+            member_id=order.member_id,
+            delta=delta,
+            kind=kind,
+            reason=reason,
+            idempotency_key=f"{key}:{order.id}",
+            ref_type="pay_order",
+            ref_id=str(order.id),
+        )
+
+    if order.kind == "recharge":
+        await credit(ledger.change_balance, order.amount, "recharge", "储值充值", "recharge")
+        if order.bonus_balance > 0:
+            await credit(ledger.change_balance, order.bonus_balance, "gift", "充值赠送", "recharge-bonus")
+        if order.bonus_points > 0:
+            await credit(ledger.change_points, order.bonus_points, "gift", "充值赠送积分", "recharge-points")
+        gift_tier_id = order.snapshot.get("gift_tier_id")
+        if isinstance(gift_tier_id, int):
+            from models.tiers.admin import gift_tier_in_transaction
+
+            await gift_tier_in_transaction(
+                merchant_id=order.merchant_id,
+                member_id=order.member_id,
+                tier_id=gift_tier_id,
+                detail=f"recharge package, pay order {order.id}",
+            )
+    elif order.kind == "plan":
+        from models.payments import plans  # late: plans reach tiers, which read orders
+
+        await plans.start_plan_term(order=order)
+
+
+async def _after_settled(order: PayOrder) -> None:
+    """Side work after the commit: tier re-evaluation (its own transactions; a failure never unpays the order)."""
+    from models.tiers import standing as tier_rules
+
+    try:
+        await tier_rules.reevaluate(
+            merchant_id=order.merchant_id, member_id=order.member_id, reason=f"pay_order:{order.id}"
+        )
+    except Exception:  # the payment is committed; the tier job catches up
+        log.exception("tier re-evaluation after pay order %s failed", order.id)
+
+
+async def _anomaly(kind: str, *, merchant_id: int, transaction_id: str, out_trade_no: str, detail: dict) -> str:
+    await record_anomaly(
+        merchant_id=merchant_id,
+        kind=kind,
+        dedupe_key=f"{kind}:{transaction_id or out_trade_no}"[:128],
+        out_trade_no=out_trade_no,
+        detail=detail,
+    )
+    return kind
+
+
+async def settle_paid(
+    *, merchant_id: int, out_trade_no: str, amount: int, transaction_id: str, appid: str, mch_id: str, source: str
+) -> str:
+    """CREATED → PAID with the goods credited in one transaction, once; a mismatch is an anomaly and credits nothing.
+
+    Returns "settled", "already_paid" (the same payment seen again) or the anomaly kind.
+    """
+    detail = {
+        "source": source,
+        "transaction_id": transaction_id,
+        "amount": amount,
+        "appid": appid,
+        "mch_id": mch_id,
+    }
+
+    async def anomaly(kind: str, detail: dict[str, Any]) -> str:
+        return await _anomaly(
+            kind, merchant_id=merchant_id, transaction_id=transaction_id, out_trade_no=out_trade_no, detail=detail
+        )
+
+    order = await PayOrder.get_or_none(out_trade_no=out_trade_no, merchant_id=merchant_id)
+    if order is None:
+        return await anomaly("unknown_order", detail)
+    expected = {"mch_id": order.mch_id, "appid": order.appid, "amount": order.amount, "order_id": order.id}
+    for kind, given, wanted in (
+        ("mch_id_mismatch", mch_id, order.mch_id),
+        ("appid_mismatch", appid, order.appid),
+        ("amount_mismatch", amount, order.amount),
+    ):
+        if given != wanted:
+            return await anomaly(kind, {**detail, "expected": expected})
+    if not transaction_id:
+        return await anomaly("state_conflict", {**detail, "problem": "no transaction_id"})
+
+    async def settle() -> bool:
+        async with in_transaction():
+            paid_at = clock.now()
+            won = await PayOrder.filter(id=order.id, status="CREATED", amount=amount).update(
+                status="PAID", transaction_id=transaction_id, paid_at=paid_at
+            )
+            if won != 1:  # the row count is the exactly-once guard
+                return False
+            order.status, order.transaction_id, order.paid_at = "PAID", transaction_id, paid_at
+            await _deliver_goods(order)
+        return True
+
+    if await ledger.retrying(settle, what=f"settle pay order {order.id}"):
+        log.info("pay order %s settled from %s (%s)", order.id, source, transaction_id)
+        await _after_settled(order)
+        return SETTLED
+    current = await PayOrder.get(id=order.id)
+    if current.status in PAID_STATUSES and current.transaction_id == transaction_id:
+        return ALREADY_PAID
+    conflict = {**detail, "status": current.status, "recorded_transaction_id": current.transaction_id}
+    return await anomaly("state_conflict", conflict)
+
+
+def _fen(value: object) -> int | None:
+    """A non-negative integer amount from a v2 text field or a v3 number."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if value >= 0 else None
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 12:
+        return int(value)
+    return None
+
+
+def _paid_amount(notify: PayNotify) -> tuple[int | None, str]:
+    """(amount in fen, "" or why the amount fields are unacceptable) of a SUCCESS transaction notify."""
+    fields = notify.fields
+    if notify.version == "v2":
+        if fields.get("fee_type", "CNY") != "CNY":
+            return None, "fee_type is not CNY"
+        total = _fen(fields.get("total_fee"))
+        return (total, "") if total is not None else (None, "total_fee is not an amount")
+    amount = fields.get("amount")
+    if not isinstance(amount, dict):
+        return None, "amount is missing"
+    total, payer_total = _fen(amount.get("total")), _fen(amount.get("payer_total", amount.get("total")))
+    if amount.get("currency", "CNY") != "CNY" or amount.get("payer_currency", "CNY") != "CNY":
+        return None, "currency is not CNY"
+    if total is None or payer_total is None or payer_total > total:
+        return None, "amount.total / payer_total are not amounts"
+    return total, ""
+
+
+async def settle_pay_notify(notify: PayNotify) -> None:
+    """A verified SUCCESS payment notify settles its order once; other states are acknowledged and ignored.
+
+    Mismatches become anomalies and are acknowledged (WeChat's retries would not fix them); a database failure
+    raises, so the HTTP layer answers 500 and WeChat delivers again.
+    """
+    fields = notify.fields
+    state = fields.get("result_code") if notify.version == "v2" else fields.get("trade_state")
+    if state != "SUCCESS":
+        log.info("%s pay notify %s in state %s: nothing to do", notify.version, notify.raw_id, state)
+        return
+    out_trade_no = str(fields.get("out_trade_no") or "")
+    transaction_id = str(fields.get("transaction_id") or "")
+    amount, problem = _paid_amount(notify)
+    if amount is None:
+        detail = {"source": f"notify_{notify.version}", "problem": problem, "amount": fields.get("amount")}
+        await _anomaly(
+            "amount_mismatch",
+            merchant_id=notify.merchant_id,
+            transaction_id=transaction_id,
+            out_trade_no=out_trade_no,
+            detail={**detail, "total_fee": fields.get("total_fee")},
+        )
+        return
+    await settle_paid(
+        merchant_id=notify.merchant_id,
+        out_trade_no=out_trade_no,
+        amount=amount,
+        transaction_id=transaction_id,
+        appid=str(fields.get("appid") or ""),
+        mch_id=notify.mch_id,
+        source=f"notify_{notify.version}",
+    )

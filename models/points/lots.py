@@ -1,0 +1,258 @@
+"""Points lots: every credit is a lot with an expiry, every debit records the lots it used."""
+
+from __future__ import annotations
+
+import logging
+from contextvars import ContextVar
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+
+from tortoise import fields
+from tortoise.models import Model
+
+from models.kernel import clock
+from models.kernel.errors import Unprocessable
+from models.ledger import books as ledger
+from models.points.rules import cash_quote, expiry_for, get_points_rules, last_valid_day, merchant_zone
+
+log = logging.getLogger("huiyuan.points")
+
+
+class PointsLot(Model):
+    """Points credited by one ledger row, spent oldest-expiry first and expired by what remains."""
+
+    id = fields.BigIntField(primary_key=True)
+    merchant_id = fields.IntField()
+    member_id = fields.IntField()
+    entry_id = fields.BigIntField(unique=True)  # the points_ledger row that credited it
+    amount = fields.BigIntField()
+    remaining = fields.BigIntField()
+    expired = fields.BigIntField(default=0)  # what the expiry job took: amount = remaining + net uses + expired
+    expires_at = fields.DatetimeField(null=True)  # UTC, from the merchant-local policy; null never expires
+    status = fields.CharField(max_length=8, default="open")  # open | spent | expired
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "points_lot"
+        indexes = (("member_id", "status", "expires_at", "id"), ("status", "expires_at", "id"))
+
+
+class PointsLotUse(Model):
+    """How much of a lot one debit consumed (and how much a reversal has given back)."""
+
+    id = fields.BigIntField(primary_key=True)
+    merchant_id = fields.IntField()
+    debit_entry_id = fields.BigIntField(db_index=True)
+    lot_id = fields.BigIntField(db_index=True)
+    amount = fields.BigIntField()
+    restored = fields.BigIntField(default=0)
+
+    class Meta:
+        table = "points_lot_use"
+
+
+class PointsReminder(Model):
+    """One expiry reminder per member, expiry day and lead time, so a rerun never sends it twice."""
+
+    id = fields.BigIntField(primary_key=True)
+    merchant_id = fields.IntField()
+    member_id = fields.IntField()
+    expires_on = fields.DateField()  # merchant-local day the points expire
+    days_before = fields.IntField()
+    points = fields.BigIntField()
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "points_reminder"
+        unique_together = (("member_id", "expires_on", "days_before"),)
+
+
+# (idempotency key, expiry) of the earn_points call in progress: only its own lot takes the explicit expiry
+_expiry_override: ContextVar[tuple[str, datetime] | None] = ContextVar("points_expiry_override", default=None)
+_SELF_MANAGED = ("expire", "reverse")  # their lots are changed by this module's own `within` callbacks
+
+
+def spending_order(lot: PointsLot) -> tuple[bool, datetime, int]:
+    """Earliest expiry first, never-expiring last, then oldest."""
+    return (lot.expires_at is None, lot.expires_at or datetime.max.replace(tzinfo=UTC), lot.id)
+
+
+async def _new_lot(entry: ledger._Entry) -> None:
+    override = _expiry_override.get()
+    expires_at = override[1] if override is not None and override[0] == entry.idempotency_key else None
+    if expires_at is None:
+        rules = await get_points_rules(merchant_id=entry.merchant_id)
+        zone = await merchant_zone(merchant_id=entry.merchant_id)
+        expires_at = expiry_for(rules.expiry, earned_at=clock.now(), zone=zone)
+    await PointsLot.create(
+        merchant_id=entry.merchant_id,
+        member_id=entry.member_id,
+        entry_id=entry.id,
+        amount=entry.delta,
+        remaining=entry.delta,
+        expires_at=expires_at,
+    )
+
+
+async def consume_lots(entry: ledger._Entry, amount: int, *, first_lot_id: int | None = None) -> None:
+    """Take `amount` from the member's open lots for this debit (a given lot first), recording each use.
+
+    Balance held before lots existed (data older than the lots) first becomes one non-expiring legacy lot,
+    linked to this debit's entry, so lots always cover the balance.
+    """
+    lots = sorted(
+        await PointsLot.filter(member_id=entry.member_id, status="open").select_for_update(), key=spending_order
+    )
+    if first_lot_id is not None:
+        lots.sort(key=lambda lot: lot.id != first_lot_id)
+    held = sum(lot.remaining for lot in lots)
+    balance_before = entry.balance_after + amount
+    if held < balance_before:
+        legacy = await PointsLot.create(
+            merchant_id=entry.merchant_id,
+            member_id=entry.member_id,
+            entry_id=entry.id,
+            amount=balance_before - held,
+            remaining=balance_before - held,
+            expires_at=None,
+        )
+        log.warning("member %s: %s points had no lot; legacy lot %s", entry.member_id, legacy.amount, legacy.id)
+        lots.append(legacy)
+    left = amount
+    for lot in lots:
+        if left == 0:
+            break
+        take = min(lot.remaining, left)
+        if take == 0:
+            continue
+        left -= take
+        remaining = lot.remaining - take
+        await PointsLot.filter(id=lot.id).update(remaining=remaining, status="open" if remaining else "spent")
+        await PointsLotUse.create(merchant_id=entry.merchant_id, debit_entry_id=entry.id, lot_id=lot.id, amount=take)
+    if left:
+        raise AssertionError(f"points lots of member {entry.member_id} do not cover debit {entry.id}")
+
+
+async def on_ledger_entry(book: str, entry: ledger._Entry) -> None:
+    """Every points credit becomes a lot and every debit consumes lots, whoever writes the ledger row."""
+    if book != "points" or entry.kind in _SELF_MANAGED:
+        return
+    if entry.delta > 0:
+        await _new_lot(entry)
+    else:
+        await consume_lots(entry, -entry.delta)
+
+
+async def earn_points(
+    *,
+    merchant_id: int,
+    member_id: int,
+    points: int,
+    reason: str,
+    idempotency_key: str,
+    kind: str = "earn",
+    ref_type: str = "",
+    ref_id: str = "",
+    operator_staff_id: int | None = None,
+    expires_at: datetime | None = None,
+) -> ledger.LedgerResult:
+    """Credit points as a new lot expiring by the merchant's policy (or at expires_at); a repeated key is a replay."""
+    _positive(points)
+    if kind in _SELF_MANAGED:
+        raise Unprocessable(f"kind {kind} cannot earn", code="points.kind_invalid", field="kind")
+    token = _expiry_override.set((idempotency_key, expires_at) if expires_at is not None else None)
+    try:
+        return await ledger.change_points(
+            merchant_id=merchant_id,
+            member_id=member_id,
+            delta=points,
+            kind=kind,
+            reason=reason,
+            idempotency_key=idempotency_key,
+            ref_type=ref_type,
+            ref_id=ref_id,
+            operator_staff_id=operator_staff_id,
+        )
+    finally:
+        _expiry_override.reset(token)
+
+
+async def spend_points(
+    *,
+    merchant_id: int,
+    member_id: int,
+    points: int,
+    reason: str,
+    idempotency_key: str,
+    kind: str = "spend",
+    ref_type: str = "",
+    ref_id: str = "",
+    operator_staff_id: int | None = None,
+) -> ledger.LedgerResult:
+    """Debit points from the lots expiring first; never below zero (409 points.insufficient); a repeat is a replay."""
+    _positive(points)
+    if kind in _SELF_MANAGED:
+        raise Unprocessable(f"kind {kind} cannot spend", code="points.kind_invalid", field="kind")
+    return await ledger.change_points(
+        merchant_id=merchant_id,
+        member_id=member_id,
+        delta=-points,
+        kind=kind,
+        reason=reason,
+        idempotency_key=idempotency_key,
+        ref_type=ref_type,
+        ref_id=ref_id,
+        operator_staff_id=operator_staff_id,
+    )
+
+
+def _positive(points: int) -> None:
+    if isinstance(points, bool) or not isinstance(points, int) or not 0 < points <= ledger.MAX_DELTA:
+        raise Unprocessable("points must be a positive whole number", code="points.amount_invalid", field="points")
+
+
+@dataclass(frozen=True)
+class PointsSummary:
+    balance: int
+    expiring_points: int  # open points that expire within EXPIRING_SOON_DAYS
+    expires_on: date | None  # the last merchant-local day the earliest of them can be used
+    entries: list[ledger.PointsEntry]
+    next_before_id: int | None
+
+
+EXPIRING_SOON_DAYS = 30
+
+
+async def points_summary(
+    *, merchant_id: int, member_id: int, before_id: int | None = None, limit: int = 50
+) -> PointsSummary:
+    """Why a member has their points: the balance, what expires within 30 days, and the ledger with reasons."""
+    balance = await ledger.get_balance(book="points", member_id=member_id)
+    soon = await PointsLot.filter(
+        member_id=member_id, status="open", expires_at__lte=clock.now() + timedelta(days=EXPIRING_SOON_DAYS)
+    ).values_list("remaining", "expires_at")
+    expires_on = None
+    if soon:
+        zone = await merchant_zone(merchant_id=merchant_id)
+        expires_on = last_valid_day(min(at for _, at in soon), zone)  # type: ignore[misc]
+    entries = await ledger.list_entries(
+        book="points", merchant_id=merchant_id, member_id=member_id, before_id=before_id, limit=limit
+    )
+    return PointsSummary(
+        balance=balance,
+        expiring_points=sum(int(remaining) for remaining, _ in soon),  # type: ignore[misc]
+        expires_on=expires_on,
+        entries=entries,  # type: ignore[arg-type]
+        next_before_id=entries[-1].id if len(entries) == limit else None,
+    )
+
+
+async def quote_points_cash(*, merchant_id: int, member_id: int, order_amount: int) -> tuple[int, int]:
+    """(points, fen) a member may pay an order with: whole units of the rate, within balance and per-order cap."""
+    if isinstance(order_amount, bool) or not isinstance(order_amount, int) or order_amount <= 0:
+        raise Unprocessable(
+            "order_amount must be a positive number of fen", code="points.amount_invalid", field="order_amount"
+        )
+    balance = await ledger.get_balance(book="points", member_id=member_id)
+    rules = await get_points_rules(merchant_id=merchant_id)
+    return cash_quote(rules, balance=balance, order_amount=order_amount)

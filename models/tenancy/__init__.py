@@ -1,0 +1,1 @@
+"""Merchants (tenants), their stores, staff and WeChat accounts, and each merchant's program settings."""

@@ -1,0 +1,126 @@
+"""The one table of what calls what: official-account events, pay notifies, outbox topics, domain hooks, jobs.
+
+Every process (the web server, the scheduler, each CLI command) imports this module and calls `install()`, so
+what runs never depends on which modules happen to have been imported. Read a row to find the one domain
+function an event reaches; nothing registers itself anywhere else.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from jobs import cards as card_jobs
+from jobs import outbox as outbox_jobs
+from jobs import payments as payment_jobs
+from jobs import points as points_jobs
+from jobs import tiers as tier_jobs
+from jobs.context import JobSpec
+from models.cards import activation as card_activation
+from models.cards import events as card_events
+from models.cards import sync as card_sync
+from models.cards import template as card_template
+from models.ledger import balance_lots
+from models.ledger import books as ledger_books
+from models.onboarding import follow
+from models.payments import refund_settle, settle
+from models.points import expiry as points_expiry
+from models.points import lots as points_lots
+from models.tiers import standing as tier_standing
+from wechat.events import Handler as OAHandler
+from wechat.events import OAEvent, Reply
+from wechat.paynotify import Handler as PayHandler
+from wechat.paynotify import NotifyNotProcessed, PayNotify
+
+log = logging.getLogger("huiyuan.wiring")
+
+# Official-account pushes (kind = "event:<Event lowercased>" or "msg:<MsgType>"), run in the push's
+# exactly-once transaction (models.kernel.inbound.receive_push); the first reply is answered.
+OA_EVENTS: dict[str, tuple[OAHandler, ...]] = {
+    "event:subscribe": (follow.on_follow_or_scan,),
+    "event:scan": (follow.on_follow_or_scan,),
+    "event:unsubscribe": (follow.on_unfollow,),
+    "event:card_pass_check": (card_template.on_card_review,),
+    "event:card_not_pass_check": (card_template.on_card_review,),
+    "event:user_get_card": (card_events.on_card_claimed,),
+    "event:user_del_card": (card_events.on_card_removed,),
+    "event:user_view_card": (card_events.on_card_visit,),
+    "event:user_enter_session_from_card": (card_events.on_card_visit,),
+    "event:submit_membercard_user_info": (card_events.on_activation_form,),
+}
+
+# Verified WeChat Pay notifies by kind; each function is idempotent (a redelivery changes nothing).
+PAY_NOTIFIES: dict[str, PayHandler] = {
+    "transaction": settle.settle_pay_notify,
+    "refund": refund_settle.settle_refund_notify,
+}
+
+# Outbox topics and the function that delivers each message (called with the WeChat gateway and the row).
+OUTBOX_TOPICS: dict[str, outbox_jobs.Deliver] = {
+    card_events.ACTIVATE_TOPIC: card_jobs.activate_card,
+    card_activation.ACTIVATE_CALL_TOPIC: card_jobs.call_activate,
+    card_sync.SYNC_TOPIC: card_jobs.sync_member_card,
+    refund_settle.REFUND_TOPIC: payment_jobs.send_refund,
+    points_expiry.NOTICE_TOPIC: points_jobs.deliver_member_notice,
+    outbox_jobs.TEMPLATE_SEND_TOPIC: outbox_jobs.send_template_message,
+}
+
+# Domain hooks: listeners run in order inside the transaction of the change.
+LEDGER_ENTRY_WRITTEN = (  # (book, entry) after every new points or stored-value ledger row
+    points_lots.on_ledger_entry,  # points: a credit opens a lot, a debit consumes lots
+    balance_lots.on_ledger_entry,  # stored value: principal and bonus lots
+    card_sync.on_ledger_entry,  # the WeChat card shows the new points / balance
+)
+TIER_CHANGED = (card_sync.on_tier_changed,)  # (merchant_id=, member_id=) after every recorded tier move
+
+# Scheduled jobs by stable dotted id (python -m jobs.scheduler list / run ID).
+SCHEDULED_JOBS: Mapping[str, JobSpec] = {
+    spec.id: spec
+    for spec in (
+        JobSpec("points.expire", points_jobs.expire_points, every_seconds=600),
+        JobSpec("points.remind", points_jobs.remind_expiring_points, every_seconds=3600),
+        JobSpec("tiers.settle", tier_jobs.settle, every_seconds=3600),
+        JobSpec("tiers.notice", tier_jobs.notice, every_seconds=3600),
+        JobSpec("tiers.manual_expire", tier_jobs.manual_expire, every_seconds=3600),
+        JobSpec("payments.reconcile", payment_jobs.reconcile, every_seconds=60),
+        JobSpec("payments.statement", payment_jobs.statement, every_seconds=86400),
+        JobSpec("refunds.reconcile", payment_jobs.reconcile_refunds, every_seconds=300),
+        JobSpec("plans.remind", payment_jobs.remind_expiring_plans, every_seconds=3600),
+    )
+}
+
+
+def install() -> None:
+    """Install the domain hooks' listeners (idempotent); every process calls this before any domain work."""
+    ledger_books.ENTRY_WRITTEN.install(LEDGER_ENTRY_WRITTEN)
+    tier_standing.TIER_CHANGED.install(TIER_CHANGED)
+
+
+async def dispatch_oa_event(event: OAEvent) -> Reply | None:
+    """Run every function of the event's kind (in the caller's transaction); the first reply wins."""
+    handlers = OA_EVENTS.get(event.kind, ())
+    if not handlers:
+        log.info("no handler for %s from %s", event.kind, event.appid)
+    reply: Reply | None = None
+    for handler in handlers:
+        result = await handler(event)
+        if reply is None and result is not None:
+            reply = result
+    return reply
+
+
+async def dispatch_pay_notify(notify: PayNotify) -> bool:
+    """Hand a verified notify to its kind's function; True only when there is one and it did not raise."""
+    handler = PAY_NOTIFIES.get(notify.kind)
+    if handler is None:
+        log.warning("no handler for %s %s notify of %s", notify.version, notify.kind, notify.mch_id)
+        return False
+    try:
+        await handler(notify)
+    except NotifyNotProcessed as exc:
+        log.warning("%s notify %s of %s not processed: %s", notify.kind, notify.raw_id, notify.mch_id, exc)
+        return False
+    except Exception:  # noqa: BLE001 - any failure means "not processed": WeChat delivers again
+        log.exception("%s notify %s of %s: %s failed", notify.kind, notify.raw_id, notify.mch_id, handler.__name__)
+        return False
+    return True
