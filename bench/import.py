@@ -22,7 +22,7 @@ import pymysql
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.onboarding.import_csv import LEVEL_OPTIONS, ImportFile, generate  # noqa: E402
+from tests.members.import_csv import LEVEL_OPTIONS, ImportFile, generate  # noqa: E402
 
 HOST = "127.0.0.1"
 DB_NAME = "bench_import"

@@ -10,7 +10,7 @@ from models.members.members import Member
 from models.members.timeline import MemberActivity
 from models.onboarding.qrcodes import QrCode, QrScan
 from models.tenancy.onboarding_settings import OnboardingSettings
-from tests.foundation.helpers import add_store
+from tests.helpers import add_store
 from tests.onboarding.test_qrcodes import add_staff_member, create_code
 from wechat.crypto import OACrypto
 from wechat.xmlutil import parse_xml

@@ -15,7 +15,7 @@ from models.members.member_card import MemberCard
 from models.members.members import Member, register_wechat_member
 from models.members.timeline import MemberActivity
 from models.tenancy.onboarding_settings import OnboardingSettings
-from tests.foundation.helpers import add_member, add_staff, add_store, error_of
+from tests.helpers import add_member, add_staff, add_store, error_of
 
 EMU = "/_emulator"
 

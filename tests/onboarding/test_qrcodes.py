@@ -7,7 +7,7 @@ import asyncio
 import httpx
 
 from tests.conftest import login
-from tests.foundation.helpers import STAFF_PASSWORD, add_store, error_of
+from tests.helpers import STAFF_PASSWORD, add_store, error_of
 
 EMU = "/_emulator"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

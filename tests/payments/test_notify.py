@@ -9,8 +9,8 @@ from models.ledger.books import BalanceAccount, BalanceEntry, PointsEntry
 from models.payments.orders import PayAnomaly, PayOrder
 from models.tenancy.merchants import upsert_wechat_account
 from server.seed import ensure_merchant
-from tests.onboarding.card_helpers import activated_member, calls, deliver, put_template
-from tests.payments.pay_helpers import (
+from tests.cards.helpers import activated_member, calls, deliver, put_template
+from tests.payments.helpers import (
     V2_SUCCESS,
     add_package,
     add_plan,

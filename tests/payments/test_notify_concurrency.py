@@ -8,7 +8,7 @@ from tortoise.functions import Count, Sum
 
 from models.ledger.books import BalanceAccount, BalanceEntry, find_mismatches
 from models.payments.orders import PayAnomaly, PayOrder
-from tests.payments.pay_helpers import V2_SUCCESS, paying_member, recharge, use_pay_version, v2_notify
+from tests.payments.helpers import V2_SUCCESS, paying_member, recharge, use_pay_version, v2_notify
 
 ORDERS = 200
 MEMBERS = 20  # ten orders per member: concurrent credits also contend for the same account rows

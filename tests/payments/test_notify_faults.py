@@ -5,7 +5,7 @@ from __future__ import annotations
 import redis.asyncio as aioredis
 
 from models.ledger.books import BalanceEntry
-from tests.payments.pay_helpers import V2_SUCCESS, add_package, me, pay, paying_member, recharge, use_pay_version
+from tests.payments.helpers import V2_SUCCESS, add_package, me, pay, paying_member, recharge, use_pay_version
 
 
 async def test_with_redis_down_a_paid_notify_still_credits_once(app, client, admin, demo):

@@ -12,9 +12,9 @@ from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
 from models.payments.orders import PayOrder
-from tests.foundation.helpers import add_member, add_staff, add_store, error_of
-from tests.onboarding.card_helpers import member_headers
-from tests.payments.pay_helpers import (
+from tests.cards.helpers import member_headers
+from tests.helpers import add_member, add_staff, add_store, error_of
+from tests.payments.helpers import (
     EMU,
     add_package,
     add_plan,

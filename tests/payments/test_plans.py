@@ -9,9 +9,9 @@ from models.kernel import clock
 from models.kernel.outbox import OutboxMessage
 from models.payments.catalogue import MemberPlan
 from models.payments.orders import PayOrder
-from tests.foundation.helpers import error_of
-from tests.onboarding.card_helpers import deliver
-from tests.payments.pay_helpers import EMU, add_plan, buy_plan, pay, paying_member, use_pay_version
+from tests.cards.helpers import deliver
+from tests.helpers import error_of
+from tests.payments.helpers import EMU, add_plan, buy_plan, pay, paying_member, use_pay_version
 from tests.payments.wallet_helpers import refund
 
 T0 = datetime(2026, 3, 10, 4, 0, tzinfo=UTC)  # 12:00 in Shanghai

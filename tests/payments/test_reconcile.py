@@ -9,7 +9,7 @@ import pytest
 from models.kernel import clock
 from models.ledger.books import BalanceEntry
 from models.payments.orders import PayAnomaly, PayOrder
-from tests.payments.pay_helpers import (
+from tests.payments.helpers import (
     EMU,
     V2_SUCCESS,
     add_package,

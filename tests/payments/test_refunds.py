@@ -8,9 +8,9 @@ import pytest
 
 from models.ledger import books as ledger
 from models.payments.orders import PayAnomaly, PayOrder
-from tests.foundation.helpers import add_staff, error_of
-from tests.onboarding.card_helpers import calls, deliver
-from tests.payments.pay_helpers import EMU, run_later, use_pay_version
+from tests.cards.helpers import calls, deliver
+from tests.helpers import add_staff, error_of
+from tests.payments.helpers import EMU, run_later, use_pay_version
 from tests.payments.wallet_helpers import (
     assert_consistent,
     balance_view,

@@ -9,7 +9,7 @@ import httpx
 from models.ledger import books as ledger
 from models.ledger.balance_lots import BalanceLot, BalanceLotUse
 from models.payments.orders import PayOrder, PayRefund
-from tests.payments.pay_helpers import add_package, pay, paying_member, recharge
+from tests.payments.helpers import add_package, pay, paying_member, recharge
 
 
 async def paid_recharge(

@@ -9,8 +9,8 @@ import pytest
 from models.kernel import clock
 from models.ledger.books import PointsAccount, PointsEntry
 from models.points.signin import SignIn
-from tests.foundation.helpers import error_of
-from tests.loyalty.tier_helpers import lasting, member_token, new_member, pin
+from tests.helpers import error_of
+from tests.tiers.helpers import lasting, member_token, new_member, pin
 
 
 @pytest.fixture(autouse=True)

@@ -14,7 +14,7 @@ from models.kernel import clock
 from models.kernel.outbox import OutboxMessage
 from models.members.member_card import MemberCard
 from server.auth import decode_access_token, issue_access_token
-from tests.foundation.helpers import add_member
+from tests.helpers import add_member
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 TEN_YEARS = 10 * 366 * 86400

@@ -13,8 +13,8 @@ from models.members.member_card import MemberCard
 from models.members.members import Member
 from models.tenancy.merchants import Merchant
 from models.tenancy.staff import Staff
-from tests.foundation.helpers import add_member, add_staff, add_store, error_of
-from tests.onboarding.test_import import define, start, wait_done
+from tests.helpers import add_member, add_staff, add_store, error_of
+from tests.members.test_import import define, start, wait_done
 
 ID_CARD = "11010519491231002X"
 

@@ -15,7 +15,7 @@ from models.ledger.books import PointsAccount, PointsEntry
 from models.points.lots import PointsLot, PointsLotUse
 from models.tenancy.staff import Staff
 from server.auth import issue_access_token
-from tests.foundation.helpers import add_member
+from tests.helpers import add_member
 
 
 @contextmanager

@@ -8,8 +8,7 @@ from models.kernel.outbox import OutboxMessage
 from models.members.member_card import MemberCard
 from models.members.members import Member
 from models.members.timeline import MemberActivity
-from tests.foundation.helpers import add_staff, add_store, error_of
-from tests.onboarding.card_helpers import (
+from tests.cards.helpers import (
     EMU,
     MOBILE,
     NAME,
@@ -25,6 +24,7 @@ from tests.onboarding.card_helpers import (
     put_template,
     set_rewards,
 )
+from tests.helpers import add_staff, add_store, error_of
 
 UPDATEUSER = "/card/membercard/updateuser"
 

@@ -16,8 +16,8 @@ from models.members.imports import ImportJob
 from models.members.members import Member
 from server.seed import ensure_merchant
 from tests.conftest import login
-from tests.foundation.helpers import add_member, add_staff, error_of
-from tests.onboarding.import_csv import LEVEL_OPTIONS, build, phone_of
+from tests.helpers import add_member, add_staff, error_of
+from tests.members.import_csv import LEVEL_OPTIONS, build, phone_of
 
 CSV = {"content-type": "text/csv"}
 LEVEL = {"key": "level", "label": "Level", "type": "enum", "options": list(LEVEL_OPTIONS)}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from models.members.members import Member
-from tests.foundation.helpers import error_of
+from tests.helpers import error_of
 
 
 @pytest.fixture

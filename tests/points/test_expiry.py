@@ -16,7 +16,7 @@ from models.points.expiry import expire_due_lots, send_expiry_reminders
 from models.points.lots import PointsLot, PointsLotUse, PointsReminder
 from models.tenancy.merchants import Merchant
 from server import wiring
-from tests.loyalty.points_helpers import (
+from tests.points.helpers import (
     adjust,
     assert_lots_agree,
     member_points,

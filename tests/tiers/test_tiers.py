@@ -13,8 +13,8 @@ from models.payments.catalogue import MemberPlan, PaidPlan
 from models.tiers.growth import add_growth, growth_for_amount
 from models.tiers.standing import points_multiplier_permille, reevaluate, tier_name
 from models.tiers.tables import MemberTier, Tier, TierChange
-from tests.foundation.helpers import add_staff, error_of
-from tests.loyalty.tier_helpers import (
+from tests.helpers import add_staff, error_of
+from tests.tiers.helpers import (
     lasting,
     member_token,
     new_member,

@@ -10,7 +10,7 @@ import pytest
 
 from models.kernel import clock
 from server.seed import DEV_ADMIN_PASSWORD
-from tests.foundation.helpers import error_of
+from tests.helpers import error_of
 
 
 class PinnedClock:

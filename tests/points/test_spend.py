@@ -11,8 +11,8 @@ from models.kernel import clock
 from models.ledger.books import PointsAccount, PointsEntry
 from models.points.expiry import expire_due_lots
 from models.points.lots import PointsLot, earn_points
-from tests.foundation.helpers import add_staff, error_of
-from tests.loyalty.points_helpers import (
+from tests.helpers import add_staff, error_of
+from tests.points.helpers import (
     adjust,
     assert_lots_agree,
     buy,

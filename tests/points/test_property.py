@@ -17,7 +17,7 @@ from models.kernel.errors import Conflict
 from models.ledger.books import PointsAccount, PointsEntry
 from models.points.expiry import expire_due_lots, reverse_spend
 from models.points.lots import PointsLot, PointsLotUse, earn_points, spend_points
-from tests.loyalty.points_helpers import assert_lots_agree, new_member, put_rules
+from tests.points.helpers import assert_lots_agree, new_member, put_rules
 
 START = datetime(2025, 1, 1, 2, 0, tzinfo=UTC)
 _keys = itertools.count()

@@ -18,7 +18,7 @@ from jobs.scheduler import run_job
 from models.kernel import clock
 from models.members.members import register_wechat_member
 from models.tenancy.merchants import find_wechat_account, get_merchant, upsert_wechat_account
-from tests.onboarding.card_helpers import member_headers
+from tests.cards.helpers import member_headers
 from wechat.emulator import PLATFORM_PUBLIC_KEY_ID, platform_private_key_pem
 from wechat.paysign import v2_sign, v3_aead_encrypt, v3_response_message, v3_sign_message
 from wechat.xmlutil import to_xml

@@ -6,7 +6,7 @@ import pytest
 
 from server.seed import ensure_merchant
 from tests.conftest import login
-from tests.foundation.helpers import STAFF_PASSWORD, add_member, add_staff, add_store, error_of
+from tests.helpers import STAFF_PASSWORD, add_member, add_staff, add_store, error_of
 
 OTHER_OWNER_PASSWORD = "other-owner-password"
 

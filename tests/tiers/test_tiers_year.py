@@ -9,7 +9,7 @@ from models.kernel import clock
 from models.ledger.books import BalanceEntry, PointsEntry, change_balance
 from models.tiers.standing import reevaluate
 from models.tiers.tables import TierChange, TierGiftGrant
-from tests.loyalty.tier_helpers import (
+from tests.tiers.helpers import (
     lasting,
     new_member,
     pending_tier_syncs,

@@ -12,8 +12,8 @@ from models.ledger.books import PointsEntry
 from models.points.lots import PointsLot
 from models.tenancy.program import LoyaltyProgram
 from models.tiers.tables import Tier
-from tests.foundation.helpers import add_staff, add_store, error_of
-from tests.loyalty.points_helpers import (
+from tests.helpers import add_staff, add_store, error_of
+from tests.points.helpers import (
     assert_lots_agree,
     buy,
     member_points,
@@ -220,7 +220,7 @@ async def test_activity_limits_once_daily_and_unlimited(client, admin):
 
 
 async def test_member_sees_their_points_explained(client, app, admin, demo):
-    from tests.onboarding.card_helpers import member_headers
+    from tests.cards.helpers import member_headers
 
     pin(datetime(2025, 3, 10, 4, 0, tzinfo=UTC))
     try:

@@ -8,7 +8,7 @@ from models.kernel.outbox import OutboxMessage
 from models.members.member_card import MemberCard
 from models.members.members import Member, register_wechat_member
 from models.members.timeline import MemberActivity
-from tests.onboarding.card_helpers import (
+from tests.cards.helpers import (
     EMU,
     MOBILE,
     activated_member,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from models.members.members import Member
-from tests.foundation.helpers import add_member, error_of, member_total
+from tests.helpers import add_member, error_of, member_total
 
 ID_CARD = "11010519491231002X"
 

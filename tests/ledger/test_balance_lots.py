@@ -6,7 +6,7 @@ import asyncio
 
 from models.ledger import books as ledger
 from models.ledger.balance_lots import BalanceLot
-from tests.foundation.helpers import add_member, error_of
+from tests.helpers import add_member, error_of
 from tests.payments.wallet_helpers import assert_consistent, balance_view, paid_recharge, staff_change
 
 
