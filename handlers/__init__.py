@@ -6,21 +6,15 @@ from sanic import Sanic
 from sanic_ext import openapi
 
 from handlers import (
-    auth,
     cards,
     health,
     ledger,
-    member_admin,
     members,
-    merchants,
-    miniprogram,
-    pay_notify,
+    onboarding,
     payments,
     points,
-    qrcodes,
-    signin,
+    tenancy,
     tiers,
-    wallet,
     wechat_official,
 )
 from server.config import Settings
@@ -31,21 +25,15 @@ def register_blueprints(app: Sanic, settings: Settings) -> None:
 
     modules = (
         health,
-        auth,
-        merchants,
+        tenancy,
         members,
-        member_admin,
-        ledger,
-        qrcodes,
+            ledger,
+        onboarding,
         cards,
-        miniprogram,
         wechat_official,
-        pay_notify,
         points,
-        signin,
         tiers,
         payments,
-        wallet,
     )
     for module in modules:
         app.blueprint(module.bp)

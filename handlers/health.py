@@ -41,7 +41,7 @@ async def healthz(request: Request):
     database = await _probe(ping_database())
     redis = await _probe(request.app.ctx.redis.ping())
     healthy = database == "ok" and redis == "ok"
-    body = {"status": "ok" if healthy else "unavailable", "database": database, "redis": redis}
+    body: dict[str, object] = {"status": "ok" if healthy else "unavailable", "database": database, "redis": redis}
     if not healthy:
         failing = [name for name, state in (("database", database), ("redis", redis)) if state != "ok"]
         body["error"] = {"code": "health.unavailable", "message": f"not answering: {', '.join(failing)}"}

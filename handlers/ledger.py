@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Literal
 
 from pydantic import Field, StrictInt
 from sanic import Blueprint
 from sanic.request import Request
 
+from handlers.schemas import ChangeOut, EntryOut, LedgerQuery
 from models.ledger import books as ledger
 from models.members import members
 from server.api import Out, Schema, endpoint, ok
@@ -25,6 +25,7 @@ class _ChangeIn(Schema):
     idempotency_key: str = Field(
         min_length=1, max_length=128, description="Unique per merchant; a repeat returns the first result"
     )
+    kind: str  # narrowed by each book's schema below
 
 
 class PointsChangeIn(_ChangeIn):
@@ -34,31 +35,6 @@ class PointsChangeIn(_ChangeIn):
 
 class BalanceChangeIn(_ChangeIn):
     kind: Literal[ledger.BALANCE_KINDS] = "adjust"  # type: ignore[valid-type]
-
-
-class EntryOut(Out):
-    id: int
-    member_id: int
-    delta: int
-    balance_after: int
-    kind: str
-    reason: str
-    ref_type: str
-    ref_id: str
-    idempotency_key: str
-    operator_staff_id: int | None
-    created_at: datetime
-
-
-class ChangeOut(Out):
-    entry: EntryOut
-    replayed: bool = Field(description="True when the idempotency key was seen before and nothing changed")
-    balance: int = Field(description="Balance right after this entry (for a replay, right after the first one)")
-
-
-class LedgerQuery(Schema):
-    before_id: int | None = Field(None, ge=1, le=2**63 - 1)
-    limit: int = Field(50, ge=1, le=200)
 
 
 class LedgerPage(Out):

@@ -1,21 +1,26 @@
-"""Member registration, lookup and profile changes by staff."""
+"""Members by staff: registration, lookup, profile changes; search, the CSV export and import, timelines."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Callable
 from datetime import date, datetime
 from typing import Any, Literal
 
 from pydantic import Field
 from sanic import Blueprint
 from sanic.request import Request
+from sanic_ext.extensions.openapi.builders import OperationStore
+from sanic_ext.extensions.openapi.definitions import RequestBody, Response
 
-from models.ledger import books as ledger
-from models.members import members
+from handlers.schemas import MemberFilters, MemberOut, serialize
+from models.kernel.errors import DomainError
+from models.members import export as member_export
+from models.members import import_worker, imports, members, timeline
 from models.tenancy import merchants as tenancy
 from server.api import Out, Schema, endpoint, ok
-from server.auth import ALL_STAFF, Principal
+from server.auth import ADMINS, ALL_STAFF, Principal
 
-bp = Blueprint("members", url_prefix="/api/members")
+members_bp = Blueprint("members", url_prefix="/api/members")
 WRITERS = ("owner", "hq_admin", "store_manager", "cashier")
 
 
@@ -40,44 +45,6 @@ class MemberPatch(Schema):
     custom_fields: dict[str, Any] | None = Field(None, description="Merged into the current values; null removes")
 
 
-class MemberOut(Out):
-    id: int
-    store_id: int | None
-    openid: str | None
-    unionid: str | None
-    phone: str | None
-    name: str
-    gender: str
-    birthday: date | None
-    custom_fields: dict[str, Any]
-    id_card_no_masked: str | None
-    points: int
-    balance: int = Field(description="Stored value in fen")
-    created_at: datetime
-    updated_at: datetime
-
-
-class MemberFilters(Schema):
-    phone: str | None = Field(None, max_length=24)
-    name: str | None = Field(None, max_length=64)
-    id_card_no: str | None = Field(None, max_length=18)
-    openid: str | None = Field(None, max_length=64)
-    card_code: str | None = Field(None, max_length=32, description="Code of the member's WeChat member card")
-    store_id: int | None = Field(None, ge=1, le=2**31 - 1, description="HQ roles only; store roles see their store")
-    source: Literal["staff", "oa_qr", "card", "mp", "import"] | None = None
-    subscribed: bool | None = Field(None, description="Follows the official account")
-    activated: bool | None = Field(None, description="Activated the member card")
-    created_from: date | None = Field(None, description="Registered on or after this day (merchant's time zone)")
-    created_to: date | None = Field(None, description="Registered on or before this day (merchant's time zone)")
-
-    def for_principal(self, principal: Principal) -> dict[str, Any]:
-        """The filters as domain arguments; store-scoped roles stay fixed to their store."""
-        filters = self.model_dump(exclude={"offset", "limit"})
-        if principal.store_scope is not None:
-            filters["store_id"] = principal.store_scope
-        return {"merchant_id": principal.merchant_id, **filters}
-
-
 class MemberQuery(MemberFilters):
     offset: int = Field(0, ge=0, le=10_000_000)
     limit: int = Field(20, ge=1, le=100)
@@ -88,26 +55,6 @@ class MemberPage(Out):
     items: list[MemberOut]
 
 
-async def serialize(member: members.Member) -> MemberOut:
-    points, balance = await ledger.get_balances(member_id=member.id)
-    return MemberOut(
-        id=member.id,
-        store_id=member.origin_store_id,
-        openid=member.openid,
-        unionid=member.unionid,
-        phone=member.phone,
-        name=member.name,
-        gender=member.gender,
-        birthday=member.birthday,
-        custom_fields=member.custom_fields,
-        id_card_no_masked=member.id_card_masked(),
-        points=points,
-        balance=balance,
-        created_at=member.created_at,
-        updated_at=member.updated_at,
-    )
-
-
 async def visible_member(principal: Principal, member_id: int) -> members.Member:
     """The member if the caller may see it (same merchant; same store for store-scoped roles)."""
     return await members.get_member(
@@ -115,7 +62,7 @@ async def visible_member(principal: Principal, member_id: int) -> members.Member
     )
 
 
-@bp.post("/")
+@members_bp.post("/")
 @endpoint(
     summary="Register a member",
     tag="members",
@@ -141,7 +88,7 @@ async def create_member(request: Request, body: MemberIn):
     return ok(await serialize(member), status=201)
 
 
-@bp.get("/")
+@members_bp.get("/")
 @endpoint(
     summary="Search members",
     tag="members",
@@ -157,13 +104,13 @@ async def search_members(request: Request, query: MemberQuery):
     return ok(MemberPage(total=total, items=[await serialize(m) for m in found]))
 
 
-@bp.get("/<member_id:int>")
+@members_bp.get("/<member_id:int>")
 @endpoint(summary="Read a member", tag="members", roles=ALL_STAFF, response=MemberOut, errors=(404,))
 async def read_member(request: Request, member_id: int):
     return ok(await serialize(await visible_member(request.ctx.principal, member_id)))
 
 
-@bp.patch("/<member_id:int>")
+@members_bp.patch("/<member_id:int>")
 @endpoint(
     summary="Update a member", tag="members", roles=WRITERS, body=MemberPatch, response=MemberOut, errors=(404, 409)
 )
@@ -174,3 +121,212 @@ async def update_member(request: Request, member_id: int, body: MemberPatch):
         member=member, changes=body.model_dump(exclude_unset=True), actor=f"staff:{principal.subject_id}"
     )
     return ok(await serialize(updated))
+
+
+member_admin_bp = Blueprint("member_admin", url_prefix="/api/members")
+CSV_TYPES = ("text/csv", "application/csv", "application/vnd.ms-excel")
+
+
+def _csv_document(*, body: bool = False, response: str = "") -> Callable:
+    """The OpenAPI says CSV (not JSON) for this endpoint's request body and/or success response."""
+
+    def decorator(handler: Callable) -> Callable:
+        operation = OperationStore()[handler]
+        csv_schema = {"schema": {"type": "string", "format": "binary"}}
+        if body:
+            operation.requestBody = RequestBody.make({"text/csv": csv_schema}, required=True)
+        if response:
+            operation.responses[200] = Response.make({"text/csv": csv_schema}, response)
+        return handler
+
+    return decorator
+
+
+class ImportStarted(Out):
+    job_id: int
+
+
+class ImportUploadQuery(Schema):
+    filename: str = Field("", max_length=255, description="Shown in the job; the file name the user picked")
+
+
+class ImportJobOut(Out):
+    id: int
+    filename: str
+    status: str = Field(description="pending | running | done | failed")
+    total: int | None = Field(description="Rows in the file (header excluded); null until counted")
+    processed: int
+    created: int
+    unchanged: int = Field(description="Phone already a member: nothing changed")
+    rejected: int
+    percent: float
+    error: str
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class RejectsQuery(Schema):
+    offset: int = Field(0, ge=0, le=100_000_000)
+    limit: int = Field(100, ge=1, le=1000)
+
+
+class RejectOut(Out):
+    line: int = Field(description="1-based physical line of the file; the header is line 1")
+    reason: str
+
+
+class RejectPage(Out):
+    items: list[RejectOut]
+
+
+class TimelineQuery(Schema):
+    before_id: int | None = Field(None, ge=1, le=2**63 - 1)
+    limit: int = Field(50, ge=1, le=200)
+
+
+class ActivityOut(Out):
+    id: int
+    kind: str = Field(description="registered, scanned, card_claimed, activated, profile_changed, ...")
+    actor: str = Field(description="staff:<id> | member | wechat | system | import")
+    detail: dict[str, Any]
+    created_at: datetime
+
+
+class TimelinePage(Out):
+    items: list[ActivityOut]
+    next_before_id: int | None
+
+
+def _job_out(job: imports.ImportJob) -> ImportJobOut:
+    return ImportJobOut(
+        id=job.id,
+        filename=job.filename,
+        status=job.status,
+        total=None if job.status == "pending" else job.total_rows,
+        processed=job.processed_rows,
+        created=job.created_rows,
+        unchanged=job.unchanged_rows,
+        rejected=job.rejected_rows,
+        percent=job.percent,
+        error=job.error,
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+    )
+
+
+@member_admin_bp.get("/export.csv")
+@_csv_document(response="UTF-8 CSV with a BOM: member columns, then one column per custom field key")
+@endpoint(
+    summary="Export members as CSV",
+    tag="members",
+    roles=ADMINS,
+    query=MemberFilters,
+    description="Streams every member matching the search filters, in id order. Columns: id, member_no, phone, "
+    "name, gender, birthday, store_code, source, points, balance_fen, created_at (merchant-local ISO), then the "
+    "custom field keys. The ID-card number is never exported.",
+)
+async def export_members(request: Request, query: MemberFilters):
+    chunks = member_export.export_members_csv(**query.for_principal(request.ctx.principal))
+    response = await request.respond(
+        content_type="text/csv; charset=utf-8",
+        headers={"content-disposition": 'attachment; filename="members.csv"', "cache-control": "no-store"},
+    )
+    async for chunk in chunks:
+        await response.send(chunk.encode("utf-8"))
+    await response.eof()
+
+
+async def _upload_body(request: Request) -> AsyncIterator[bytes]:
+    """The request body as it arrives, refused past the configured size."""
+    limit = request.app.ctx.settings.server.import_max_size
+    size = 0
+    while (chunk := await request.stream.read()) is not None:  # type: ignore[union-attr]  # stream=True route
+        size += len(chunk)
+        if size > limit:
+            raise DomainError(
+                f"the file is larger than {limit} bytes", code="request.too_large", status=413, limit=limit
+            )
+        yield chunk
+
+
+@member_admin_bp.post("/imports", stream=True)
+@_csv_document(body=True)
+@endpoint(
+    summary="Import members from a CSV file",
+    tag="members",
+    roles=ADMINS,
+    query=ImportUploadQuery,
+    response=ImportStarted,
+    status=202,
+    errors=(413, 415, 422),
+    description="Body: the CSV file (UTF-8, optional BOM, header row). Columns: phone (required), name, birthday "
+    "(YYYY-MM-DD), gender (male/female/unknown/男/女), store_code, points, balance (fen), reason, then custom field "
+    "keys. The file is stored, then imported by a background job that resumes where it stopped if a server stops: "
+    "poll GET /api/members/imports/{job_id}. A phone that is already a member is left unchanged, so importing the "
+    "same file again changes nothing. Up to 512 MB.",
+)
+async def start_import(request: Request, query: ImportUploadQuery):
+    principal = request.ctx.principal
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type not in CSV_TYPES:
+        raise DomainError("send the file as text/csv", code="import.media_type", status=415)
+    job = await imports.create_import_job(
+        merchant_id=principal.merchant_id,
+        staff_id=principal.subject_id,
+        body=_upload_body(request),
+        filename=query.filename,
+    )
+    # start it here so a small file is done at once; the scheduled job members.imports runs it otherwise, or
+    # resumes it if this process stops (the job's lease makes a second runner a no-op)
+    request.app.purge_tasks()
+    request.app.add_task(import_worker.run_import_job(job_id=job.id), name=f"member-import:{job.id}")
+    return ok(ImportStarted(job_id=job.id), status=202)
+
+
+@member_admin_bp.get("/imports/<job_id:int>")
+@endpoint(summary="Progress of a member import", tag="members", roles=ADMINS, response=ImportJobOut, errors=(404,))
+async def read_import(request: Request, job_id: int):
+    job = await imports.get_import_job(merchant_id=request.ctx.principal.merchant_id, job_id=job_id)
+    return ok(_job_out(job))
+
+
+@member_admin_bp.get("/imports/<job_id:int>/rejects")
+@endpoint(
+    summary="Rows a member import rejected",
+    tag="members",
+    roles=ADMINS,
+    query=RejectsQuery,
+    response=RejectPage,
+    errors=(404,),
+    description="In line order, with the reason of each.",
+)
+async def import_rejects(request: Request, job_id: int, query: RejectsQuery):
+    rejects = await imports.list_rejects(
+        merchant_id=request.ctx.principal.merchant_id, job_id=job_id, offset=query.offset, limit=query.limit
+    )
+    return ok(RejectPage(items=[RejectOut(line=r.line, reason=r.reason) for r in rejects]))
+
+
+@member_admin_bp.get("/<member_id:int>/timeline")
+@endpoint(
+    summary="A member's timeline",
+    tag="members",
+    roles=ALL_STAFF,
+    query=TimelineQuery,
+    response=TimelinePage,
+    errors=(404,),
+    description="Registration, scans, card events and profile changes (who changed what), newest first.",
+)
+async def member_timeline(request: Request, member_id: int, query: TimelineQuery):
+    principal = request.ctx.principal
+    await members.ensure_visible(merchant_id=principal.merchant_id, member_id=member_id, store_id=principal.store_scope)
+    items = await timeline.list_activity(
+        merchant_id=principal.merchant_id, member_id=member_id, before_id=query.before_id, limit=query.limit
+    )
+    next_id = items[-1].id if len(items) == query.limit else None
+    return ok(TimelinePage(items=[ActivityOut.model_validate(a) for a in items], next_before_id=next_id))
+
+
+bp = Blueprint.group(members_bp, member_admin_bp)

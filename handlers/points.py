@@ -1,7 +1,8 @@
-"""Points endpoints: the member's points explained, purchases, spending, reversal, activities, rules and quotes."""
+"""Points: balances and ledgers, activity rewards, purchase points, the rules; daily sign-in and its rules."""
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime
 from typing import Any
 
@@ -9,19 +10,20 @@ from pydantic import AwareDatetime, Field, StrictInt
 from sanic import Blueprint
 from sanic.request import Request
 
-from handlers.ledger import ChangeOut, EntryOut, LedgerQuery
+from handlers.schemas import ChangeOut, EntryOut, LedgerQuery
 from models.checkout.purchases import MAX_AMOUNT, Purchase, record_purchase_once, reverse_purchase
-from models.kernel.errors import Forbidden
+from models.kernel.errors import Forbidden, Unprocessable
 from models.ledger.books import LedgerResult
 from models.members import members
+from models.points import signin
 from models.points.activities import award_activity
 from models.points.expiry import reverse_spend
 from models.points.lots import points_summary, quote_points_cash, spend_points
 from models.points.rules import PointsRules, get_points_rules, save_points_rules
-from server.api import Out, Schema, endpoint, ok
+from server.api import Out, Schema, endpoint, ok, parse_body
 from server.auth import ADMINS, ALL_STAFF, MANAGERS, MEMBER
 
-bp = Blueprint("points")
+points_bp = Blueprint("points")
 
 
 class PointsItem(Out):
@@ -132,14 +134,14 @@ async def _visible(request: Request, member_id: int) -> int:
     return int(principal.merchant_id)
 
 
-@bp.get("/api/mp/me/points")
+@points_bp.get("/api/mp/me/points")
 @endpoint(summary="My points, explained", tag="points", roles=(MEMBER,), query=LedgerQuery, response=PointsOut)
 async def my_points(request: Request, query: LedgerQuery):
     principal = request.ctx.principal
     return ok(await _summary(principal.merchant_id, principal.subject_id, query))
 
 
-@bp.get("/api/members/<member_id:int>/points")
+@points_bp.get("/api/members/<member_id:int>/points")
 @endpoint(
     summary="A member's points, explained",
     tag="points",
@@ -152,13 +154,13 @@ async def member_points(request: Request, member_id: int, query: LedgerQuery):
     return ok(await _summary(await _visible(request, member_id), member_id, query))
 
 
-@bp.get("/api/loyalty/points-rules")
+@points_bp.get("/api/loyalty/points-rules")
 @endpoint(summary="The points rules", tag="points", roles=ALL_STAFF, response=PointsRules)
 async def get_rules(request: Request):
     return ok(await get_points_rules(merchant_id=request.ctx.principal.merchant_id))
 
 
-@bp.put("/api/loyalty/points-rules")
+@points_bp.put("/api/loyalty/points-rules")
 @endpoint(
     summary="Replace the points rules",
     tag="points",
@@ -172,7 +174,7 @@ async def put_rules(request: Request, body: PointsRules):
     return ok(rules)
 
 
-@bp.post("/api/members/<member_id:int>/purchases")
+@points_bp.post("/api/members/<member_id:int>/purchases")
 @endpoint(
     summary="Record a purchase and earn its points and growth",
     tag="points",
@@ -200,7 +202,7 @@ async def add_purchase(request: Request, member_id: int, body: PurchaseIn):
     return ok(PurchaseOut.model_validate(purchase), status=201 if created else 200)
 
 
-@bp.post("/api/members/<member_id:int>/purchases/<order_no:str>/reverse")
+@points_bp.post("/api/members/<member_id:int>/purchases/<order_no:str>/reverse")
 @endpoint(
     summary="Reverse a purchase: take back its points and growth",
     tag="points",
@@ -220,7 +222,7 @@ async def reverse_order(request: Request, member_id: int, order_no: str):
     return ok(PurchaseOut.model_validate(purchase))
 
 
-@bp.post("/api/members/<member_id:int>/points/spend")
+@points_bp.post("/api/members/<member_id:int>/points/spend")
 @endpoint(
     summary="Spend a member's points",
     tag="points",
@@ -246,7 +248,7 @@ async def spend(request: Request, member_id: int, body: SpendIn):
     return ok(_change_out(result))
 
 
-@bp.post("/api/members/<member_id:int>/points/reverse")
+@points_bp.post("/api/members/<member_id:int>/points/reverse")
 @endpoint(
     summary="Give back the points of a spend",
     tag="points",
@@ -269,7 +271,7 @@ async def reverse(request: Request, member_id: int, body: ReverseIn):
     return ok(_change_out(result))
 
 
-@bp.post("/api/members/<member_id:int>/activities")
+@points_bp.post("/api/members/<member_id:int>/activities")
 @endpoint(
     summary="Reward an activity",
     tag="points",
@@ -299,7 +301,7 @@ async def activity(request: Request, member_id: int, body: ActivityIn):
     return ok(out, status=200 if award.replayed else 201)
 
 
-@bp.get("/api/members/<member_id:int>/points/quote")
+@points_bp.get("/api/members/<member_id:int>/points/quote")
 @endpoint(
     summary="How many points may pay an order",
     tag="points",
@@ -312,3 +314,149 @@ async def quote(request: Request, member_id: int, query: QuoteQuery):
     merchant_id = await _visible(request, member_id)
     points, fen = await quote_points_cash(merchant_id=merchant_id, member_id=member_id, order_amount=query.order_amount)
     return ok(QuoteOut(order_amount=query.order_amount, points=points, fen=fen))
+
+
+signin_bp = Blueprint("signin")
+MONTH = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
+
+
+class SignInRulesOut(Out, signin.SignInRules):
+    pass
+
+
+class NoBody(Schema):
+    """A sign-in takes nothing: the member is the token's subject (a member_id here is refused)."""
+
+
+class MakeUpIn(Schema):
+    date: date
+
+
+class SignInOut(Out):
+    local_date: date
+    streak: int
+    points: int
+    makeup: bool
+    balance: int = Field(description="Points balance right after this sign-in")
+
+
+class DayOut(Out):
+    local_date: date
+    streak: int
+    points: int
+    makeup: bool
+
+
+class CalendarQuery(Schema):
+    month: str | None = Field(None, description="YYYY-MM (merchant-local); the current month when omitted")
+
+
+class CalendarOut(Out):
+    month: str
+    today: date
+    days: list[DayOut]
+    streak: int = Field(description="Consecutive days up to today (or yesterday when not signed yet today)")
+    signed_today: bool
+    next_reward: int = Field(description="Points of the next sign-in: today's, or tomorrow's once signed today")
+    makeups_left: int = Field(description="Make-ups still allowed this month")
+
+
+@signin_bp.get("/api/loyalty/signin-rules")
+@endpoint(summary="Sign-in rules", tag="loyalty", roles=ALL_STAFF, response=SignInRulesOut)
+async def get_signin_rules(request: Request):
+    rules = await signin.get_rules(merchant_id=request.ctx.principal.merchant_id)
+    return ok(SignInRulesOut.model_validate(rules.model_dump()))
+
+
+@signin_bp.put("/api/loyalty/signin-rules")
+@endpoint(
+    summary="Replace the sign-in rules",
+    tag="loyalty",
+    roles=ADMINS,
+    body=signin.SignInRules,
+    response=SignInRulesOut,
+    description="Streak reward table (points for day 1, 2, …), cycle or hold after it, make-up sign-ins.",
+)
+async def put_signin_rules(request: Request, body: signin.SignInRules):
+    rules = await signin.save_rules(merchant_id=request.ctx.principal.merchant_id, rules=body)
+    return ok(SignInRulesOut.model_validate(rules.model_dump()))
+
+
+def _out(result: signin.SignInResult) -> SignInOut:
+    record = result.sign_in
+    return SignInOut(
+        local_date=record.local_date,
+        streak=record.streak,
+        points=record.points,
+        makeup=record.makeup,
+        balance=result.balance,
+    )
+
+
+@signin_bp.post("/api/mp/sign-in")
+@endpoint(
+    summary="Sign in today",
+    tag="mini-program",
+    roles=(MEMBER,),
+    response=SignInOut,
+    status=201,
+    errors=(409, 422),
+    description="Once per merchant-local day (409 signin.already with that day's record). No body is needed; "
+    "the member is the token's subject.",
+)
+async def sign_in(request: Request):
+    if request.body:
+        parse_body(request, NoBody)
+    principal = request.ctx.principal
+    result = await signin.sign_in(merchant_id=principal.merchant_id, member_id=principal.subject_id)
+    return ok(_out(result), status=201)
+
+
+@signin_bp.post("/api/mp/sign-in/makeup")
+@endpoint(
+    summary="Make up a missed day with points",
+    tag="mini-program",
+    roles=(MEMBER,),
+    body=MakeUpIn,
+    response=SignInOut,
+    status=201,
+    errors=(409,),
+    description="Costs the merchant's make-up price in points; rejects today, future, too old, signed days and "
+    "the monthly limit (signin.makeup_*), or 409 points.insufficient. Nothing is written on failure.",
+)
+async def make_up(request: Request, body: MakeUpIn):
+    principal = request.ctx.principal
+    result = await signin.make_up(merchant_id=principal.merchant_id, member_id=principal.subject_id, day=body.date)
+    return ok(_out(result), status=201)
+
+
+@signin_bp.get("/api/mp/sign-in/calendar")
+@endpoint(
+    summary="A month of sign-ins",
+    tag="mini-program",
+    roles=(MEMBER,),
+    query=CalendarQuery,
+    response=CalendarOut,
+)
+async def calendar(request: Request, query: CalendarQuery):
+    principal = request.ctx.principal
+    month = None
+    if query.month is not None:
+        if not MONTH.match(query.month):
+            raise Unprocessable("month must be YYYY-MM", code="validation.failed", field="month")
+        month = date(int(query.month[:4]), int(query.month[5:]), 1)
+    view = await signin.month_calendar(merchant_id=principal.merchant_id, member_id=principal.subject_id, month=month)
+    return ok(
+        CalendarOut(
+            month=view.month,
+            today=view.today,
+            days=[DayOut.model_validate(d) for d in view.days],
+            streak=view.streak,
+            signed_today=view.signed_today,
+            next_reward=view.next_reward,
+            makeups_left=view.makeups_left,
+        )
+    )
+
+
+bp = Blueprint.group(points_bp, signin_bp)

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from models.kernel.outbox import OutboxMessage, claim_due, mark_delivered, mark_failed
+from wechat.messages import send_template
 
 log = logging.getLogger("huiyuan.outbox")
 
@@ -50,7 +51,15 @@ async def run_forever(*, gateway: Any, topics: Topics, idle_seconds: float = 1.0
 
 
 async def send_template_message(gateway: Any, message: OutboxMessage) -> None:
-    """Send an official-account template message (payload: appid?, touser, template_id, data, url?)."""
-    client = await gateway.official_client(message.payload.get("appid"))
-    body = {k: v for k, v in message.payload.items() if k != "appid"}
-    await client.call("POST", "/cgi-bin/message/template/send", json=body)
+    """Send an official-account template message (payload: appid?, touser, template_id, data, url?, miniprogram?)."""
+    payload = message.payload
+    client = await gateway.official_client(payload.get("appid"))
+    await send_template(
+        client,
+        touser=str(payload.get("touser") or ""),
+        template_id=str(payload.get("template_id") or ""),
+        data=payload.get("data") or {},
+        url=payload.get("url") or "",
+        miniprogram=payload.get("miniprogram"),
+        client_msg_id=payload.get("client_msg_id") or "",
+    )

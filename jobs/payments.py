@@ -8,9 +8,9 @@ from typing import Any
 
 from jobs.context import JobContext
 from models.kernel.outbox import OutboxMessage
-from models.payments import plans
 from models.payments import reconcile as pay_reconcile
 from models.payments import refund_settle as refunds
+from models.plans import terms as plans
 
 log = logging.getLogger("huiyuan.payments")
 

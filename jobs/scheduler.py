@@ -19,6 +19,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from jobs.context import JobContext, JobSpec
 from models.kernel.cipher import DataCipher, set_cipher
+from models.tenancy.merchants import find_wechat_account
 from server import db, wiring
 from server.config import load_settings
 from server.redis import Keys, create_redis
@@ -94,7 +95,14 @@ async def _main(argv: list[str]) -> int:
     redis = create_redis(settings.redis.url)
     keys = Keys(settings.redis.key_prefix)
     self_url = settings.server.public_url or f"http://127.0.0.1:{settings.server.port}"
-    gateway = WeChatGateway(settings=settings, redis=redis, keys=keys, self_url=self_url)
+    gateway = WeChatGateway(
+        redis=redis,
+        keys=keys,
+        find_account=find_wechat_account,
+        self_url=self_url,
+        emulator_base=self_url.rstrip("/") + settings.wechat.emulator.mount,
+        http_timeout=settings.wechat.http_timeout,
+    )
     ctx = JobContext(settings=settings, redis=redis, keys=keys, gateway=gateway)
     try:
         if args.command == "run":

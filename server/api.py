@@ -156,9 +156,9 @@ def endpoint(
             body={"application/json": json_schema(body)} if body else None,
             response=responses,
             secured={"bearerAuth": []} if roles else None,
-            parameter=parameters or None,
+            parameter=parameters or None,  # type: ignore[arg-type]  # a list of dicts is accepted
         )(wrapped)
-        documented.__huiyuan_roles__ = roles or ()  # type: ignore[attr-defined]
+        documented.__huiyuan_roles__ = roles or ()  # type: ignore[attr-defined,union-attr]
         return documented
 
     return decorator

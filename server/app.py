@@ -14,6 +14,7 @@ from handlers import register_blueprints
 from jobs.outbox import run_forever
 from jobs.scheduler import JobContext, build_scheduler
 from models.kernel.cipher import DataCipher, set_cipher
+from models.tenancy.merchants import find_wechat_account
 from server import db, metrics, wiring
 from server.config import Settings
 from server.errors import register_error_handlers
@@ -30,7 +31,7 @@ class BoundedRequest(Request):
         if self.body:
             return
         limit, size, chunks = self.app.config.REQUEST_MAX_SIZE, 0, []
-        async for chunk in self.stream:
+        async for chunk in self.stream:  # type: ignore[union-attr,attr-defined]  # set while a body is received
             size += len(chunk)
             if size > limit:
                 raise PayloadTooLarge("Request body exceeds the size limit")
@@ -69,12 +70,15 @@ def create_app(settings: Settings, *, name: str = "huiyuan", wechat_transport: A
         set_cipher(DataCipher(settings.security.data_key))
         await db.init_db(settings)
         app.ctx.redis = create_redis(settings.redis.url)
+        self_url = _self_url(app, settings)
         app.ctx.wechat = WeChatGateway(
-            settings=settings,
             redis=app.ctx.redis,
             keys=app.ctx.keys,
+            find_account=find_wechat_account,
+            self_url=self_url,
+            emulator_base=self_url + settings.wechat.emulator.mount,
+            http_timeout=settings.wechat.http_timeout,
             transport=wechat_transport,
-            self_url=_self_url(app, settings),
         )
 
     @app.after_server_start
@@ -106,9 +110,9 @@ def create_app(settings: Settings, *, name: str = "huiyuan", wechat_transport: A
         await app.ctx.redis.aclose()
         await db.close_db()
 
-    @app.on_request(priority=90)
+    @app.on_request(priority=90)  # type: ignore[call-arg]  # sanic's stub omits priority
     async def attach_request_id(request: Request) -> None:
-        request.ctx.request_id = request.headers.get("x-request-id") or request.id.hex
+        request.ctx.request_id = request.headers.get("x-request-id") or request.id.hex  # type: ignore[union-attr]
 
     return app
 

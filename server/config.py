@@ -9,8 +9,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from wechat.gateway import EMULATOR
+
 ENV_PREFIX = "HUIYUAN_"
-EMULATOR = "emulator"
 DEV_JWT_SECRET = "dev-only-jwt-secret-change-me-0123456789"
 DEV_DATA_KEY = "ZGV2LW9ubHktZGF0YS1rZXktY2hhbmdlLW1lLTMyYiE="  # base64 of 32 bytes, dev only
 EMULATOR_KEYS = Path("wechat/emulator/keys")  # dev-only RSA keys, relative to the project root

@@ -6,7 +6,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+import aiomysql.connection
+import pymysql.converters
 from tortoise import Tortoise
+from tortoise.migrations.api.migrate import migrate as migrate_api
 
 from server.config import Settings
 
@@ -22,6 +25,7 @@ MODEL_MODULES = [  # every module of models/ that defines tables (app label "mod
     "models.members.custom_fields",
     "models.members.timeline",
     "models.members.imports",
+    "models.members.import_upload",
     "models.ledger.books",
     "models.ledger.balance_lots",
     "models.points.lots",
@@ -29,7 +33,7 @@ MODEL_MODULES = [  # every module of models/ that defines tables (app label "mod
     "models.tiers.tables",
     "models.payments.catalogue",
     "models.payments.orders",
-    "models.payments.plans",
+    "models.plans.terms",
     "models.payments.refund_settle",
     "models.cards.template",
     "models.onboarding.qrcodes",
@@ -84,8 +88,6 @@ async def init_db(settings: Settings) -> None:
 
 def _allow_mysql_bytes() -> None:
     """aiomysql 0.3.2 escapes bytes with PyMySQL's escape_bytes_prefixed, a placeholder string since PyMySQL 1.1.1."""
-    import aiomysql.connection
-    import pymysql.converters
 
     if not callable(aiomysql.connection.escape_bytes_prefixed):
         aiomysql.connection.escape_bytes_prefixed = pymysql.converters.escape_bytes
@@ -97,7 +99,6 @@ async def close_db() -> None:
 
 async def migrate(settings: Settings, *, progress: bool = False) -> None:
     """Apply pending committed migrations."""
-    from tortoise.migrations.api.migrate import migrate as migrate_api
 
     def report(event: str, app_label: str, name: str) -> None:
         if progress and event == "apply_done":

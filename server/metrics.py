@@ -45,7 +45,7 @@ class Metrics:
 def install(app: Sanic) -> Metrics:
     metrics = Metrics()
 
-    @app.on_request(priority=100)
+    @app.on_request(priority=100)  # type: ignore[call-arg]  # sanic's stub omits priority
     async def start_timer(request: Request) -> None:
         request.ctx.started = time.perf_counter()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import fakeredis
 import redis.asyncio as aioredis
 
 _FAKE_SERVER: Any = None
@@ -13,8 +14,6 @@ def create_redis(url: str) -> aioredis.Redis:
     """A client for url; memory:// shares one in-process fake server (embedded default)."""
     global _FAKE_SERVER
     if url.startswith("memory://"):
-        import fakeredis
-
         if _FAKE_SERVER is None:
             _FAKE_SERVER = fakeredis.FakeServer()
         return fakeredis.FakeAsyncRedis(server=_FAKE_SERVER, decode_responses=True)

@@ -11,6 +11,7 @@ import logging
 from collections.abc import Mapping
 
 from jobs import cards as card_jobs
+from jobs import members as member_jobs
 from jobs import outbox as outbox_jobs
 from jobs import payments as payment_jobs
 from jobs import points as points_jobs
@@ -86,6 +87,8 @@ SCHEDULED_JOBS: Mapping[str, JobSpec] = {
         JobSpec("payments.statement", payment_jobs.statement, every_seconds=86400),
         JobSpec("refunds.reconcile", payment_jobs.reconcile_refunds, every_seconds=300),
         JobSpec("plans.remind", payment_jobs.remind_expiring_plans, every_seconds=3600),
+        # a long import outlives the 20 s lock: another process's tick may then run the other waiting imports
+        JobSpec("members.imports", member_jobs.run_imports, every_seconds=5, lock_seconds=20),
     )
 }
 

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import httpx
 import redis.asyncio as aioredis
 
-from server.config import EMULATOR, Settings
-from server.redis import Keys
 from wechat.errors import WeChatAPIError, WeChatError, WeChatUnavailable
 from wechat.pay import PayV2Client, PayV3Client
 
@@ -20,6 +19,28 @@ log = logging.getLogger("huiyuan.wechat")
 TOKEN_ERRCODES = frozenset({40001, 40014, 42001})
 RETRY_ERRCODES = frozenset({-1, 45009})
 REFRESH_MARGIN = 300  # seconds before WeChat's expiry that we fetch a new token
+EMULATOR = "emulator"  # the api_base meaning "the emulator mounted in this server"
+
+
+class WeChatAccount(Protocol):
+    """What the gateway reads of a stored account (an official account, mini-program or pay merchant)."""
+
+    @property
+    def appid(self) -> str: ...
+
+    @property
+    def mch_id(self) -> str: ...
+
+    @property
+    def api_base(self) -> str: ...
+
+    def secrets(self) -> dict[str, str]: ...
+
+
+class FindAccount(Protocol):
+    """The credential lookup: the account of kind official/miniprogram/pay for an appid or mch_id (None: default)."""
+
+    def __call__(self, *, kind: str, key: str | None) -> Awaitable[WeChatAccount | None]: ...
 
 
 @dataclass(frozen=True)
@@ -35,23 +56,40 @@ class WeChatGateway:
     """Per-process entry point: one HTTP connection pool, clients per account."""
 
     def __init__(
-        self, *, settings: Settings, redis: aioredis.Redis, keys: Keys, transport: Any = None, self_url: str
+        self,
+        *,
+        redis: aioredis.Redis,
+        keys: Callable[..., str],
+        find_account: FindAccount,
+        self_url: str,
+        emulator_base: str = "",
+        http_timeout: float = 5.0,
+        transport: Any = None,
     ) -> None:
-        self.settings = settings
         self.redis = redis
         self.keys = keys
+        self.find_account = find_account
         self.self_url = self_url.rstrip("/")
-        self.http = httpx.AsyncClient(transport=transport, timeout=settings.wechat.http_timeout)
+        self.emulator_base = emulator_base.rstrip("/")
+        self.http = httpx.AsyncClient(transport=transport, timeout=http_timeout)
         self.retry_delays = (0.2, 0.5, 1.0)
 
     def resolve_base(self, api_base: str) -> str:
         """'emulator' means the emulator mounted in this server; anything else is scheme://host[/prefix]."""
         if api_base == EMULATOR:
-            return self.self_url + self.settings.wechat.emulator.mount
+            if not self.emulator_base:
+                raise WeChatError("an account points at the emulator, but no emulator is mounted")
+            return self.emulator_base
         return api_base.rstrip("/")
 
     def app_client(self, credentials: AppCredentials) -> AppClient:
         return AppClient(gateway=self, credentials=credentials)
+
+    def account_client(self, account: WeChatAccount) -> AppClient:
+        """Client of a stored official account or mini-program."""
+        return self.app_client(
+            AppCredentials(appid=account.appid, secret=account.secrets()["secret"], api_base=account.api_base)
+        )
 
     async def official_client(self, appid: str | None = None) -> AppClient:
         """Client of an official account stored for a merchant (the default merchant's when appid is None)."""
@@ -62,9 +100,7 @@ class WeChatGateway:
 
     async def pay_client(self, mch_id: str | None = None, *, version: str | None = None) -> PayV2Client | PayV3Client:
         """Pay client of a merchant id (the default merchant's when None), in its configured API version."""
-        from models.tenancy.merchants import find_wechat_account
-
-        account = await find_wechat_account(kind="pay", key=mch_id)
+        account = await self.find_account(kind="pay", key=mch_id)
         if account is None:
             raise WeChatError(f"no pay account {mch_id or '(default)'} is configured")
         keys = account.secrets()
@@ -81,13 +117,10 @@ class WeChatGateway:
         )
 
     async def _client(self, kind: str, appid: str | None) -> AppClient:
-        from models.tenancy.merchants import find_wechat_account
-
-        account = await find_wechat_account(kind=kind, key=appid)
+        account = await self.find_account(kind=kind, key=appid)
         if account is None:
             raise WeChatError(f"no {kind} account {appid or '(default)'} is configured")
-        credentials = AppCredentials(appid=account.appid, secret=account.secrets()["secret"], api_base=account.api_base)
-        return self.app_client(credentials)
+        return self.account_client(account)
 
     async def aclose(self) -> None:
         await self.http.aclose()

@@ -16,8 +16,11 @@ from models.kernel import clock
 from models.kernel.errors import Conflict, NotFound, Unprocessable
 from models.ledger import books as ledger
 from models.points.lots import PointsLot, consume_lots, earn_points
-from models.points.rules import get_points_rules, local_day, local_midnight, merchant_zone, purchase_points
-from models.tenancy.merchants import Store
+from models.points.rules import get_points_rules, local_day, local_midnight, purchase_points
+from models.tenancy.merchants import Store, merchant_zone
+from models.tiers import earning
+from models.tiers import standing as tier_rules
+from models.tiers.growth import growth_for_amount
 
 MAX_AMOUNT = 10**12  # fen
 
@@ -42,17 +45,8 @@ class Purchase(Model):
         indexes = (("member_id", "occurred_at"),)
 
 
-def growth_module() -> Any:
-    """models.growth, imported late: it reaches tiers, which read purchases."""
-    from models.tiers import growth
-
-    return growth
-
-
 async def multiplier_permille(*, merchant_id: int, member_id: int) -> int:
     """The member's points multiplier in per-mille (1000 = x1): the tier's, or a paid plan's when larger."""
-    from models.tiers import standing as tier_rules
-
     return int(await tier_rules.points_multiplier_permille(merchant_id=merchant_id, member_id=member_id))
 
 
@@ -97,9 +91,8 @@ async def _finish(purchase: Purchase) -> None:
             ref_type="purchase",
             ref_id=str(purchase.id),
         )
-    growth = growth_module()
     if purchase.growth > 0:
-        await growth.add_growth(
+        await earning.add_growth(
             merchant_id=purchase.merchant_id,
             member_id=purchase.member_id,
             delta=purchase.growth,
@@ -157,8 +150,7 @@ async def record_purchase_once(
                 zone = await merchant_zone(merchant_id=merchant_id)
                 used = await _earned_today(merchant_id=merchant_id, member_id=member_id, occurred_at=when, zone=zone)
                 points = max(0, min(points, rules.daily_cap - used))
-            growth = growth_module()
-            growth_amount = int(await growth.growth_for_amount(merchant_id=merchant_id, amount=amount))
+            growth_amount = int(await growth_for_amount(merchant_id=merchant_id, amount=amount))
             purchase = await Purchase.create(
                 merchant_id=merchant_id,
                 member_id=member_id,
@@ -251,9 +243,8 @@ async def reverse_purchase(
                         operator_staff_id=operator_staff_id,
                         within=consume,
                     )
-            growth = growth_module()
             if purchase.growth > 0:
-                await growth.add_growth(
+                await earning.add_growth(
                     merchant_id=merchant_id,
                     member_id=member_id,
                     delta=-purchase.growth,

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import codecs
 import csv
+import io
 import re
 import sqlite3
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from models.kernel.errors import Unprocessable
 from models.ledger.books import MAX_DELTA
@@ -27,23 +29,17 @@ WHOLE = re.compile(r"^-?[0-9]{1,18}$")
 TRUE_WORDS, FALSE_WORDS = frozenset({"true", "1", "yes", "y", "是"}), frozenset({"false", "0", "no", "n", "否"})
 
 
-def _open(path: str | Path):
-    # surrogateescape: a stray non-UTF-8 byte rejects its row instead of stopping the whole file
-    return open(path, encoding="utf-8-sig", errors="surrogateescape", newline="")
-
-
-def read_header(path: str | Path) -> list[str]:
-    """The header row, lower-cased; the start of the file must be UTF-8 (an Excel BOM is fine)."""
-    with open(path, "rb") as raw:
-        head = raw.read(HEADER_PROBE)
+def read_header(head: bytes) -> list[str]:
+    """The header row, lower-cased, from the file's first bytes; they must be UTF-8 (an Excel BOM is fine)."""
+    probe = head[:HEADER_PROBE]
     try:
-        codecs.getincrementaldecoder("utf-8-sig")().decode(head, final=len(head) < HEADER_PROBE)
+        codecs.getincrementaldecoder("utf-8-sig")().decode(probe, final=len(probe) < HEADER_PROBE)
     except UnicodeDecodeError:
         raise Unprocessable(
             "the file must be UTF-8 text (in Excel: Save As, CSV UTF-8)", code="import.not_utf8"
         ) from None
-    with _open(path) as text:
-        header = next(csv.reader(text), None)
+    text = io.StringIO(head.decode("utf-8-sig", errors="surrogateescape"), newline="")
+    header = next(csv.reader(text), None)
     if not header or not any(cell.strip() for cell in header):
         raise Unprocessable("the file is empty: a header row is required", code="import.header_missing")
     return [cell.strip().lower() for cell in header]
@@ -64,18 +60,17 @@ def check_header(columns: list[str], custom_keys: set[str]) -> None:
         )
 
 
-def count_records(path: str | Path) -> int:
+def count_records(lines: Iterable[str]) -> int:
     """Non-empty records after the header (one streaming pass)."""
     count = 0
-    with _open(path) as text:
-        reader = csv.reader(text)
-        while True:
-            try:
-                for values in reader:
-                    count += bool(values)
-                return max(count - 1, 0)
-            except csv.Error:
-                count += 1
+    reader = csv.reader(lines)
+    while True:
+        try:
+            for values in reader:
+                count += bool(values)
+            return max(count - 1, 0)
+        except csv.Error:
+            count += 1
 
 
 @dataclass(slots=True)
@@ -99,18 +94,33 @@ class Candidate:
     custom_fields: dict[str, Any]
 
 
+class Lines(Protocol):
+    consumed: int  # bytes of the lines handed out so far
+
+    def __iter__(self) -> Iterator[str]: ...
+
+    def __next__(self) -> str: ...
+
+
 class CsvSource:
-    """The records after the header, a batch at a time; blocking file I/O, so call it from a worker thread."""
+    """Records a batch at a time from a resume point (line and byte); blocking reads: call it from a worker thread."""
 
-    def __init__(self, path: str | Path) -> None:
-        self.text = _open(path)
-        self.reader = csv.reader(self.text)
-        next(self.reader, None)
+    def __init__(self, lines: Lines, *, line: int) -> None:
+        self.lines, self.before = lines, line
+        self.reader = csv.reader(lines)
+        if line == 0:
+            next(self.reader, None)  # the header
 
-    def take(self, limit: int) -> list[Row]:
+    @property
+    def position(self) -> tuple[int, int]:
+        """(last physical line read, byte offset after it): where a resumed job starts."""
+        return self.before + self.reader.line_num, self.lines.consumed
+
+    def take(self, limit: int, until: int | None = None) -> list[Row]:
+        """Up to limit records, stopping before byte offset `until` when given."""
         rows: list[Row] = []
-        while len(rows) < limit:
-            start = self.reader.line_num + 1
+        while len(rows) < limit and (until is None or self.lines.consumed < until):
+            start = self.before + self.reader.line_num + 1
             try:
                 values = next(self.reader)
             except StopIteration:
@@ -121,9 +131,6 @@ class CsvSource:
             if values:
                 rows.append(Row(start, values))
         return rows
-
-    def close(self) -> None:
-        self.text.close()
 
 
 class SeenPhones:

@@ -1,39 +1,33 @@
-"""Bulk member imports: a job with progress, and the rows it rejected with their reasons."""
+"""Bulk member imports: a job with progress and a lease a worker holds, and the rows it rejected with their reasons.
+
+A job is pending until a worker has counted its rows, then running, then done or failed. Whoever runs it holds the
+lease (lease_owner until lease_until), renewed with every batch; a worker that stops (a crash, kill -9) lets the
+lease expire and the next worker resumes at reached_line / reached_byte, the point committed with the last batch.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import tempfile
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import AsyncIterable
+from datetime import datetime, timedelta
 
 from tortoise import fields
-from tortoise.exceptions import IntegrityError, OperationalError
+from tortoise.exceptions import OperationalError
+from tortoise.expressions import F, Q
 from tortoise.models import Model
 from tortoise.transactions import in_transaction
 
-from models.kernel import clock
-from models.kernel.errors import Conflict, NotFound, Unprocessable
-from models.ledger import books as ledger
+from models.kernel.errors import NotFound
 from models.members.custom_fields import list_fields
-from models.members.import_rows import (
-    Candidate,
-    CsvSource,
-    Row,
-    RowRules,
-    SeenPhones,
-    check_header,
-    count_records,
-    parse_row,
-    read_header,
-)
-from models.members.members import Member, new_referral_code
-from models.members.timeline import MemberActivity
-from models.tenancy.merchants import Store
+from models.members.import_rows import check_header, read_header
+from models.members.import_upload import delete_upload, store_upload
 
-log = logging.getLogger("huiyuan.imports")
+ACTIVE = ("pending", "running")
+LEASE = timedelta(seconds=20)  # a worker renews it with every batch; a stopped worker's job resumes after this
+MAX_ATTEMPTS = 3
+
+
+class LeaseLostError(Exception):
+    """Another worker took the job over (this one's lease had expired); stop without writing anything more."""
 
 
 class ImportJob(Model):
@@ -51,9 +45,16 @@ class ImportJob(Model):
     created_at = fields.DatetimeField(auto_now_add=True)
     started_at = fields.DatetimeField(null=True)
     finished_at = fields.DatetimeField(null=True)
+    upload_key = fields.CharField(max_length=32, default="")  # import_chunk rows holding the file
+    lease_owner = fields.CharField(max_length=64, null=True)
+    lease_until = fields.DatetimeField(null=True)
+    attempts = fields.IntField(default=0)  # leases taken
+    reached_line = fields.IntField(default=0)  # last physical line of the last committed batch (header = 1)
+    reached_byte = fields.BigIntField(default=0)  # byte offset after that line: where a resumed run reads on
 
     class Meta:
         table = "import_job"
+        indexes = (("status", "lease_until"),)
 
     @property
     def percent(self) -> float:
@@ -73,15 +74,19 @@ class ImportReject(Model):
         indexes = (("job_id", "line"),)
 
 
-BATCH_ROWS = 500
-COUNTERS = ("processed", "created", "unchanged", "rejected")
-
-
-async def create_import_job(*, merchant_id: int, staff_id: int | None, path: str | Path, filename: str) -> ImportJob:
-    """Accept a CSV file for import if its header names known columns (phone required); the job starts pending."""
-    columns = await asyncio.to_thread(read_header, path)
-    check_header(columns, {d.key for d in await list_fields(merchant_id=merchant_id)})
-    return await ImportJob.create(merchant_id=merchant_id, staff_id=staff_id, filename=filename[:255])
+async def create_import_job(
+    *, merchant_id: int, staff_id: int | None, body: AsyncIterable[bytes], filename: str
+) -> ImportJob:
+    """Store a CSV file for import if its header names known columns (phone required); the job starts pending."""
+    upload = await store_upload(body=body)
+    try:
+        check_header(read_header(upload.head), {d.key for d in await list_fields(merchant_id=merchant_id)})
+        return await ImportJob.create(
+            merchant_id=merchant_id, staff_id=staff_id, filename=filename[:255], upload_key=upload.key
+        )
+    except BaseException:
+        await delete_upload(key=upload.key)
+        raise
 
 
 async def get_import_job(*, merchant_id: int, job_id: int) -> ImportJob:
@@ -98,182 +103,73 @@ async def list_rejects(*, merchant_id: int, job_id: int, offset: int, limit: int
     return await ImportReject.filter(job_id=job_id).order_by("line", "id").offset(offset).limit(limit)
 
 
-@dataclass
-class _Context:
-    job: ImportJob
-    rules: RowRules
-    seen: SeenPhones
-    actor: str
-    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTERS, 0))
+def _lease_free(now: datetime) -> Q:
+    return Q(status__in=ACTIVE) & (Q(lease_until__isnull=True) | Q(lease_until__lt=now))
 
 
-async def _create(ctx: _Context, rows: list[Candidate]) -> None:
-    """Members, their accounts, timeline and opening ledger rows; call inside the batch's transaction."""
-    merchant_id, job = ctx.job.merchant_id, ctx.job
-    await Member.bulk_create(
-        [
-            Member(
-                merchant_id=merchant_id,
-                origin_store_id=c.store_id,
-                source="import",
-                phone=c.phone,
-                name=c.name,
-                gender=c.gender,
-                birthday=c.birthday,
-                custom_fields=c.custom_fields,
-                referral_code=new_referral_code(),
-            )
-            for c in rows
-        ]
-    )
-    ids = dict(
-        await Member.filter(merchant_id=merchant_id, phone__in=[c.phone for c in rows]).values_list("phone", "id")
-    )
-    books: tuple[type[ledger._Account], ...] = (ledger.PointsAccount, ledger.BalanceAccount)
-    for account in books:
-        await account.bulk_create([account(member_id=ids[c.phone], merchant_id=merchant_id) for c in rows])
-    await MemberActivity.bulk_create(
-        [
-            MemberActivity(
-                merchant_id=merchant_id,
-                member_id=ids[c.phone],
-                kind="registered",
-                actor=ctx.actor,
-                detail={"source": "import", "store_id": c.store_id, "import_job_id": job.id, "line": c.line},
-            )
-            for c in rows
-        ]
-    )
-    for c in rows:
-        openings = (("balance", c.balance, ledger.change_balance), ("points", c.points, ledger.change_points))
-        for book, delta, change in openings:  # balance before points: the ledgers' lock order
-            if delta:
-                await change(
-                    merchant_id=merchant_id,
-                    member_id=ids[c.phone],
-                    delta=delta,
-                    kind="import",
-                    reason=c.reason,
-                    idempotency_key=f"import:{book}:{c.phone}",
-                    ref_type="import",
-                    ref_id=str(job.id),
-                    operator_staff_id=job.staff_id,
-                )
+async def list_claimable_imports(*, now: datetime, limit: int = 100) -> list[int]:
+    """Ids of pending or running jobs nobody holds (never leased, or the lease expired), oldest first."""
+    rows = await ImportJob.filter(_lease_free(now)).order_by("id").limit(limit).values("id")
+    return [row["id"] for row in rows]
 
 
-async def _create_one_by_one(ctx: _Context, rows: list[Candidate]) -> tuple[int, int, list[tuple[int, str]]]:
-    """After a batch conflict: each row alone; a phone taken meanwhile is unchanged, a used opening key rejected."""
-    created = unchanged = 0
-    rejects: list[tuple[int, str]] = []
-    for candidate in rows:
-        for attempt in range(3):
-            try:
-                async with in_transaction():
-                    await _create(ctx, [candidate])
-                created += 1
-                break
-            except IntegrityError:
-                if await Member.exists(merchant_id=ctx.job.merchant_id, phone=candidate.phone):
-                    unchanged += 1
-                    break
-                if attempt == 2:  # a referral code collided three times: give up on this row only
-                    rejects.append((candidate.line, "member could not be created; import the row again"))
-            except OperationalError:
-                if attempt == 2:  # lock conflicts three times in a row: the database is in trouble, stop the job
-                    raise
-                await asyncio.sleep(0.05 * (attempt + 1))
-            except Conflict as exc:
-                rejects.append((candidate.line, f"opening amount already imported for this phone ({exc.code})"))
-                break
-    return created, unchanged, rejects
-
-
-async def _save_batch(ctx: _Context, rows: int, created: int, unchanged: int, rejects: list[tuple[int, str]]) -> None:
-    """Rejects and counters of one batch; call inside the batch's transaction."""
-    counts = ctx.counts
-    await ImportReject.bulk_create(
-        [ImportReject(job_id=ctx.job.id, line=line, reason=why[:255]) for line, why in rejects]
-    )
-    await ImportJob.filter(id=ctx.job.id).update(
-        processed_rows=counts["processed"] + rows,
-        created_rows=counts["created"] + created,
-        unchanged_rows=counts["unchanged"] + unchanged,
-        rejected_rows=counts["rejected"] + len(rejects),
-    )
-
-
-async def _import_batch(ctx: _Context, rows: list[Row]) -> None:
-    rejects: list[tuple[int, str]] = []
-    valid: list[Candidate] = []
-    for row in rows:
-        result = row.error or await parse_row(ctx.rules, row)
-        if isinstance(result, str):
-            rejects.append((row.line, result))
-        else:
-            valid.append(result)
-    repeats = await asyncio.to_thread(ctx.seen.claim, [(c.phone, c.line) for c in valid])
-    rejects += [(line, f"duplicate phone (first on line {first})") for line, first in repeats.items()]
-    valid = [c for c in valid if c.line not in repeats]
-    phones = [c.phone for c in valid]
-    existing = Member.filter(merchant_id=ctx.job.merchant_id, phone__in=phones).values_list("phone", flat=True)
-    taken = set(await existing) if phones else set()
-    new = [c for c in valid if c.phone not in taken]
-    created, unchanged = len(new), len(valid) - len(new)
+async def claim_import(*, job_id: int, owner: str, now: datetime) -> bool:
+    """Take a free or expired lease: of workers racing for one job exactly one wins (row count of a guarded UPDATE)."""
     try:
-        async with in_transaction():
-            if new:
-                await _create(ctx, new)
-            await _save_batch(ctx, len(rows), created, unchanged, rejects)
-    except (IntegrityError, Conflict, OperationalError):  # a concurrent import or registration, or a deadlock
-        log.info("import %s: batch conflict at line %s, creating row by row", ctx.job.id, rows[0].line)
-        created, late_unchanged, late_rejects = await _create_one_by_one(ctx, new)
-        unchanged += late_unchanged
-        rejects += late_rejects
-        async with in_transaction():
-            await _save_batch(ctx, len(rows), created, unchanged, rejects)
-    for name, added in zip(COUNTERS, (len(rows), created, unchanged, len(rejects)), strict=True):
-        ctx.counts[name] += added
-        setattr(ctx.job, f"{name}_rows", ctx.counts[name])
+        claimed = await ImportJob.filter(_lease_free(now), id=job_id, attempts__lt=MAX_ATTEMPTS).update(
+            lease_owner=owner, lease_until=now + LEASE, attempts=F("attempts") + 1
+        )
+    except OperationalError:  # Galera certification / TiDB write conflict: the other claimer won
+        return False
+    return claimed == 1
 
 
-async def run_import(
-    *, job_id: int, path: str | Path, on_batch: Callable[[ImportJob], None] | None = None
-) -> ImportJob:
-    """Import the file in batches of 500, each committed with its rejects and counters; idempotent by phone."""
-    job = await ImportJob.get(id=job_id)
-    try:
-        columns = await asyncio.to_thread(read_header, path)
-        definitions = {d.key: d for d in await list_fields(merchant_id=job.merchant_id)}
-        check_header(columns, set(definitions))
-        job.total_rows = await asyncio.to_thread(count_records, path)
-        job.status, job.started_at = "running", clock.now()
-        await job.save(update_fields=["total_rows", "status", "started_at"])
-        stores = dict(await Store.filter(merchant_id=job.merchant_id).values_list("code", "id"))
-        actor = f"staff:{job.staff_id}" if job.staff_id else "import"
-        with tempfile.TemporaryDirectory(prefix="huiyuan-import-") as work:
-            seen = await asyncio.to_thread(SeenPhones, Path(work) / "seen.sqlite3")
-            source = await asyncio.to_thread(CsvSource, path)
-            rules = RowRules(job.merchant_id, columns, stores, definitions, clock.now().date())
-            ctx = _Context(job, rules, seen, actor)
-            try:
-                while rows := await asyncio.to_thread(source.take, BATCH_ROWS):
-                    await _import_batch(ctx, rows)
-                    if on_batch is not None:
-                        on_batch(job)
-            finally:
-                source.close()
-                seen.close()
-        job.status, job.finished_at = "done", clock.now()
-        await job.save(update_fields=["status", "finished_at"])
-    except asyncio.CancelledError:
-        await _fail(job, "interrupted: the server stopped; import the file again (rows already imported stay)")
-        raise
-    except Exception as exc:  # noqa: BLE001 - any failure ends the job as failed, with the reason shown
-        log.exception("import %s failed", job.id)
-        await _fail(job, exc.message if isinstance(exc, Unprocessable) else f"{type(exc).__name__}: {exc}")
-    return job
+async def renew_lease(*, job_id: int, owner: str, now: datetime) -> None:
+    """Extend this worker's lease; raises LeaseLostError when another worker has taken the job over."""
+    if not await ImportJob.filter(id=job_id, lease_owner=owner).update(lease_until=now + LEASE):
+        raise LeaseLostError(f"import {job_id}: lease lost")
 
 
-async def _fail(job: ImportJob, error: str) -> None:
-    await ImportJob.filter(id=job.id).update(status="failed", error=error[:2000], finished_at=clock.now())
-    job.status, job.error = "failed", error[:2000]
+async def start_import(*, job: ImportJob, owner: str, total_rows: int, now: datetime) -> None:
+    """Record the row count: the job is running from now on (it is pending while counted)."""
+    started = await ImportJob.filter(id=job.id, lease_owner=owner).update(
+        status="running", total_rows=total_rows, started_at=now, lease_until=now + LEASE
+    )
+    if not started:
+        raise LeaseLostError(f"import {job.id}: lease lost")
+    job.status, job.total_rows, job.started_at = "running", total_rows, now
+
+
+async def release_import(*, job: ImportJob, owner: str, error: str, retry_at: datetime | None, retry: bool) -> None:
+    """Give the lease back: with retry, another attempt may start at retry_at; without, the attempt is not counted."""
+    attempts = F("attempts") if retry else F("attempts") - 1
+    await ImportJob.filter(id=job.id, lease_owner=owner).update(
+        lease_owner=None, lease_until=retry_at, error=error[:2000], attempts=attempts
+    )
+    job.error, job.lease_owner, job.lease_until = error[:2000], None, retry_at
+
+
+async def end_import(*, job: ImportJob, owner: str, status: str, error: str, now: datetime) -> None:
+    """Mark the job done or failed and delete its upload, in one transaction; LeaseLostError if taken over."""
+    if not await _end(job, Q(lease_owner=owner), status, error, now):
+        raise LeaseLostError(f"import {job.id}: lease lost")
+
+
+async def give_up_import(*, job: ImportJob, now: datetime) -> bool:
+    """Fail a job whose workers stopped MAX_ATTEMPTS times (the last lease expired); the rows imported so far stay."""
+    why = job.error or "the worker stopped"
+    error = f"stopped {MAX_ATTEMPTS} times before finishing ({why}); rows up to line {job.reached_line} are imported"
+    return await _end(job, _lease_free(now) & Q(attempts__gte=MAX_ATTEMPTS), "failed", error, now)
+
+
+async def _end(job: ImportJob, guard: Q, status: str, error: str, now: datetime) -> bool:
+    async with in_transaction():
+        ended = await ImportJob.filter(guard, id=job.id).update(
+            status=status, error=error[:2000], finished_at=now, lease_owner=None, lease_until=None
+        )
+        if ended:
+            await delete_upload(key=job.upload_key)
+    if ended:
+        job.status, job.error, job.finished_at = status, error[:2000], now
+        job.lease_owner = job.lease_until = None
+    return bool(ended)

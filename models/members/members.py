@@ -15,10 +15,13 @@ from tortoise.models import Model
 from tortoise.queryset import QuerySet
 from tortoise.transactions import in_transaction
 
+from models.kernel import clock
 from models.kernel.cipher import cipher
 from models.kernel.errors import Conflict, NotFound, Unprocessable
+from models.ledger.books import BalanceAccount, PointsAccount
 from models.members.custom_fields import validate_values
 from models.members.member_card import MemberCard
+from models.members.timeline import record
 from models.tenancy.merchants import Merchant
 
 GENDERS = ("unknown", "male", "female")
@@ -91,7 +94,7 @@ def _check_profile(data: dict[str, Any]) -> None:
     if gender is not None and gender not in GENDERS:
         raise Unprocessable(f"gender must be one of {', '.join(GENDERS)}", code="member.gender_invalid", field="gender")
     birthday = data.get("birthday")
-    if isinstance(birthday, date) and birthday > date.today():
+    if isinstance(birthday, date) and birthday > clock.now().date():
         raise Unprocessable("birthday is in the future", code="member.birthday_invalid", field="birthday")
     id_card = data.get("id_card_no")
     if id_card is not None and not ID_CARD_PATTERN.match(id_card):
@@ -143,8 +146,6 @@ async def create_member(
     actor: str = "system",
 ) -> Member:
     """Register a member with its points and balance accounts and a timeline entry, in one transaction."""
-    from models.ledger.books import BalanceAccount, PointsAccount
-    from models.members.timeline import record
 
     data = dict(profile)
     _check_profile(data)
@@ -312,7 +313,6 @@ def _profile_diff(member: Member, data: dict[str, Any]) -> dict[str, Any]:
 
 async def update_member(*, member: Member, changes: dict[str, Any], actor: str = "system") -> Member:
     """Change profile fields (custom fields merge, null removes); the timeline records who changed what."""
-    from models.members.timeline import record
 
     data = dict(changes)
     _check_profile(data)

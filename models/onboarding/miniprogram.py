@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
@@ -17,17 +17,19 @@ from models.ledger.books import get_balances
 from models.members import members
 from models.members.member_card import MemberCard
 from models.members.members import Member
+from models.members.qr import sign_member_qr, verify_member_qr
 from models.members.timeline import record
 from models.tenancy.merchants import Store, WechatAccount, find_wechat_account
 from models.tiers.standing import tier_name
-from server.auth import sign_member_qr, verify_member_qr
+from wechat import wxa
 from wechat.crypto import wxa_decrypt
 from wechat.errors import WeChatAPIError, WeChatCryptoError, WeChatError
-from wechat.gateway import AppClient, WeChatGateway
+
+if TYPE_CHECKING:
+    from wechat.gateway import AppClient, WeChatGateway
 
 DEFAULT_TIER_NAME = "普通会员"
 WATERMARK_MAX_AGE = 86_400  # legacy encryptedData older (or newer) than this is refused as a replay
-CODE_ERRCODES = frozenset({40029, 40163})
 
 
 @dataclass(frozen=True)
@@ -71,7 +73,7 @@ async def _wechat(pending: Awaitable[Any], path: str, *, code_error: DomainError
     try:
         return await pending
     except WeChatAPIError as exc:
-        if code_error is not None and exc.errcode in CODE_ERRCODES:
+        if code_error is not None and exc.errcode in wxa.INVALID_CODE_ERRCODES:
             raise code_error from None
         raise wechat_failure(exc, action=path) from None
     except WeChatError as exc:
@@ -106,32 +108,22 @@ async def login(
     """Exchange a wx.login code for the member behind it (registered on first contact, merged by unionid)."""
     account = await _mp_account(appid=appid)
     client = await _client(gateway, account)
-    params = {
-        "appid": account.appid,
-        "secret": client.credentials.secret,
-        "js_code": code,
-        "grant_type": "authorization_code",
-    }
-    session = await _wechat(
-        client.call_public("GET", "/sns/jscode2session", params=params),
+    session: wxa.Session = await _wechat(
+        wxa.code_to_session(client, js_code=code),
         "jscode2session",
         code_error=Unauthorized("login code is invalid or was used", code="mp.code_invalid"),
     )
-    openid, session_key = session.get("openid"), session.get("session_key")
-    if not isinstance(openid, str) or not openid or not isinstance(session_key, str) or not session_key:
-        raise wechat_failure(WeChatError("jscode2session answer lacks openid/session_key"), action="jscode2session")
-    unionid = session.get("unionid") if isinstance(session.get("unionid"), str) else None
     # a stale or unknown store code must not block the login: the member just gets no origin store
     store = await Store.get_or_none(merchant_id=account.merchant_id, code=store_code) if store_code else None
     member, created = await members.register_wechat_member(
         merchant_id=account.merchant_id,
-        mp_openid=openid,
-        unionid=unionid or None,
+        mp_openid=session.openid,
+        unionid=session.unionid,
         origin_store_id=store.id if store else None,
         referral_code=referral_code,
         source="mp",
     )
-    sealed = cipher().encrypt(session_key, context=session_context(member.id))
+    sealed = cipher().encrypt(session.session_key, context=session_context(member.id))
     await Member.filter(id=member.id).update(mp_session_key_enc=sealed)
     return MpLogin(member=member, created=created)
 
@@ -162,14 +154,11 @@ async def update_profile(*, merchant_id: int, member_id: int, changes: dict[str,
 
 async def _phone_by_code(gateway: WeChatGateway, account: WechatAccount, code: str) -> dict[str, Any]:
     client = await _client(gateway, account)
-    answer = await _wechat(
-        client.call("POST", "/wxa/business/getuserphonenumber", json={"code": code}),
+    info: dict[str, Any] = await _wechat(
+        wxa.phone_info(client, code=code),
         "getuserphonenumber",
         code_error=Unprocessable("phone code is invalid or was used", code="mp.phone_code_invalid"),
     )
-    info = answer.get("phone_info")
-    if not isinstance(info, dict):
-        raise wechat_failure(WeChatError("no phone_info"), action="getuserphonenumber")
     return info
 
 
@@ -192,10 +181,10 @@ def _phone_by_encrypted_data(member: Member, account: WechatAccount, encrypted_d
 
 
 def _phone_of(info: dict[str, Any]) -> str:
-    pure, country = str(info.get("purePhoneNumber") or ""), str(info.get("countryCode") or "86")
-    if not pure:
+    phone = wxa.phone_number(info)
+    if not phone:
         raise Unprocessable("WeChat returned no phone number", code="mp.phone_missing")
-    return pure if country == "86" else f"+{country}{pure}"
+    return phone
 
 
 async def bind_phone(
@@ -263,12 +252,7 @@ async def referral_qr(*, gateway: WeChatGateway, merchant_id: int, member_id: in
     member = await members.get_member(merchant_id=merchant_id, member_id=member_id)
     referral_code = member.referral_code or await _assign_referral_code(member)
     client = await _client(gateway, await _mp_account(merchant_id=merchant_id))
-    image = await _wechat(
-        client.call("POST", "/wxa/getwxacodeunlimit", json={"scene": f"ref:{referral_code}"}, raw=True),
-        "getwxacodeunlimit",
-    )
-    if not isinstance(image, bytes):
-        raise wechat_failure(WeChatError("no image"), action="getwxacodeunlimit")
+    image: bytes = await _wechat(wxa.wxacode_unlimited(client, scene=f"ref:{referral_code}"), "getwxacodeunlimit")
     return referral_code, base64.b64encode(image).decode("ascii")
 
 

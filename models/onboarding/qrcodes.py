@@ -17,6 +17,8 @@ from tortoise.models import Model
 from models.kernel.errors import DomainError, NotFound, Unprocessable, wechat_errors
 from models.tenancy.merchants import Store, merchant_client
 from models.tenancy.staff import Staff
+from wechat.qrcode import create_permanent_qrcode
+from wechat.wxa import wxacode_unlimited
 
 if TYPE_CHECKING:
     from wechat.gateway import WeChatGateway
@@ -97,23 +99,13 @@ async def _issue(gateway: WeChatGateway, *, merchant_id: int, kind: str, scene: 
     with wechat_errors(action="qrcode"):
         if kind == "oa":
             client = await merchant_client(gateway, merchant_id=merchant_id, kind="official")
-            answer = await client.call(
-                "POST",
-                "/cgi-bin/qrcode/create",
-                json={"action_name": "QR_LIMIT_STR_SCENE", "action_info": {"scene": {"scene_str": scene}}},
-            )
-            ticket, url = str(answer.get("ticket") or ""), str(answer.get("url") or "")
+            ticket, url = await create_permanent_qrcode(client, scene=scene)
             if not (ticket and url):
                 raise DomainError("WeChat returned no ticket/url", code="wechat.api_error", status=502)
             return {"ticket": ticket, "url": url}
         client = await merchant_client(gateway, merchant_id=merchant_id, kind="miniprogram")
-        image = await client.call(
-            "POST",
-            "/wxa/getwxacodeunlimit",
-            json={"scene": scene, "page": MP_PAGE, "check_path": False},
-            raw=True,
-        )
-    if not isinstance(image, bytes) or not image.startswith(PNG_MAGIC):
+        image = await wxacode_unlimited(client, scene=scene, page=MP_PAGE, check_path=False)
+    if not image.startswith(PNG_MAGIC):
         raise DomainError("WeChat did not return an image", code="wechat.api_error", status=502)
     return {"image_png": image}
 

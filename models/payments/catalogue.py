@@ -1,4 +1,4 @@
-"""Recharge packages and paid membership plans a merchant sells, and the plans members hold."""
+"""What a merchant sells through WeChat Pay: recharge packages and paid plans (the plan tables are models/plans)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,9 @@ from tortoise.models import Model
 
 from models.kernel import clock
 from models.kernel.errors import Conflict, NotFound, Unprocessable
+from models.payments.orders import purchases_counted
+from models.plans.terms import PaidPlan
+from models.tiers.tables import Tier
 
 
 class RechargePackage(Model):
@@ -32,43 +35,6 @@ class RechargePackage(Model):
 
     class Meta:
         table = "recharge_package"
-
-
-class PaidPlan(Model):
-    id = fields.IntField(primary_key=True)
-    merchant_id = fields.IntField()
-    code = fields.CharField(max_length=32)
-    name = fields.CharField(max_length=64)
-    period = fields.CharField(max_length=12)  # month | quarter | year | lifetime
-    price = fields.BigIntField()
-    tier_id = fields.IntField(null=True)  # tier held while the plan runs
-    points_multiplier_permille = fields.IntField(default=1000)
-    benefits: dict[str, Any] = fields.JSONField(default=dict)  # monthly coupon pack, free items
-    refund_rule = fields.CharField(max_length=12, default="pro_rata")  # pro_rata | none
-    is_active = fields.BooleanField(default=True)
-    created_at = fields.DatetimeField(auto_now_add=True)
-
-    class Meta:
-        table = "paid_plan"
-        unique_together = (("merchant_id", "code"),)
-
-
-class MemberPlan(Model):
-    """One purchased term of a plan. Renewals stack: each term starts when the previous one ends."""
-
-    id = fields.BigIntField(primary_key=True)
-    merchant_id = fields.IntField()
-    member_id = fields.IntField()
-    plan_id = fields.IntField()
-    order_id = fields.BigIntField(unique=True)
-    starts_at = fields.DatetimeField()
-    ends_at = fields.DatetimeField(null=True)  # null for lifetime
-    status = fields.CharField(max_length=12, default="active")  # active | refunded
-    created_at = fields.DatetimeField(auto_now_add=True)
-
-    class Meta:
-        table = "member_plan"
-        indexes = (("member_id", "ends_at"),)
 
 
 PERIODS = ("month", "quarter", "year", "lifetime")
@@ -103,7 +69,6 @@ PLAN_FIELDS = (
 
 async def _check_tier(*, merchant_id: int, tier_id: int | None, field: str) -> None:
     """A named tier must be one of the merchant's."""
-    from models.tiers.tables import Tier
 
     if tier_id is not None and not await Tier.exists(id=tier_id, merchant_id=merchant_id):
         raise Unprocessable("no such tier", code="tier.not_found", field=field)
@@ -222,7 +187,6 @@ class PackageOffer:
 
 async def offers_for_member(*, merchant_id: int, member_id: int) -> list[PackageOffer]:
     """Packages a member can buy now, with how many purchases the per-member limit still allows."""
-    from models.payments.orders import purchases_counted
 
     now = clock.now()
     packages = [p for p in await list_packages(merchant_id=merchant_id) if _on_sale(p, now)]

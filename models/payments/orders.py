@@ -14,6 +14,7 @@ from tortoise.models import Model
 
 from models.kernel import clock
 from models.kernel.errors import Conflict, NotFound
+from models.members.members import Member
 
 log = logging.getLogger("huiyuan.payments")
 
@@ -115,7 +116,6 @@ async def purchases_counted(*, member_id: int, package_ids: list[int], now: date
 
 async def get_order(*, merchant_id: int, order_id: int, store_id: int | None = None) -> PayOrder:
     """One of the merchant's orders; a store-scoped role sees only its own members' orders (404 otherwise)."""
-    from models.members.members import Member
 
     order = await PayOrder.get_or_none(id=order_id, merchant_id=merchant_id)
     if order is not None and store_id is not None:
@@ -145,7 +145,6 @@ async def list_orders(
     limit: int,
 ) -> list[PayOrder]:
     """The merchant's orders newest first, paged by id; a store-scoped role sees its own members' orders."""
-    from models.members.members import Member
 
     query = PayOrder.filter(merchant_id=merchant_id)
     if store_id is not None:

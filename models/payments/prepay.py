@@ -6,7 +6,7 @@ import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -19,12 +19,11 @@ from models.members.members import Member
 from models.payments.catalogue import CUSTOM_AMOUNT_MAX, CUSTOM_AMOUNT_MIN, get_package, get_plan, package_on_sale
 from models.payments.orders import PayOrder, purchases_counted
 from models.tenancy.merchants import WechatAccount
+from wechat import payapi
 from wechat.errors import WeChatPayError
-from wechat.pay import PayV2Client, PayV3Client
 from wechat.paysign import V2_SIGN_TYPES, v2_jsapi_pay_params, v3_jsapi_pay_params
 
 ORDER_TTL = timedelta(minutes=30)
-CHINA = timezone(timedelta(hours=8))  # WeChat Pay's time_expire is Beijing time
 BUSY_PAY_CODES = frozenset({"SYSTEMERROR", "SYSTEM_ERROR", "HTTP_ERROR", "FREQUENCY_LIMITED", "FREQUENCY_LIMIT_EXCEED"})
 
 
@@ -209,43 +208,21 @@ def pay_errors(action: str) -> Iterator[None]:
 
 
 async def prepay(*, gateway: Any, order: PayOrder, account: PayAccount, client_ip: str) -> str:
-    """unifiedorder (v2) or /v3/pay/transactions/jsapi (v3) for a CREATED order; returns the prepay_id."""
+    """The JSAPI prepay (v2 unifiedorder or v3 jsapi, per the order) for a CREATED order; returns the prepay_id."""
     client = await gateway.pay_client(order.mch_id, version=order.api_version)
-    notify_url = f"{gateway.self_url}/pay/notify/{order.api_version}/{order.mch_id}"
-    expires = order.expires_at.astimezone(CHINA)
     with pay_errors("prepay"):
-        if isinstance(client, PayV2Client):
-            params = {
-                "appid": order.appid,
-                "body": order.description,
-                "out_trade_no": order.out_trade_no,
-                "total_fee": order.amount,
-                "spbill_create_ip": client_ip or "127.0.0.1",
-                "notify_url": notify_url,
-                "trade_type": "JSAPI",
-                "openid": order.openid,
-                "time_expire": expires.strftime("%Y%m%d%H%M%S"),
-            }
-            answer = await client.call("/pay/unifiedorder", params, sign_type=account.v2_sign_type)
-            prepay_id = answer.get("prepay_id", "")
-        else:
-            assert isinstance(client, PayV3Client)
-            body = {
-                "appid": order.appid,
-                "mchid": order.mch_id,
-                "description": order.description,
-                "out_trade_no": order.out_trade_no,
-                "time_expire": expires.isoformat(timespec="seconds"),
-                "notify_url": notify_url,
-                "amount": {"total": order.amount, "currency": "CNY"},
-                "payer": {"openid": order.openid},
-            }
-            prepay_id = str(
-                (await client.call("POST", "/v3/pay/transactions/jsapi", json_body=body)).get("prepay_id", "")
-            )
-        if not prepay_id:
-            raise WeChatPayError("NO_PREPAY_ID", "the prepay answer has no prepay_id")
-    return prepay_id
+        return await payapi.jsapi_prepay(
+            client,
+            appid=order.appid,
+            description=order.description,
+            out_trade_no=order.out_trade_no,
+            amount=order.amount,
+            openid=order.openid,
+            notify_url=f"{gateway.self_url}/pay/notify/{order.api_version}/{order.mch_id}",
+            expires_at=order.expires_at,
+            client_ip=client_ip,
+            sign_type=account.v2_sign_type,
+        )
 
 
 def pay_params(*, order: PayOrder, account: PayAccount) -> dict[str, str]:

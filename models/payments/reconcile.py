@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -14,62 +13,25 @@ from models.ledger.books import BalanceEntry
 from models.payments.orders import PayOrder, record_anomaly
 from models.payments.settle import PAID_STATUSES, settle_paid
 from models.tenancy.merchants import Merchant
+from wechat import payapi
 from wechat.errors import WeChatPayError
-from wechat.pay import PayV2Client
+from wechat.payapi import Trade
 
 log = logging.getLogger("huiyuan.payments")
 
 QUERY_AFTER = timedelta(minutes=5)  # the notify usually lands within seconds; after this we ask
-NOT_FOUND_CODES = frozenset({"ORDERNOTEXIST", "ORDER_NOT_EXIST", "RESOURCE_NOT_EXISTS"})
 PAID_AT_WECHAT = frozenset({"SUCCESS", "REFUND"})
 CLOSABLE = frozenset({"NOTPAY", "PAYERROR", "REVOKED", "CLOSED", "MISSING"})
+MISSING = Trade("MISSING")  # WeChat does not know the order (the prepay never reached it)
 
 
-@dataclass(frozen=True)
-class TradeState:
-    state: str  # WeChat's trade_state, or MISSING when WeChat does not know the order (prepay never made)
-    amount: int = 0
-    transaction_id: str = ""
-    appid: str = ""
+async def query_trade(*, client: Any, order: PayOrder) -> Trade:
+    """Where WeChat says the order stands; MISSING when WeChat does not know it."""
+    trade = await payapi.query_order(client, appid=order.appid, out_trade_no=order.out_trade_no)
+    return MISSING if trade is None else trade
 
 
-async def query_trade(*, client: Any, order: PayOrder) -> TradeState:
-    """orderquery (v2) or the v3 query by out_trade_no."""
-    try:
-        if isinstance(client, PayV2Client):
-            answer: dict[str, Any] = await client.call(
-                "/pay/orderquery", {"appid": order.appid, "out_trade_no": order.out_trade_no}
-            )
-            total = answer.get("total_fee", "0")
-            amount = int(total) if str(total).isdigit() else -1
-        else:
-            answer = await client.call(
-                "GET", f"/v3/pay/transactions/out-trade-no/{order.out_trade_no}", params={"mchid": order.mch_id}
-            )
-            total = (answer.get("amount") or {}).get("total", -1)
-            amount = total if isinstance(total, int) and not isinstance(total, bool) else -1
-    except WeChatPayError as exc:
-        if exc.code in NOT_FOUND_CODES:
-            return TradeState("MISSING")
-        raise
-    return TradeState(
-        state=str(answer.get("trade_state", "")),
-        amount=amount,
-        transaction_id=str(answer.get("transaction_id", "")),
-        appid=str(answer.get("appid", order.appid)),
-    )
-
-
-async def _close_at_wechat(*, client: Any, order: PayOrder) -> None:
-    if isinstance(client, PayV2Client):
-        await client.call("/pay/closeorder", {"appid": order.appid, "out_trade_no": order.out_trade_no})
-    else:
-        await client.call(
-            "POST", f"/v3/pay/transactions/out-trade-no/{order.out_trade_no}/close", json_body={"mchid": order.mch_id}
-        )
-
-
-async def _settle_from(order: PayOrder, trade: TradeState) -> str:
+async def _settle_from(order: PayOrder, trade: Trade) -> str:
     return await settle_paid(
         merchant_id=order.merchant_id,
         out_trade_no=order.out_trade_no,
@@ -91,7 +53,7 @@ async def reconcile_order(*, gateway: Any, order: PayOrder, now: datetime) -> st
         return "open"  # USERPAYING and friends: the member is still at it
     if trade.state not in ("CLOSED", "MISSING"):
         try:
-            await _close_at_wechat(client=client, order=order)
+            await payapi.close_order(client, appid=order.appid, out_trade_no=order.out_trade_no)
         except WeChatPayError as exc:
             if exc.code != "ORDERPAID":
                 raise

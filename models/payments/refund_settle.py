@@ -15,9 +15,11 @@ from models.kernel import clock
 from models.kernel.errors import Conflict, NotFound
 from models.kernel.outbox import enqueue
 from models.ledger import books as ledger
+from models.members.members import Member
 from models.payments.orders import PayOrder, PayRefund, record_anomaly
+from models.payments.prepay import pay_account
+from wechat import payapi
 from wechat.errors import WeChatPayError
-from wechat.pay import PayV2Client, PayV3Client
 from wechat.paynotify import PayNotify
 
 log = logging.getLogger("huiyuan.refunds")
@@ -125,32 +127,22 @@ async def settle_refund(
     return await _anomaly(refund, merchant_id=merchant_id, kind="state_conflict", refund_id=refund_id, detail=detail)
 
 
-def _fen(value: object) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 12:
-        return int(value)
-    return None
-
-
 async def settle_refund_notify(notify: PayNotify) -> None:
     """A verified refund notify (v2 decrypted req_info, v3 REFUND.* resource) settles its refund once."""
-    fields = notify.fields
-    if notify.version == "v2":
-        amount = _fen(fields.get("refund_fee"))
-    else:
-        money = fields.get("amount")
-        amount = _fen(money.get("refund")) if isinstance(money, dict) else None
+    reported = payapi.refund_of_notify(version=notify.version, fields=notify.fields)
     await settle_refund(
         merchant_id=notify.merchant_id,
-        out_refund_no=str(fields.get("out_refund_no") or ""),
-        refund_id=str(fields.get("refund_id") or ""),
-        status=str(fields.get("refund_status") or ""),
-        amount=amount,
+        out_refund_no=reported.out_refund_no,
+        refund_id=reported.refund_id,
+        status=reported.status,
+        amount=reported.amount,
         source=f"notify_{notify.version}",
     )
+
+
+async def _v2_sign_type(order: PayOrder) -> str:
+    # v2 signs with the merchant's configured MD5/HMAC-SHA256; v3 signs with RSA and ignores it
+    return (await pay_account(merchant_id=order.merchant_id)).v2_sign_type if order.api_version == "v2" else "MD5"
 
 
 async def submit_refund(*, gateway: Any, refund_id: int) -> str:
@@ -163,48 +155,32 @@ async def submit_refund(*, gateway: Any, refund_id: int) -> str:
         return "skipped"
     order = await PayOrder.get(id=refund.order_id)
     client = await gateway.pay_client(order.mch_id, version=order.api_version)
-    status = ""
+    sign_type = await _v2_sign_type(order)
     try:
-        if isinstance(client, PayV2Client):
-            from models.payments.prepay import pay_account
-
-            account = await pay_account(merchant_id=order.merchant_id)
-            params = {
-                "appid": order.appid,
-                "out_trade_no": order.out_trade_no,
-                "out_refund_no": refund.out_refund_no,
-                "total_fee": order.amount,
-                "refund_fee": refund.amount,
-                "refund_desc": refund.reason[:80],
-                "notify_url": notify_url(gateway, order),
-            }
-            answer: dict[str, Any] = await client.call("/secapi/pay/refund", params, sign_type=account.v2_sign_type)
-        else:
-            assert isinstance(client, PayV3Client)
-            body = {
-                "out_trade_no": order.out_trade_no,
-                "out_refund_no": refund.out_refund_no,
-                "reason": refund.reason[:80],
-                "notify_url": notify_url(gateway, order),
-                "amount": {"refund": refund.amount, "total": order.amount, "currency": "CNY"},
-            }
-            answer = await client.call("POST", "/v3/refund/domestic/refunds", json_body=body)
-            status = str(answer.get("status") or "")
+        answer = await payapi.create_refund(
+            client,
+            appid=order.appid,
+            out_trade_no=order.out_trade_no,
+            out_refund_no=refund.out_refund_no,
+            total=order.amount,
+            refund=refund.amount,
+            reason=refund.reason[:80],
+            notify_url=notify_url(gateway, order),
+            sign_type=sign_type,
+        )
     except WeChatPayError as exc:
         if exc.code in BUSY_CODES or exc.code.startswith("HTTP_5"):
             raise
         await mark_failed(refund_id=refund.id, error=f"{exc.code}: {exc}")
         return "failed"
-    wechat_refund_id = str(answer.get("refund_id") or "")
-    await PayRefund.filter(id=refund.id, refund_id="").update(refund_id=wechat_refund_id)
-    if status in ("SUCCESS", *FAILED_STATES):
-        amount = answer.get("amount") or {}
+    await PayRefund.filter(id=refund.id, refund_id="").update(refund_id=answer.refund_id)
+    if answer.status in ("SUCCESS", *FAILED_STATES):
         await settle_refund(
             merchant_id=order.merchant_id,
             out_refund_no=refund.out_refund_no,
-            refund_id=wechat_refund_id,
-            status=status,
-            amount=_fen(amount.get("refund")) if isinstance(amount, dict) else None,
+            refund_id=answer.refund_id,
+            status=answer.status,
+            amount=answer.amount,
             source="refund_answer",
         )
     return "submitted"
@@ -238,8 +214,6 @@ async def list_refunds(
     limit: int,
 ) -> list[PayRefund]:
     """The merchant's refunds newest first; a store-scoped role sees its own members' refunds."""
-    from models.members.members import Member
-
     query = PayRefund.filter(merchant_id=merchant_id)
     if store_id is not None:
         members = Member.filter(merchant_id=merchant_id, origin_store_id=store_id).values("id")
@@ -263,34 +237,21 @@ async def reconcile_refund(*, gateway: Any, refund: PayRefund) -> str:
     """Ask WeChat where a PENDING refund stands and settle it the same way a notify would."""
     order = await PayOrder.get(id=refund.order_id)
     client = await gateway.pay_client(order.mch_id, version=order.api_version)
+    sign_type = await _v2_sign_type(order)
     try:
-        if isinstance(client, PayV2Client):
-            from models.payments.prepay import pay_account
-
-            account = await pay_account(merchant_id=order.merchant_id)
-            answer = await client.call(
-                "/pay/refundquery",
-                {"appid": order.appid, "out_refund_no": refund.out_refund_no},
-                sign_type=account.v2_sign_type,
-            )
-            status, wechat_id = answer.get("refund_status_0", ""), answer.get("refund_id_0", "")
-            amount = _fen(answer.get("refund_fee_0"))
-        else:
-            assert isinstance(client, PayV3Client)
-            data = await client.call("GET", f"/v3/refund/domestic/refunds/{refund.out_refund_no}")
-            status, wechat_id = str(data.get("status") or ""), str(data.get("refund_id") or "")
-            money = data.get("amount")
-            amount = _fen(money.get("refund")) if isinstance(money, dict) else None
+        answer = await payapi.query_refund(
+            client, appid=order.appid, out_refund_no=refund.out_refund_no, sign_type=sign_type
+        )
     except WeChatPayError as exc:
-        if exc.code in ("REFUNDNOTEXIST", "RESOURCE_NOT_EXISTS"):
+        if exc.code in payapi.REFUND_NOT_FOUND_CODES:
             await mark_failed(refund_id=refund.id, error=f"{exc.code}: WeChat never accepted this refund")
             return "failed"
         raise
     return await settle_refund(
         merchant_id=order.merchant_id,
         out_refund_no=refund.out_refund_no,
-        refund_id=wechat_id,
-        status=status,
-        amount=amount,
+        refund_id=answer.refund_id,
+        status=answer.status,
+        amount=answer.amount,
         source="refund_query",
     )

@@ -14,11 +14,12 @@ from models.kernel.errors import Conflict, NotFound
 from models.kernel.outbox import enqueue
 from models.ledger import balance_lots as wallet
 from models.ledger import books as ledger
-from models.payments import plans
 from models.payments.orders import PayOrder, PayRefund, record_anomaly
 from models.payments.refund_settle import REFUND_TOPIC, RefundDetail
+from models.plans import terms as plans
 from models.points import expiry as points_lots
 from models.points import lots as points
+from models.tiers import standing as tier_rules
 
 log = logging.getLogger("huiyuan.refunds")
 
@@ -175,7 +176,6 @@ async def request_refund(
 
 
 async def _after_commit(order: PayOrder) -> None:
-    from models.tiers import standing as tier_rules
 
     try:
         await tier_rules.reevaluate(

@@ -10,6 +10,10 @@ from tortoise.transactions import in_transaction
 from models.kernel import clock
 from models.ledger import books as ledger
 from models.payments.orders import PayOrder, record_anomaly
+from models.plans import terms as plans
+from models.tiers import standing as tier_rules
+from models.tiers.admin import gift_tier_in_transaction
+from wechat.payapi import transaction_of_notify
 from wechat.paynotify import PayNotify
 
 log = logging.getLogger("huiyuan.payments")
@@ -42,8 +46,6 @@ async def _deliver_goods(order: PayOrder) -> None:
             await credit(ledger.change_points, order.bonus_points, "gift", "充值赠送积分", "recharge-points")
         gift_tier_id = order.snapshot.get("gift_tier_id")
         if isinstance(gift_tier_id, int):
-            from models.tiers.admin import gift_tier_in_transaction
-
             await gift_tier_in_transaction(
                 merchant_id=order.merchant_id,
                 member_id=order.member_id,
@@ -51,14 +53,11 @@ async def _deliver_goods(order: PayOrder) -> None:
                 detail=f"recharge package, pay order {order.id}",
             )
     elif order.kind == "plan":
-        from models.payments import plans  # late: plans reach tiers, which read orders
-
         await plans.start_plan_term(order=order)
 
 
 async def _after_settled(order: PayOrder) -> None:
     """Side work after the commit: tier re-evaluation (its own transactions; a failure never unpays the order)."""
-    from models.tiers import standing as tier_rules
 
     try:
         await tier_rules.reevaluate(
@@ -136,66 +135,31 @@ async def settle_paid(
     return await anomaly("state_conflict", conflict)
 
 
-def _fen(value: object) -> int | None:
-    """A non-negative integer amount from a v2 text field or a v3 number."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value if value >= 0 else None
-    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 12:
-        return int(value)
-    return None
-
-
-def _paid_amount(notify: PayNotify) -> tuple[int | None, str]:
-    """(amount in fen, "" or why the amount fields are unacceptable) of a SUCCESS transaction notify."""
-    fields = notify.fields
-    if notify.version == "v2":
-        if fields.get("fee_type", "CNY") != "CNY":
-            return None, "fee_type is not CNY"
-        total = _fen(fields.get("total_fee"))
-        return (total, "") if total is not None else (None, "total_fee is not an amount")
-    amount = fields.get("amount")
-    if not isinstance(amount, dict):
-        return None, "amount is missing"
-    total, payer_total = _fen(amount.get("total")), _fen(amount.get("payer_total", amount.get("total")))
-    if amount.get("currency", "CNY") != "CNY" or amount.get("payer_currency", "CNY") != "CNY":
-        return None, "currency is not CNY"
-    if total is None or payer_total is None or payer_total > total:
-        return None, "amount.total / payer_total are not amounts"
-    return total, ""
-
-
 async def settle_pay_notify(notify: PayNotify) -> None:
     """A verified SUCCESS payment notify settles its order once; other states are acknowledged and ignored.
 
     Mismatches become anomalies and are acknowledged (WeChat's retries would not fix them); a database failure
     raises, so the HTTP layer answers 500 and WeChat delivers again.
     """
-    fields = notify.fields
-    state = fields.get("result_code") if notify.version == "v2" else fields.get("trade_state")
-    if state != "SUCCESS":
-        log.info("%s pay notify %s in state %s: nothing to do", notify.version, notify.raw_id, state)
+    paid = transaction_of_notify(version=notify.version, fields=notify.fields)
+    if paid.state != "SUCCESS":
+        log.info("%s pay notify %s in state %s: nothing to do", notify.version, notify.raw_id, paid.state)
         return
-    out_trade_no = str(fields.get("out_trade_no") or "")
-    transaction_id = str(fields.get("transaction_id") or "")
-    amount, problem = _paid_amount(notify)
-    if amount is None:
-        detail = {"source": f"notify_{notify.version}", "problem": problem, "amount": fields.get("amount")}
+    if paid.amount is None:
         await _anomaly(
             "amount_mismatch",
             merchant_id=notify.merchant_id,
-            transaction_id=transaction_id,
-            out_trade_no=out_trade_no,
-            detail={**detail, "total_fee": fields.get("total_fee")},
+            transaction_id=paid.transaction_id,
+            out_trade_no=paid.out_trade_no,
+            detail={"source": f"notify_{notify.version}", "problem": paid.problem, **paid.raw_amount},
         )
         return
     await settle_paid(
         merchant_id=notify.merchant_id,
-        out_trade_no=out_trade_no,
-        amount=amount,
-        transaction_id=transaction_id,
-        appid=str(fields.get("appid") or ""),
+        out_trade_no=paid.out_trade_no,
+        amount=paid.amount,
+        transaction_id=paid.transaction_id,
+        appid=paid.appid,
         mch_id=notify.mch_id,
         source=f"notify_{notify.version}",
     )

@@ -6,12 +6,13 @@ from dataclasses import dataclass
 
 from tortoise.transactions import in_transaction
 
-from models.checkout.purchases import growth_module
 from models.kernel import clock
 from models.kernel.errors import Conflict, NotFound, Unprocessable
 from models.ledger import books as ledger
 from models.points.lots import earn_points
-from models.points.rules import get_points_rules, local_day, merchant_zone
+from models.points.rules import get_points_rules, local_day
+from models.tenancy.merchants import merchant_zone
+from models.tiers import earning
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,6 @@ async def award_activity(
         scope = idempotency_key
     key = f"activity:{rule.code}:{member_id}:{scope}"
     reason = f"Activity: {rule.name}"
-    growth = growth_module()
 
     async def work() -> ActivityAward:
         async with in_transaction():
@@ -68,8 +68,8 @@ async def award_activity(
                     operator_staff_id=operator_staff_id,
                 )
                 entry_id, replayed = result.entry.id, result.replayed
-            if rule.growth and growth is not None:
-                added = await growth.add_growth(
+            if rule.growth:
+                added = await earning.add_growth(
                     merchant_id=merchant_id,
                     member_id=member_id,
                     delta=rule.growth,

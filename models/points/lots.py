@@ -13,7 +13,8 @@ from tortoise.models import Model
 from models.kernel import clock
 from models.kernel.errors import Unprocessable
 from models.ledger import books as ledger
-from models.points.rules import cash_quote, expiry_for, get_points_rules, last_valid_day, merchant_zone
+from models.points.rules import cash_quote, expiry_for, get_points_rules, last_valid_day
+from models.tenancy.merchants import merchant_zone
 
 log = logging.getLogger("huiyuan.points")
 

@@ -9,7 +9,6 @@ from zoneinfo import ZoneInfo
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from models.kernel.errors import Unprocessable
-from models.tenancy.merchants import get_merchant
 from models.tenancy.program import get_program, save_section
 
 ExpiryPolicy = Literal["rolling_year", "end_of_next_year", "never"]
@@ -128,11 +127,6 @@ async def save_points_rules(*, merchant_id: int, value: dict[str, Any]) -> Point
     rules = parse_rules(value)
     await save_section(merchant_id=merchant_id, section="points_rules", value=rules.model_dump(mode="json"))
     return rules
-
-
-async def merchant_zone(*, merchant_id: int) -> ZoneInfo:
-    """The merchant's time zone, in which its business days run."""
-    return ZoneInfo((await get_merchant(merchant_id=merchant_id)).timezone)
 
 
 def local_midnight(day: date, zone: ZoneInfo) -> datetime:

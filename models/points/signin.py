@@ -12,10 +12,11 @@ from tortoise.exceptions import IntegrityError
 from tortoise.models import Model
 from tortoise.transactions import in_transaction
 
+from models.kernel.calendar import add_months
 from models.kernel.errors import Conflict, Unprocessable
 from models.ledger import books as ledger
 from models.tenancy.program import get_program, save_section
-from models.tiers.policy import add_months, local_calendar
+from models.tiers.policy import local_calendar
 
 STREAK_PAGE = 400
 

@@ -166,10 +166,12 @@ async def merchant_appids(*, merchant_id: int) -> set[str]:
 
 async def merchant_client(gateway: Any, *, merchant_id: int, kind: str = "official") -> Any:
     """An API client for the merchant's official account or mini-program (its first one of that kind)."""
-    from wechat.gateway import AppCredentials
-
     account = await WechatAccount.filter(merchant_id=merchant_id, kind=kind).order_by("id").first()
     if account is None:
         raise Unprocessable(f"the merchant has no {kind} account configured", code="wechat.account_missing")
-    credentials = AppCredentials(appid=account.appid, secret=account.secrets()["secret"], api_base=account.api_base)
-    return gateway.app_client(credentials)
+    return gateway.account_client(account)
+
+
+async def merchant_zone(*, merchant_id: int) -> ZoneInfo:
+    """The merchant's time zone: business days (expiry, sign-in, plan terms) are local to it."""
+    return ZoneInfo((await get_merchant(merchant_id=merchant_id)).timezone)

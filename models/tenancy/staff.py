@@ -16,6 +16,7 @@ from tortoise.transactions import in_transaction
 
 from models.kernel import clock
 from models.kernel.errors import Conflict, Locked, NotFound, Unauthorized, Unprocessable
+from models.tenancy.merchants import get_store
 
 ROLES = ("owner", "hq_admin", "store_manager", "cashier", "marketer")
 HQ_ROLES = frozenset({"owner", "hq_admin", "marketer"})
@@ -28,6 +29,7 @@ _DUMMY_HASH = _hasher.hash("timing-equaliser")
 class Staff(Model):
     id = fields.IntField(primary_key=True)
     merchant: fields.ForeignKeyRelation = fields.ForeignKeyField("models.Merchant", related_name="staff")
+    merchant_id: int  # created by Tortoise for the FK
     store: fields.ForeignKeyNullableRelation = fields.ForeignKeyField("models.Store", related_name="staff", null=True)
     store_id: int | None  # created by Tortoise for the FK
     username = fields.CharField(max_length=64, unique=True)
@@ -83,8 +85,6 @@ async def create_staff(
     if len(password) < 8:
         raise Unprocessable("password must have at least 8 characters", code="staff.password_weak", field="password")
     if store_id is not None:
-        from models.tenancy.merchants import get_store
-
         await get_store(merchant_id=merchant_id, store_id=store_id)
     try:
         return await Staff.create(

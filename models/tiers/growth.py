@@ -5,71 +5,16 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from tortoise.exceptions import IntegrityError
-from tortoise.expressions import F
 from tortoise.functions import Sum
 from tortoise.queryset import QuerySet
-from tortoise.transactions import in_transaction
 
-from models.kernel import clock
+from models.kernel.calendar import add_months
 from models.ledger import books as ledger
-from models.tiers.policy import LocalCalendar, TierPolicy, add_months, get_policy
+from models.tiers.policy import LocalCalendar, TierPolicy, get_policy
 from models.tiers.tables import GrowthEntry, MemberTier
 
 GROWTH_KINDS = ("spend", "activity", "profile", "adjust", "reverse")
 WINDOW_MONTHS = 12
-
-
-async def add_growth(
-    *,
-    merchant_id: int,
-    member_id: int,
-    delta: int,
-    kind: str,
-    reason: str,
-    idempotency_key: str,
-    ref_type: str = "",
-    ref_id: str = "",
-    occurred_at: datetime | None = None,
-) -> bool:
-    """Record growth once per idempotency key (False on a replay); crossing a tier upgrades the member at once."""
-    from models.tiers import standing as tier_rules  # tier_rules reads the sums below
-
-    ledger.validate_change(
-        name="growth",
-        unit="growth",
-        kinds=GROWTH_KINDS,
-        delta=delta,
-        kind=kind,
-        reason=reason,
-        idempotency_key=idempotency_key,
-    )
-
-    async def work() -> bool:
-        async with in_transaction():
-            try:
-                async with in_transaction():  # a savepoint: a replayed key leaves the outer transaction usable
-                    await GrowthEntry.create(
-                        merchant_id=merchant_id,
-                        member_id=member_id,
-                        delta=delta,
-                        kind=kind,
-                        reason=reason.strip()[:255],
-                        idempotency_key=idempotency_key,
-                        ref_type=ref_type,
-                        ref_id=ref_id,
-                        occurred_at=occurred_at or clock.now(),
-                    )
-            except IntegrityError:
-                return False
-            await tier_rules.locked_member_tier(merchant_id=merchant_id, member_id=member_id)
-            await MemberTier.filter(member_id=member_id).update(growth_total=F("growth_total") + delta)
-            await tier_rules.upgrade_in_transaction(
-                merchant_id=merchant_id, member_id=member_id, detail=f"growth {delta:+d}: {reason.strip()}"[:255]
-            )
-        return True
-
-    return await ledger.retrying(work, what="growth change")
 
 
 async def growth_for_amount(*, merchant_id: int, amount: int) -> int:

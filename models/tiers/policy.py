@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from models.kernel import clock
+from models.kernel.calendar import add_months
 from models.tenancy.merchants import get_merchant
 from models.tenancy.program import get_program, save_section
 
@@ -52,19 +53,6 @@ async def save_policy(*, merchant_id: int, policy: TierPolicy) -> TierPolicy:
     """Replace the tier policy; members move on their next event or settlement, never retroactively."""
     program = await save_section(merchant_id=merchant_id, section="tier_policy", value=policy.model_dump())
     return parse_policy(program.tier_policy)
-
-
-def add_months(day: date, months: int) -> date:
-    """The same day `months` later (or earlier), clamped to the month's last day."""
-    index = day.year * 12 + day.month - 1 + months
-    year, month = divmod(index, 12)
-    month += 1
-    for candidate in (day.day, 30, 29, 28):
-        try:
-            return date(year, month, min(day.day, candidate))
-        except ValueError:
-            continue
-    raise AssertionError("unreachable")
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from tortoise.transactions import in_transaction
 from models.kernel import clock
 from models.kernel.hooks import Hook
 from models.ledger import books as ledger
-from models.payments.catalogue import MemberPlan, PaidPlan
+from models.plans.terms import MemberPlan, PaidPlan
 from models.tenancy.onboarding_settings import get_onboarding_settings
 from models.tiers.growth import basis_value
 from models.tiers.policy import LocalCalendar, TierPolicy, get_policy, keep_until_from, local_calendar

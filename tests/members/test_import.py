@@ -12,6 +12,7 @@ import httpx
 from tortoise.functions import Sum
 
 from models.ledger.books import BalanceEntry, PointsEntry
+from models.members.import_upload import ImportChunk
 from models.members.imports import ImportJob
 from models.members.members import Member
 from server.seed import ensure_merchant
@@ -195,6 +196,7 @@ async def test_bad_uploads_are_refused_before_any_job(client, admin, app, demo):
         app.ctx.settings = settings
     assert [(r.status_code, error_of(r)["code"]) for r, _, _ in cases] == [(s, c) for _, s, c in cases]
     assert await ImportJob.all().count() == 0
+    assert await ImportChunk.all().count() == 0  # a refused upload keeps nothing, even when cut off part-way
     unauthenticated = await client.post("/api/members/imports", content=b"phone\n", headers=CSV)
     assert unauthenticated.status_code == 401
     manager = await add_staff(client, admin, username="mgr1", role="store_manager", store_id=demo.store.id)

@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 from jobs.scheduler import run_job
 from models.kernel import clock
 from models.kernel.outbox import OutboxMessage
-from models.payments.catalogue import MemberPlan
 from models.payments.orders import PayOrder
+from models.plans.terms import MemberPlan
 from tests.cards.helpers import deliver
 from tests.helpers import error_of
 from tests.payments.helpers import EMU, add_plan, buy_plan, pay, paying_member, use_pay_version

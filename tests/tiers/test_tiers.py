@@ -9,10 +9,12 @@ import pytest
 from jobs.scheduler import run_job
 from models.kernel import clock
 from models.kernel.outbox import OutboxMessage
-from models.payments.catalogue import MemberPlan, PaidPlan
-from models.tiers.growth import add_growth, growth_for_amount
+from models.plans.terms import MemberPlan, PaidPlan
+from models.tiers.earning import add_growth
+from models.tiers.growth import growth_for_amount
 from models.tiers.standing import points_multiplier_permille, reevaluate, tier_name
 from models.tiers.tables import MemberTier, Tier, TierChange
+from tests.cards.helpers import calls, deliver
 from tests.helpers import add_staff, error_of
 from tests.tiers.helpers import (
     lasting,
@@ -280,3 +282,23 @@ async def test_downgrade_notice_once_per_member_and_period(app, client, admin, d
             "settles_on": "2027-04-01",
         }
     ]
+
+
+async def test_the_card_the_mini_program_and_the_tier_page_name_the_same_tier(app, client, admin, demo):
+    await standard_tiers(client, admin)
+    member_id = await new_member(client, admin, merchant_id=demo.merchant.id, phone="13900000203", card=True)
+    pin("2027-06-30 20:00")
+    await _grow(demo.merchant.id, member_id, 1200, "g-203")
+    headers = member_token(app, member_id=member_id, merchant_id=demo.merchant.id)
+    me = await client.get("/api/mp/me", headers=headers)
+    tier_page = await client.get("/api/mp/me/tier", headers=headers)
+    assert me.status_code == tier_page.status_code == 200, (me.text, tier_page.text)
+    await OutboxMessage.filter(topic="card.sync", status="pending").update(next_attempt_at=clock.now())
+    await deliver(app)
+    synced = [c["body"] for c in await calls(client, "/card/membercard/updateuser")]
+    assert synced, "the tier move queued a card sync"
+    assert (me.json()["tier_name"], tier_page.json()["tier"]["name"], synced[-1]["custom_field_value1"]) == (
+        "Silver",
+        "Silver",
+        "Silver",
+    )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from sanic import Blueprint
 
@@ -11,11 +11,61 @@ from wechat.emulator.control import Control
 from wechat.emulator.state import AppAccount, EmulatorState, MerchantAccount
 from wechat.emulator.wire import Api
 
-if TYPE_CHECKING:
-    from server.config import Settings
+
+class _App(Protocol):
+    @property
+    def appid(self) -> str: ...
+
+    @property
+    def secret(self) -> str: ...
 
 
-def state_from_settings(settings: Settings) -> EmulatorState:
+class _OfficialAccount(_App, Protocol):
+    @property
+    def token(self) -> str: ...
+
+    @property
+    def encoding_aes_key(self) -> str: ...
+
+
+class _Merchant(Protocol):
+    @property
+    def mch_id(self) -> str: ...
+
+    @property
+    def api_key(self) -> str: ...
+
+    @property
+    def api_v3_key(self) -> str: ...
+
+
+class _Mount(Protocol):
+    @property
+    def mount(self) -> str: ...
+
+
+class _WeChat(Protocol):
+    @property
+    def official(self) -> _OfficialAccount: ...
+
+    @property
+    def miniprogram(self) -> _App: ...
+
+    @property
+    def pay(self) -> _Merchant: ...
+
+    @property
+    def emulator(self) -> _Mount: ...
+
+
+class EmulatorSettings(Protocol):
+    """What the emulator reads of the server's settings (server.config.Settings has it): the accounts, the mount."""
+
+    @property
+    def wechat(self) -> _WeChat: ...
+
+
+def state_from_settings(settings: EmulatorSettings) -> EmulatorState:
     """Return a fresh state that knows the accounts configured in settings."""
     wechat = settings.wechat
     official = AppAccount(
@@ -29,7 +79,7 @@ def state_from_settings(settings: Settings) -> EmulatorState:
     return EmulatorState(apps=(official, miniprogram), merchants=(merchant,))
 
 
-def create_blueprint(settings: Settings, *, state: EmulatorState | None = None) -> Blueprint:
+def create_blueprint(settings: EmulatorSettings, *, state: EmulatorState | None = None) -> Blueprint:
     """Build the emulator blueprint; its state lives on bp.ctx.state (one per process)."""
     mount = "/" + settings.wechat.emulator.mount.strip("/")
     bp = Blueprint("wechat_emulator", url_prefix=mount)

@@ -1,4 +1,4 @@
-"""Merchant set-up: stores, staff logins and member custom fields."""
+"""Merchant set-up and staff: login, token refresh and logout; stores, staff logins, member custom fields."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Literal
 
 from pydantic import Field
-from sanic import Blueprint
+from sanic import Blueprint, empty
 from sanic.request import Request
 
 from models.kernel.errors import Forbidden
@@ -14,9 +14,111 @@ from models.members import custom_fields
 from models.tenancy import merchants as tenancy
 from models.tenancy import staff as staff_domain
 from server.api import Out, Schema, endpoint, ok
-from server.auth import ADMINS, ALL_STAFF, MANAGERS
+from server.auth import ADMINS, ALL_STAFF, MANAGERS, issue_access_token, revoke_access_token
 
-bp = Blueprint("merchants", url_prefix="/api")
+auth_bp = Blueprint("auth", url_prefix="/api/auth")
+
+
+class LoginIn(Schema):
+    username: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=256)
+
+
+class RefreshIn(Schema):
+    refresh_token: str = Field(min_length=10, max_length=256)
+
+
+class LogoutIn(Schema):
+    refresh_token: str | None = Field(None, max_length=256)
+
+
+class TokenOut(Out):
+    access_token: str
+    token_type: str = "Bearer"
+    expires_in: int
+    refresh_token: str
+    staff_id: int
+    merchant_id: int
+    role: str
+    store_id: int | None
+
+
+async def _tokens(request: Request, staff: staff_domain.Staff, refresh_token: str) -> TokenOut:
+    security = request.app.ctx.settings.security
+    access, expires_in = issue_access_token(
+        secret=security.jwt_secret,
+        ttl=security.access_token_ttl,
+        kind="staff",
+        subject_id=staff.id,
+        merchant_id=staff.merchant_id,
+        role=staff.role,
+        store_id=staff.store_id,
+    )
+    return TokenOut(
+        access_token=access,
+        expires_in=expires_in,
+        refresh_token=refresh_token,
+        staff_id=staff.id,
+        merchant_id=staff.merchant_id,
+        role=staff.role,
+        store_id=staff.store_id,
+    )
+
+
+@auth_bp.post("/login")
+@endpoint(
+    summary="Staff login",
+    tag="auth",
+    body=LoginIn,
+    response=TokenOut,
+    errors=(401, 423),
+    description="Password login. Five failures in a row lock the account for a while (423).",
+)
+async def login(request: Request, body: LoginIn):
+    security = request.app.ctx.settings.security
+    staff = await staff_domain.authenticate(
+        username=body.username,
+        password=body.password,
+        max_failures=security.login_max_failures,
+        lock_seconds=security.login_lock_seconds,
+    )
+    refresh = await staff_domain.issue_refresh_token(staff=staff, ttl_seconds=security.refresh_token_ttl)
+    return ok(await _tokens(request, staff, refresh))
+
+
+@auth_bp.post("/refresh")
+@endpoint(
+    summary="Rotate a refresh token",
+    tag="auth",
+    body=RefreshIn,
+    response=TokenOut,
+    errors=(401,),
+    description="Spends the refresh token and returns a new pair; reusing a spent token revokes the chain.",
+)
+async def refresh(request: Request, body: RefreshIn):
+    staff, new_refresh = await staff_domain.rotate_refresh_token(
+        token=body.refresh_token, ttl_seconds=request.app.ctx.settings.security.refresh_token_ttl
+    )
+    return ok(await _tokens(request, staff, new_refresh))
+
+
+@auth_bp.post("/logout")
+@endpoint(
+    summary="Log out",
+    tag="auth",
+    roles=ALL_STAFF,
+    body=LogoutIn,
+    status=204,
+    description="Revokes this access token and the refresh token chain (all chains when none is given).",
+)
+async def logout(request: Request, body: LogoutIn):
+    principal = request.ctx.principal
+    await staff_domain.revoke_refresh_family(staff_id=principal.subject_id, token=body.refresh_token)
+    await revoke_access_token(request, principal)
+    return empty()
+
+
+merchants_bp = Blueprint("merchants", url_prefix="/api")
 
 
 class MerchantOut(Out):
@@ -87,14 +189,14 @@ class FieldList(Out):
     items: list[FieldOut]
 
 
-@bp.get("/merchant")
+@merchants_bp.get("/merchant")
 @endpoint(summary="The caller's merchant", tag="merchant", roles=ALL_STAFF, response=MerchantOut)
 async def my_merchant(request: Request):
     merchant = await tenancy.get_merchant(merchant_id=request.ctx.principal.merchant_id)
     return ok(MerchantOut.model_validate(merchant))
 
 
-@bp.get("/stores")
+@merchants_bp.get("/stores")
 @endpoint(
     summary="List stores",
     tag="merchant",
@@ -108,7 +210,7 @@ async def list_stores(request: Request):
     return ok(StoreList(items=[StoreOut.model_validate(s) for s in stores]))
 
 
-@bp.post("/stores")
+@merchants_bp.post("/stores")
 @endpoint(
     summary="Create a store", tag="merchant", roles=ADMINS, body=StoreIn, response=StoreOut, status=201, errors=(409,)
 )
@@ -119,7 +221,7 @@ async def create_store(request: Request, body: StoreIn):
     return ok(StoreOut.model_validate(store), status=201)
 
 
-@bp.get("/staff")
+@merchants_bp.get("/staff")
 @endpoint(
     summary="List staff",
     tag="merchant",
@@ -133,7 +235,7 @@ async def list_staff(request: Request):
     return ok(StaffList(items=[StaffOut.model_validate(s) for s in staff]))
 
 
-@bp.post("/staff")
+@merchants_bp.post("/staff")
 @endpoint(
     summary="Create a staff login",
     tag="merchant",
@@ -159,14 +261,14 @@ async def create_staff(request: Request, body: StaffIn):
     return ok(StaffOut.model_validate(staff), status=201)
 
 
-@bp.get("/member-fields")
+@merchants_bp.get("/member-fields")
 @endpoint(summary="List member custom fields", tag="members", roles=ALL_STAFF, response=FieldList)
 async def list_member_fields(request: Request):
     fields = await custom_fields.list_fields(merchant_id=request.ctx.principal.merchant_id)
     return ok(FieldList(items=[FieldOut.model_validate(f) for f in fields]))
 
 
-@bp.post("/member-fields")
+@merchants_bp.post("/member-fields")
 @endpoint(
     summary="Define a member custom field",
     tag="members",
@@ -179,3 +281,6 @@ async def list_member_fields(request: Request):
 async def create_member_field(request: Request, body: FieldIn):
     field = await custom_fields.define_field(merchant_id=request.ctx.principal.merchant_id, **body.model_dump())
     return ok(FieldOut.model_validate(field), status=201)
+
+
+bp = Blueprint.group(auth_bp, merchants_bp)

@@ -9,13 +9,13 @@ from pydantic import Field
 from sanic import Blueprint
 from sanic.request import Request
 
-from handlers.ledger import LedgerQuery
+from handlers.schemas import LedgerQuery
 from models.ledger import balance_lots as wallet
 from models.members import members
 from models.payments import orders as pay_orders
-from models.payments import plans
 from models.payments import refund_settle as refunds
 from models.payments import refunds as refund_requests
+from models.plans import terms as plans
 from server.api import Out, Schema, endpoint, ok
 from server.auth import ADMINS, ALL_STAFF, MANAGERS, MEMBER
 

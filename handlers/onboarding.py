@@ -1,20 +1,206 @@
-"""Mini-program login, phone binding and member self-service; the cashier's scan of a member QR."""
+"""How customers arrive: store/staff QR codes and onboarding settings; mini-program login, phone, self-service."""
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
-from sanic import Blueprint
+from pydantic import Field, StrictInt, model_validator
+from sanic import Blueprint, raw
 from sanic.request import Request
 
-from handlers.members import MemberOut, serialize
-from models.onboarding import miniprogram
-from server.api import Out, Schema, endpoint, ok
-from server.auth import ALL_STAFF, MEMBER, MEMBER_QR_REFRESH, issue_member_token
+from handlers.schemas import MemberOut, serialize
+from models.members.qr import MEMBER_QR_REFRESH
+from models.onboarding import miniprogram, qrcodes
+from models.tenancy import onboarding_settings
+from server.api import MAX_ID, Out, Schema, endpoint, ok
+from server.auth import ADMINS, ALL_STAFF, MANAGERS, MEMBER, issue_member_token
 
-bp = Blueprint("miniprogram")
+qrcodes_bp = Blueprint("qrcodes")
+MAX_POINTS = 10_000_000
+MAX_FEN = 100_000_000
+
+
+class QrCodeIn(Schema):
+    kind: Literal["oa", "mp"] = Field(description="oa: permanent official-account code; mp: mini-program code")
+    store_id: int | None = Field(None, ge=1, le=MAX_ID)
+    staff_id: int | None = Field(None, ge=1, le=MAX_ID, description="Scans credit this staff member and their store")
+    label: str = Field("", max_length=64)
+
+    @model_validator(mode="after")
+    def one_target(self) -> QrCodeIn:
+        if (self.store_id is None) == (self.staff_id is None):
+            raise ValueError("give exactly one of store_id and staff_id")
+        return self
+
+
+class QrCodeOut(Out):
+    id: int
+    kind: str
+    scene: str = Field(description="store:<code> | staff:<id>")
+    store_id: int | None
+    staff_id: int | None
+    ticket: str
+    url: str
+    label: str
+    is_active: bool
+    scan_count: int
+    created_at: datetime
+    image_url: str = Field(description="Path of the printable image (?format=png|svg)")
+
+
+class QrCodeQuery(Schema):
+    kind: Literal["oa", "mp"] | None = None
+    offset: int = Field(0, ge=0, le=10_000_000)
+    limit: int = Field(50, ge=1, le=200)
+
+
+class QrCodePage(Out):
+    total: int
+    items: list[QrCodeOut]
+
+
+class ImageQuery(Schema):
+    format: Literal["png", "svg"] = "png"
+
+
+class SettingsOut(Out):
+    welcome_points: int
+    welcome_balance: int = Field(description="fen")
+    referrer_points: int
+    referee_points: int
+    welcome_text: str
+    tier_name: str
+
+
+class SettingsIn(Schema):
+    welcome_points: StrictInt | None = Field(None, ge=0, le=MAX_POINTS)
+    welcome_balance: StrictInt | None = Field(None, ge=0, le=MAX_FEN, description="fen")
+    referrer_points: StrictInt | None = Field(None, ge=0, le=MAX_POINTS)
+    referee_points: StrictInt | None = Field(None, ge=0, le=MAX_POINTS)
+    welcome_text: str | None = Field(None, min_length=1, max_length=600)
+    tier_name: str | None = Field(None, min_length=1, max_length=32)
+
+
+def serialize_qr_code(code: qrcodes.QrCode) -> QrCodeOut:
+    return QrCodeOut.model_validate(
+        {
+            **{name: getattr(code, name) for name in QrCodeOut.model_fields if name != "image_url"},
+            "image_url": f"/api/qrcodes/{code.id}/image",
+        }
+    )
+
+
+@qrcodes_bp.post("/api/qrcodes")
+@endpoint(
+    summary="Create a store or staff QR code",
+    tag="qrcodes",
+    roles=MANAGERS,
+    body=QrCodeIn,
+    response=QrCodeOut,
+    status=201,
+    errors=(404, 502, 503),
+    description="Exactly one of store_id/staff_id. oa → qrcode/create (QR_LIMIT_STR_SCENE, scene store:<code> or "
+    "staff:<id>); mp → getwxacodeunlimit (scene ≤ 32 chars). The same kind and target again answers 200 with the "
+    "existing code. Store managers only for their own store and its staff.",
+)
+async def create_qr_code(request: Request, body: QrCodeIn):
+    principal = request.ctx.principal
+    code, created = await qrcodes.create_qr_code(
+        gateway=request.app.ctx.wechat,
+        merchant_id=principal.merchant_id,
+        kind=body.kind,
+        store_id=body.store_id,
+        staff_id=body.staff_id,
+        label=body.label,
+        store_scope=principal.store_scope,
+    )
+    return ok(serialize_qr_code(code), status=201 if created else 200)
+
+
+@qrcodes_bp.get("/api/qrcodes")
+@endpoint(
+    summary="List QR codes with scan counts",
+    tag="qrcodes",
+    roles=ALL_STAFF,
+    query=QrCodeQuery,
+    response=QrCodePage,
+    description="Newest first. Store-scoped roles see their store's codes only.",
+)
+async def list_qr_codes(request: Request, query: QrCodeQuery):
+    principal = request.ctx.principal
+    total, found = await qrcodes.list_qr_codes(
+        merchant_id=principal.merchant_id, store_id=principal.store_scope, **query.model_dump()
+    )
+    return ok(QrCodePage(total=total, items=[serialize_qr_code(code) for code in found]))
+
+
+@qrcodes_bp.post("/api/qrcodes/<qr_code_id:int>/disable")
+@endpoint(
+    summary="Disable a QR code",
+    tag="qrcodes",
+    roles=MANAGERS,
+    response=QrCodeOut,
+    errors=(404,),
+    description="Scans of a disabled code register the member without store/staff attribution; it still renders.",
+)
+async def disable_qr_code(request: Request, qr_code_id: int):
+    principal = request.ctx.principal
+    code = await qrcodes.disable_qr_code(
+        merchant_id=principal.merchant_id, qr_code_id=qr_code_id, store_id=principal.store_scope
+    )
+    return ok(serialize_qr_code(code))
+
+
+@qrcodes_bp.get("/api/qrcodes/<qr_code_id:int>/image")
+@endpoint(
+    summary="Printable QR code image",
+    tag="qrcodes",
+    roles=ALL_STAFF,
+    query=ImageQuery,
+    errors=(404,),
+    description="image/png or image/svg+xml. Official-account codes are rendered locally from their URL; "
+    "mini-program codes are the PNG WeChat returned (svg → 422).",
+)
+async def qr_code_image(request: Request, qr_code_id: int, query: ImageQuery):
+    principal = request.ctx.principal
+    code = await qrcodes.get_qr_code(
+        merchant_id=principal.merchant_id, qr_code_id=qr_code_id, store_id=principal.store_scope
+    )
+    content, content_type = qrcodes.render_qr_code(qr_code=code, image_format=query.format)
+    return raw(content, content_type=content_type)
+
+
+@qrcodes_bp.get("/api/onboarding-settings")
+@endpoint(
+    summary="Welcome and referral settings",
+    tag="onboarding",
+    roles=ALL_STAFF,
+    response=SettingsOut,
+    description="The defaults until the merchant changes them.",
+)
+async def read_settings(request: Request):
+    settings = await onboarding_settings.get_onboarding_settings(merchant_id=request.ctx.principal.merchant_id)
+    return ok(SettingsOut.model_validate(settings))
+
+
+@qrcodes_bp.put("/api/onboarding-settings")
+@endpoint(
+    summary="Change welcome and referral settings",
+    tag="onboarding",
+    roles=ADMINS,
+    body=SettingsIn,
+    response=SettingsOut,
+    description="Fields left out keep their value. Points and fen are non-negative integers.",
+)
+async def update_settings(request: Request, body: SettingsIn):
+    settings = await onboarding_settings.update_onboarding_settings(
+        merchant_id=request.ctx.principal.merchant_id, changes=body.model_dump(exclude_none=True)
+    )
+    return ok(SettingsOut.model_validate(settings))
+
+
+miniprogram_bp = Blueprint("miniprogram")
 MEMBER_ONLY = (MEMBER,)
 
 
@@ -121,7 +307,7 @@ def _me(profile: miniprogram.MemberProfile) -> MeOut:
     )
 
 
-@bp.post("/api/mp/login")
+@miniprogram_bp.post("/api/mp/login")
 @endpoint(
     summary="Mini-program login",
     tag="miniprogram",
@@ -150,14 +336,14 @@ async def login(request: Request, body: LoginIn):
     return ok(LoginOut(access_token=token, expires_in=expires_in, member_id=result.member.id, is_new=result.created))
 
 
-@bp.get("/api/mp/me")
+@miniprogram_bp.get("/api/mp/me")
 @endpoint(summary="My profile", tag="miniprogram", roles=MEMBER_ONLY, response=MeOut, errors=(404,))
 async def read_me(request: Request):
     principal = request.ctx.principal
     return ok(_me(await miniprogram.get_profile(merchant_id=principal.merchant_id, member_id=principal.subject_id)))
 
 
-@bp.patch("/api/mp/me")
+@miniprogram_bp.patch("/api/mp/me")
 @endpoint(
     summary="Change my profile",
     tag="miniprogram",
@@ -175,7 +361,7 @@ async def update_me(request: Request, body: MePatch):
     return ok(_me(profile))
 
 
-@bp.post("/api/mp/me/phone")
+@miniprogram_bp.post("/api/mp/me/phone")
 @endpoint(
     summary="Bind my phone number",
     tag="miniprogram",
@@ -200,7 +386,7 @@ async def bind_phone(request: Request, body: PhoneIn):
     return ok(_me(profile))
 
 
-@bp.get("/api/mp/me/card")
+@miniprogram_bp.get("/api/mp/me/card")
 @endpoint(
     summary="My member card",
     tag="miniprogram",
@@ -224,7 +410,7 @@ async def my_card(request: Request):
     )
 
 
-@bp.get("/api/mp/me/qr")
+@miniprogram_bp.get("/api/mp/me/qr")
 @endpoint(
     summary="My dynamic member QR code",
     tag="miniprogram",
@@ -244,7 +430,7 @@ async def my_qr(request: Request):
     return ok(QrOut(token=token, expires_in=expires_in, refresh_in=MEMBER_QR_REFRESH))
 
 
-@bp.get("/api/mp/me/referral")
+@miniprogram_bp.get("/api/mp/me/referral")
 @endpoint(
     summary="My referral code and mini-program code",
     tag="miniprogram",
@@ -261,7 +447,7 @@ async def my_referral(request: Request):
     return ok(ReferralOut(referral_code=code, mp_code_png_base64=png))
 
 
-@bp.post("/api/members/resolve-qr")
+@miniprogram_bp.post("/api/members/resolve-qr")
 @endpoint(
     summary="Resolve a member's dynamic QR code",
     tag="members",
@@ -280,3 +466,6 @@ async def resolve_qr(request: Request, body: ResolveQrIn):
         store_id=principal.store_scope,
     )
     return ok(await serialize(member))
+
+
+bp = Blueprint.group(qrcodes_bp, miniprogram_bp)

@@ -9,14 +9,12 @@ from pydantic import Field, StrictInt
 from sanic import Blueprint
 from sanic.request import Request
 
-from handlers import pay_catalogue
 from models.payments import orders as pay_orders
 from models.payments import prepay as pay_checkout
 from server.api import Out, Schema, endpoint, ok
 from server.auth import MANAGERS, MEMBER
 
-orders_bp = Blueprint("payments")
-bp = Blueprint.group(pay_catalogue.bp, orders_bp)
+bp = Blueprint("payments")
 WECHAT_ERRORS = (409, 502, 503)
 STATUSES = Literal["CREATED", "PAID", "CLOSED", "REFUNDING", "REFUNDED"]
 
@@ -109,7 +107,7 @@ def _checkout(result: pay_checkout.Checkout) -> CheckoutOut:
     return CheckoutOut(order=OrderOut.model_validate(result.order), pay_params=result.pay_params)
 
 
-@orders_bp.post("/api/mp/recharge-orders")
+@bp.post("/api/mp/recharge-orders")
 @endpoint(
     summary="Recharge my stored value",
     tag="miniprogram",
@@ -136,7 +134,7 @@ async def create_recharge_order(request: Request, body: RechargeOrderIn):
     return ok(_checkout(result), status=201)
 
 
-@orders_bp.post("/api/mp/plan-orders")
+@bp.post("/api/mp/plan-orders")
 @endpoint(
     summary="Buy or renew a paid plan",
     tag="miniprogram",
@@ -159,7 +157,7 @@ async def create_plan_order(request: Request, body: PlanOrderIn):
     return ok(_checkout(result), status=201)
 
 
-@orders_bp.get("/api/mp/orders/<out_trade_no:str>")
+@bp.get("/api/mp/orders/<out_trade_no:str>")
 @endpoint(summary="One of my pay orders", tag="miniprogram", roles=(MEMBER,), response=OrderOut, errors=(404,))
 async def my_order(request: Request, out_trade_no: str):
     principal = request.ctx.principal
@@ -169,7 +167,7 @@ async def my_order(request: Request, out_trade_no: str):
     return ok(OrderOut.model_validate(order))
 
 
-@orders_bp.get("/api/pay-orders")
+@bp.get("/api/pay-orders")
 @endpoint(summary="Pay orders", tag="payments", roles=MANAGERS, query=OrderQuery, response=OrderPage)
 async def list_orders(request: Request, query: OrderQuery):
     principal = request.ctx.principal
@@ -186,7 +184,7 @@ async def list_orders(request: Request, query: OrderQuery):
     return ok(OrderPage(items=[StaffOrderOut.model_validate(o) for o in orders], next_before_id=next_id))
 
 
-@orders_bp.get("/api/pay-orders/<order_id:int>")
+@bp.get("/api/pay-orders/<order_id:int>")
 @endpoint(summary="One pay order", tag="payments", roles=MANAGERS, response=StaffOrderOut, errors=(404,))
 async def get_order(request: Request, order_id: int):
     principal = request.ctx.principal
@@ -196,7 +194,7 @@ async def get_order(request: Request, order_id: int):
     return ok(StaffOrderOut.model_validate(order))
 
 
-@orders_bp.get("/api/pay-anomalies")
+@bp.get("/api/pay-anomalies")
 @endpoint(
     summary="Payment anomalies",
     tag="payments",
@@ -217,7 +215,7 @@ async def list_anomalies(request: Request, query: AnomalyQuery):
     return ok(AnomalyPage(items=[AnomalyOut.model_validate(a) for a in anomalies], next_before_id=next_id))
 
 
-@orders_bp.post("/api/pay-anomalies/<anomaly_id:int>/resolve")
+@bp.post("/api/pay-anomalies/<anomaly_id:int>/resolve")
 @endpoint(
     summary="Mark a payment anomaly resolved",
     tag="payments",

@@ -1,12 +1,10 @@
-"""Paid membership terms: renewals stack, a refund ends a term now, reminders go out once per term."""
+"""Paid plans and their terms: renewals stack, a refund ends a term now, reminders go out once per term."""
 
 from __future__ import annotations
 
-import calendar
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from tortoise import fields
 from tortoise.exceptions import IntegrityError
@@ -15,15 +13,52 @@ from tortoise.models import Model
 from tortoise.transactions import in_transaction
 
 from models.kernel import clock
+from models.kernel.calendar import add_local_months
 from models.kernel.errors import Conflict
 from models.kernel.outbox import enqueue
 from models.ledger import books as ledger
-from models.payments.catalogue import MemberPlan, PaidPlan
-from models.tenancy.merchants import get_merchant
+from models.tenancy.merchants import merchant_zone
 
 PERIOD_MONTHS = {"month": 1, "quarter": 3, "year": 12}
 REMIND_DAYS = 7
 STATS_DAYS = 30
+
+
+class PaidPlan(Model):
+    id = fields.IntField(primary_key=True)
+    merchant_id = fields.IntField()
+    code = fields.CharField(max_length=32)
+    name = fields.CharField(max_length=64)
+    period = fields.CharField(max_length=12)  # month | quarter | year | lifetime
+    price = fields.BigIntField()
+    tier_id = fields.IntField(null=True)  # tier held while the plan runs
+    points_multiplier_permille = fields.IntField(default=1000)
+    benefits: dict[str, Any] = fields.JSONField(default=dict)  # monthly coupon pack, free items
+    refund_rule = fields.CharField(max_length=12, default="pro_rata")  # pro_rata | none
+    is_active = fields.BooleanField(default=True)
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "paid_plan"
+        unique_together = (("merchant_id", "code"),)
+
+
+class MemberPlan(Model):
+    """One purchased term of a plan. Renewals stack: each term starts when the previous one ends."""
+
+    id = fields.BigIntField(primary_key=True)
+    merchant_id = fields.IntField()
+    member_id = fields.IntField()
+    plan_id = fields.IntField()
+    order_id = fields.BigIntField(unique=True)
+    starts_at = fields.DatetimeField()
+    ends_at = fields.DatetimeField(null=True)  # null for lifetime
+    status = fields.CharField(max_length=12, default="active")  # active | refunded
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "member_plan"
+        indexes = (("member_id", "ends_at"),)
 
 
 class PlanReminder(Model):
@@ -38,21 +73,6 @@ class PlanReminder(Model):
 
     class Meta:
         table = "plan_reminder"
-
-
-async def merchant_zone(merchant_id: int) -> ZoneInfo:
-    """The merchant's time zone (business days are local)."""
-    return ZoneInfo((await get_merchant(merchant_id=merchant_id)).timezone)
-
-
-def add_months(moment: datetime, months: int, zone: ZoneInfo) -> datetime:
-    """The same local wall time `months` calendar months later (the day clamped to the month's end), in UTC."""
-    local = moment.astimezone(zone)
-    month_index = local.month - 1 + months
-    year, month = local.year + month_index // 12, month_index % 12 + 1
-    day = min(local.day, calendar.monthrange(year, month)[1])
-    later = local.replace(tzinfo=None, year=year, month=month, day=day)
-    return later.replace(tzinfo=zone).astimezone(ZoneInfo("UTC"))
 
 
 def _period_of(order: Any) -> str:
@@ -83,7 +103,7 @@ async def start_plan_term(*, order: Any) -> MemberPlan:
     starts_at = max(now, latest) if latest is not None else now
     ends_at = None
     if period != "lifetime":
-        ends_at = add_months(starts_at, PERIOD_MONTHS[period], await merchant_zone(order.merchant_id))
+        ends_at = add_local_months(starts_at, PERIOD_MONTHS[period], await merchant_zone(merchant_id=order.merchant_id))
     return await MemberPlan.create(
         merchant_id=order.merchant_id,
         member_id=order.member_id,
@@ -107,7 +127,7 @@ async def plan_refund_amount(*, order: Any) -> TermRefund:
     term = await MemberPlan.get_or_none(order_id=order.id)
     if rule != "pro_rata" or term is None or term.status != "active" or term.ends_at is None:
         raise Conflict("this plan term cannot be refunded", code="refund.not_refundable")
-    zone = await merchant_zone(order.merchant_id)
+    zone = await merchant_zone(merchant_id=order.merchant_id)
     first, last = term.starts_at.astimezone(zone).date(), term.ends_at.astimezone(zone).date()
     today = clock.now().astimezone(zone).date()
     total_days = max(1, (last - first).days)
@@ -173,7 +193,7 @@ async def member_plan_status(*, merchant_id: int, member_id: int) -> PlanStatus:
     plan = await PaidPlan.get_or_none(id=current.plan_id)
     lifetime = any(t.ends_at is None for t in terms)
     ends_at = None if lifetime else max(t.ends_at for t in terms if t.ends_at is not None)
-    zone = await merchant_zone(merchant_id)
+    zone = await merchant_zone(merchant_id=merchant_id)
     ends_on = ends_at.astimezone(zone).date() if ends_at is not None else None
     return PlanStatus(plan=plan, ends_at=ends_at, ends_on=ends_on, lifetime=lifetime, terms=list(terms))
 
@@ -193,7 +213,7 @@ async def send_reminders(*, days: int = REMIND_DAYS) -> int:
             continue  # a renewal follows: this is not the last term
         if await PlanReminder.exists(member_plan_id=term.id):
             continue
-        ends_on = term.ends_at.astimezone(await merchant_zone(term.merchant_id)).date()
+        ends_on = term.ends_at.astimezone(await merchant_zone(merchant_id=term.merchant_id)).date()
         try:
             async with in_transaction():
                 await PlanReminder.create(

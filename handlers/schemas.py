@@ -1,0 +1,96 @@
+"""Schemas and serializers that several handler modules share (members, ledger entries); no routes here."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any, Literal
+
+from pydantic import Field
+
+from models.ledger import books as ledger
+from models.members import members
+from server.api import Out, Schema
+from server.auth import Principal
+
+
+class MemberOut(Out):
+    id: int
+    store_id: int | None
+    openid: str | None
+    unionid: str | None
+    phone: str | None
+    name: str
+    gender: str
+    birthday: date | None
+    custom_fields: dict[str, Any]
+    id_card_no_masked: str | None
+    points: int
+    balance: int = Field(description="Stored value in fen")
+    created_at: datetime
+    updated_at: datetime
+
+
+class MemberFilters(Schema):
+    phone: str | None = Field(None, max_length=24)
+    name: str | None = Field(None, max_length=64)
+    id_card_no: str | None = Field(None, max_length=18)
+    openid: str | None = Field(None, max_length=64)
+    card_code: str | None = Field(None, max_length=32, description="Code of the member's WeChat member card")
+    store_id: int | None = Field(None, ge=1, le=2**31 - 1, description="HQ roles only; store roles see their store")
+    source: Literal["staff", "oa_qr", "card", "mp", "import"] | None = None
+    subscribed: bool | None = Field(None, description="Follows the official account")
+    activated: bool | None = Field(None, description="Activated the member card")
+    created_from: date | None = Field(None, description="Registered on or after this day (merchant's time zone)")
+    created_to: date | None = Field(None, description="Registered on or before this day (merchant's time zone)")
+
+    def for_principal(self, principal: Principal) -> dict[str, Any]:
+        """The filters as domain arguments; store-scoped roles stay fixed to their store."""
+        filters = self.model_dump(exclude={"offset", "limit"})
+        if principal.store_scope is not None:
+            filters["store_id"] = principal.store_scope
+        return {"merchant_id": principal.merchant_id, **filters}
+
+
+async def serialize(member: members.Member) -> MemberOut:
+    points, balance = await ledger.get_balances(member_id=member.id)
+    return MemberOut(
+        id=member.id,
+        store_id=member.origin_store_id,
+        openid=member.openid,
+        unionid=member.unionid,
+        phone=member.phone,
+        name=member.name,
+        gender=member.gender,
+        birthday=member.birthday,
+        custom_fields=member.custom_fields,
+        id_card_no_masked=member.id_card_masked(),
+        points=points,
+        balance=balance,
+        created_at=member.created_at,
+        updated_at=member.updated_at,
+    )
+
+
+class EntryOut(Out):
+    id: int
+    member_id: int
+    delta: int
+    balance_after: int
+    kind: str
+    reason: str
+    ref_type: str
+    ref_id: str
+    idempotency_key: str
+    operator_staff_id: int | None
+    created_at: datetime
+
+
+class ChangeOut(Out):
+    entry: EntryOut
+    replayed: bool = Field(description="True when the idempotency key was seen before and nothing changed")
+    balance: int = Field(description="Balance right after this entry (for a replay, right after the first one)")
+
+
+class LedgerQuery(Schema):
+    before_id: int | None = Field(None, ge=1, le=2**63 - 1)
+    limit: int = Field(50, ge=1, le=200)

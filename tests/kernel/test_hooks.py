@@ -1,0 +1,21 @@
+"""Domain hooks: the wiring table installs every listener, and a hook nobody installed refuses to run."""
+
+from __future__ import annotations
+
+import pytest
+
+from models.kernel.hooks import Hook
+from models.ledger import books
+from models.tiers import standing
+from server import wiring
+
+
+async def test_a_hook_nobody_installed_raises_instead_of_doing_nothing():
+    with pytest.raises(RuntimeError, match="server.wiring.install"):
+        await Hook("test.never_installed").emit("points", None)
+
+
+def test_every_process_gets_the_listeners_of_the_wiring_table():
+    wiring.install()
+    assert books.ENTRY_WRITTEN.listeners == wiring.LEDGER_ENTRY_WRITTEN
+    assert standing.TIER_CHANGED.listeners == wiring.TIER_CHANGED
