@@ -37,6 +37,14 @@ def _check_signature(request: Request, token: str) -> None:
         raise Forbidden("timestamp is stale", code="wechat.timestamp_stale")
 
 
+def _crypto(appid: str, account_secrets: dict[str, str]) -> OACrypto:
+    """The AES crypto of a safe-mode push; an account without an EncodingAESKey (plaintext mode) cannot take one."""
+    key = account_secrets.get("encoding_aes_key") or ""
+    if len(key) != 43:
+        raise Forbidden("the account has no EncodingAESKey: encrypted pushes are refused", code="wechat.push_invalid")
+    return OACrypto(token=account_secrets["token"], encoding_aes_key=key, appid=appid)
+
+
 @bp.get("/wechat/official")
 @bp.get("/wechat/official/<appid:str>", name="official_verify_appid")
 @endpoint(
@@ -69,13 +77,11 @@ async def receive_push(request: Request, appid: str | None = None):
         return text("success")
     account_secrets = account.secrets()
     _check_signature(request, account_secrets["token"])
-    crypto = OACrypto(
-        token=account_secrets["token"], encoding_aes_key=account_secrets["encoding_aes_key"], appid=account.appid
-    )
     safe_mode = request.args.get("encrypt_type") == "aes"
+    crypto = _crypto(account.appid, account_secrets) if safe_mode else None
     try:
         outer = parse_xml(request.body)
-        if safe_mode:
+        if crypto is not None:
             message = parse_xml(
                 crypto.decrypt(
                     encrypt=outer.get("Encrypt", ""),
@@ -105,7 +111,7 @@ async def receive_push(request: Request, appid: str | None = None):
             **reply,
         }
     )
-    if safe_mode:
+    if crypto is not None:
         reply_xml = crypto.encrypt_reply(reply_xml, nonce=secrets.token_hex(8), timestamp=str(int(time.time())))
     return text(reply_xml, content_type="application/xml")
 

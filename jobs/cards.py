@@ -6,6 +6,7 @@ from typing import Any
 
 from models.cards.activation import activate_from_event, push_activation
 from models.cards.sync import sync_card
+from models.cards.template import push_card_update
 from models.kernel.outbox import OutboxMessage
 
 SYNC_LOCK_SECONDS = 30
@@ -42,3 +43,8 @@ async def sync_member_card(gateway: Any, message: OutboxMessage) -> None:
     )
     async with lock:
         await sync_card(wechat=gateway, member_id=member_id, books=list(message.payload.get("books") or []))
+
+
+async def update_card(gateway: Any, message: OutboxMessage) -> None:
+    """card/update after the points rules changed (the card's bonus rule shows them)."""
+    await push_card_update(wechat=gateway, merchant_id=message.payload["merchant_id"])

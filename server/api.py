@@ -6,6 +6,7 @@ import copy
 import functools
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import unquote
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 from sanic import json as json_response
@@ -18,6 +19,8 @@ from models.kernel.errors import NotFound, Unprocessable
 from server.auth import requires
 
 MAX_ID = 2**31 - 1  # path ids are INT columns; larger numbers name nothing
+# Text path parameters by name and the length of the column they name: a longer one (URL-decoded) names nothing.
+PATH_TEXT_LIMITS = {"out_trade_no": 32, "order_no": 64}
 
 ERROR_SCHEMA = {
     "type": "object",
@@ -91,6 +94,18 @@ def parse_query(request: Request, model: type[BaseModel]) -> BaseModel:
         raise Unprocessable(message, code="validation.failed", field=field) from None
 
 
+def _path_value(name: str, value: Any) -> Any:
+    """A path parameter checked by its column's limits (ids: INT range; text: URL-decoded, column length): 404."""
+    if isinstance(value, int) and not 0 < value <= MAX_ID:
+        raise NotFound(f"no such {name.removesuffix('_id')}", code="not_found")
+    if isinstance(value, str):
+        value = unquote(value)
+        limit = PATH_TEXT_LIMITS.get(name)
+        if limit is not None and not 0 < len(value) <= limit:
+            raise NotFound(f"no such {name.replace('_', ' ')}", code="not_found")
+    return value
+
+
 def endpoint(
     *,
     summary: str,
@@ -108,9 +123,7 @@ def endpoint(
     def decorator(handler: Callable) -> Callable:
         @functools.wraps(handler)
         async def wrapper(request: Request, *args: Any, **kwargs: Any):
-            for name, value in kwargs.items():
-                if isinstance(value, int) and not 0 < value <= MAX_ID:
-                    raise NotFound(f"no such {name.removesuffix('_id')}", code="not_found")
+            kwargs = {name: _path_value(name, value) for name, value in kwargs.items()}
             if body is not None:
                 kwargs["body"] = parse_body(request, body)
             if query is not None:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 from sanic import Sanic
 from sanic.exceptions import PayloadTooLarge
 from sanic.request import Request
 from sanic_ext import Extend
+from swagger_ui_bundle import swagger_ui_path
 
 from handlers import register_blueprints
 from jobs.outbox import run_forever
@@ -22,6 +24,7 @@ from server.redis import Keys, create_redis
 from wechat.gateway import WeChatGateway
 
 log = logging.getLogger("huiyuan")
+DOCS_PAGE = Path(__file__).parent / "docs_ui" / "swagger.html"
 
 
 class BoundedRequest(Request):
@@ -49,6 +52,7 @@ def create_app(settings: Settings, *, name: str = "huiyuan", wechat_transport: A
     app.config.OAS_UI_DEFAULT = "swagger"
     app.config.OAS_URL_PREFIX = "/docs"
     app.config.OAS_UI_REDOC = False
+    app.config.OAS_PATH_TO_SWAGGER_HTML = str(DOCS_PAGE)  # its assets come from this server, not a CDN
     app.config.OAS_AUTODOC = False
     app.config.HEALTH = False
     app.ctx.settings = settings
@@ -64,6 +68,7 @@ def create_app(settings: Settings, *, name: str = "huiyuan", wechat_transport: A
     register_error_handlers(app)
     metrics.install(app)
     register_blueprints(app, settings)
+    app.static("/docs/assets", swagger_ui_path, name="docs_assets")  # pinned swagger-ui, installed with the deps
 
     @app.before_server_start
     async def open_connections(app: Sanic) -> None:

@@ -27,6 +27,7 @@ from models.onboarding import follow
 from models.payments import refund_settle, settle
 from models.points import expiry as points_expiry
 from models.points import lots as points_lots
+from models.points import rules as points_rules
 from models.tiers import standing as tier_standing
 from wechat.events import Handler as OAHandler
 from wechat.events import OAEvent, Reply
@@ -61,6 +62,7 @@ OUTBOX_TOPICS: dict[str, outbox_jobs.Deliver] = {
     card_events.ACTIVATE_TOPIC: card_jobs.activate_card,
     card_activation.ACTIVATE_CALL_TOPIC: card_jobs.call_activate,
     card_sync.SYNC_TOPIC: card_jobs.sync_member_card,
+    card_template.CARD_UPDATE_TOPIC: card_jobs.update_card,
     refund_settle.REFUND_TOPIC: payment_jobs.send_refund,
     points_expiry.NOTICE_TOPIC: points_jobs.deliver_member_notice,
     outbox_jobs.TEMPLATE_SEND_TOPIC: outbox_jobs.send_template_message,
@@ -73,6 +75,7 @@ LEDGER_ENTRY_WRITTEN = (  # (book, entry) after every new points or stored-value
     card_sync.on_ledger_entry,  # the WeChat card shows the new points / balance
 )
 TIER_CHANGED = (card_sync.on_tier_changed,)  # (merchant_id=, member_id=) after every recorded tier move
+POINTS_RULES_CHANGED = (card_template.on_points_rules_changed,)  # (merchant_id=): the card shows the bonus rule
 
 # Scheduled jobs by stable dotted id (python -m jobs.scheduler list / run ID).
 SCHEDULED_JOBS: Mapping[str, JobSpec] = {
@@ -97,6 +100,7 @@ def install() -> None:
     """Install the domain hooks' listeners (idempotent); every process calls this before any domain work."""
     ledger_books.ENTRY_WRITTEN.install(LEDGER_ENTRY_WRITTEN)
     tier_standing.TIER_CHANGED.install(TIER_CHANGED)
+    points_rules.RULES_CHANGED.install(POINTS_RULES_CHANGED)
 
 
 async def dispatch_oa_event(event: OAEvent) -> Reply | None:

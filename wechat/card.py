@@ -22,6 +22,18 @@ _CREATE_ONLY_BASE = ("brand_name", "sku", "date_info")
 _CREATE_ONLY = ("supply_bonus", "supply_balance")
 
 
+def bonus_rule(*, spend_fen: int, points_earned: int, points_used: int, fen_reduced: int) -> dict[str, Any]:
+    """The card's `bonus_rule`: `points_earned` per `spend_fen` fen spent; `points_used` points pay `fen_reduced`."""
+    return {
+        "cost_money_unit": spend_fen,
+        "increase_bonus": points_earned,
+        "init_increase_bonus": 0,
+        "cost_bonus_unit": points_used,
+        "reduce_money": fen_reduced,
+        "least_money_to_use_bonus": 0,
+    }
+
+
 def member_card(*, config: dict[str, Any], bonus_rule: dict[str, Any], activate_url: str | None) -> dict[str, Any]:
     """The `member_card` object of card/create from the merchant's template settings."""
     base_info: dict[str, Any] = {

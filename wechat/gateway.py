@@ -17,7 +17,7 @@ from wechat.pay import PayV2Client, PayV3Client
 log = logging.getLogger("huiyuan.wechat")
 
 TOKEN_ERRCODES = frozenset({40001, 40014, 42001})
-RETRY_ERRCODES = frozenset({-1, 45009})
+RETRY_ERRCODES = frozenset({-1})  # system busy; 45009 is a daily quota, not a rate: retrying cannot help
 REFRESH_MARGIN = 300  # seconds before WeChat's expiry that we fetch a new token
 EMULATOR = "emulator"  # the api_base meaning "the emulator mounted in this server"
 

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from wechat.errors import WeChatPayError, WeChatSignatureError
+from wechat.errors import WeChatError, WeChatPayError, WeChatSignatureError, WeChatUnavailable
 from wechat.paysign import v2_sign, v2_verify, v3_request_message, v3_sign_message, v3_verify
 from wechat.xmlutil import parse_xml, to_xml
 
@@ -31,6 +31,8 @@ class PayV2Client:
         response = await self.http.post(
             self.base + path, content=to_xml(fields).encode(), headers={"Content-Type": "application/xml"}
         )
+        if response.status_code >= 500:
+            raise WeChatUnavailable(f"{path}: HTTP {response.status_code}")
         if response.status_code >= 400:
             raise WeChatPayError("HTTP_ERROR", f"{path}: HTTP {response.status_code}")
         answer = parse_xml(response.content)
@@ -80,11 +82,10 @@ class PayV3Client:
         if json_body is not None:
             headers["Content-Type"] = "application/json"
         response = await self.http.request(method, str(request.url), content=body.encode() or None, headers=headers)
+        if response.status_code >= 300:
+            raise _v3_refusal(path, response)  # only 2xx answers are signed (401 SIGN_ERROR never is)
         self._verify(response)
-        data = response.json() if response.content else {}
-        if response.status_code >= 400:
-            raise WeChatPayError(data.get("code", f"HTTP_{response.status_code}"), data.get("message", ""))
-        return data
+        return response.json() if response.content else {}
 
     def _verify(self, response: httpx.Response) -> None:
         headers = response.headers
@@ -96,3 +97,19 @@ class PayV3Client:
             signature=headers.get("Wechatpay-Signature", ""),
         ):
             raise WeChatSignatureError("WeChat Pay v3 answer signature does not verify")
+
+
+def _v3_refusal(path: str, response: httpx.Response) -> WeChatError:
+    """The error a non-2xx v3 answer means: WeChat Pay's own {code, message}, or unavailable when it is not JSON."""
+    try:
+        data = response.json()
+    except ValueError:
+        data = None
+    if not isinstance(data, dict) or not isinstance(data.get("code"), str):
+        return WeChatUnavailable(f"{path}: HTTP {response.status_code} without a WeChat Pay answer")
+    code, message = data["code"], str(data.get("message", ""))
+    if response.status_code >= 500:
+        return WeChatUnavailable(f"{path}: HTTP {response.status_code} {code}: {message}")
+    if code == "SIGN_ERROR":
+        message = f"WeChat Pay refused our request signature ({message}): check the merchant's key and serial number"
+    return WeChatPayError(code, message)

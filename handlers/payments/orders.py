@@ -207,6 +207,7 @@ async def get_order(request: Request, order_id: int):
 async def list_anomalies(request: Request, query: AnomalyQuery):
     anomalies = await pay_orders.list_anomalies(
         merchant_id=request.ctx.principal.merchant_id,
+        store_id=request.ctx.principal.store_scope,
         resolved=query.resolved,
         before_id=query.before_id,
         limit=query.limit,
@@ -227,6 +228,10 @@ async def list_anomalies(request: Request, query: AnomalyQuery):
 async def resolve_anomaly(request: Request, anomaly_id: int, body: ResolveIn):
     principal = request.ctx.principal
     anomaly = await pay_orders.resolve_anomaly(
-        merchant_id=principal.merchant_id, anomaly_id=anomaly_id, staff_id=principal.subject_id, note=body.note
+        merchant_id=principal.merchant_id,
+        store_id=principal.store_scope,
+        anomaly_id=anomaly_id,
+        staff_id=principal.subject_id,
+        note=body.note,
     )
     return ok(AnomalyOut.model_validate(anomaly))

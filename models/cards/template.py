@@ -11,10 +11,12 @@ from tortoise.models import Model
 
 from models.kernel import clock
 from models.kernel.errors import Conflict, NotFound, Unprocessable, wechat_errors
+from models.kernel.outbox import enqueue
 from models.members.custom_fields import list_fields
 from models.members.member_card import MemberCard
 from models.members.members import ensure_visible
 from models.onboarding.qrcodes import QrCode
+from models.points.rules import get_points_rules
 from models.tenancy.merchants import get_store, merchant_client
 from wechat import card as card_api
 from wechat.card import COMMON_FIELDS
@@ -42,22 +44,51 @@ class CardTemplate(Model):
 
 log = logging.getLogger("huiyuan.cards")
 
+CARD_UPDATE_TOPIC = "card.update"
+
 
 async def official_client(*, wechat: WeChatGateway, merchant_id: int) -> AppClient:
     """The client of the official account the merchant's member card belongs to."""
     return await merchant_client(wechat, merchant_id=merchant_id, kind="official")
 
 
-def bonus_rule(*, merchant_id: int) -> dict[str, Any]:
-    """The card's points rule: 1 point per 1 yuan spent, 100 points pay 1 yuan (the loyalty engine replaces it)."""
-    return {
-        "cost_money_unit": 100,
-        "increase_bonus": 1,
-        "init_increase_bonus": 0,
-        "cost_bonus_unit": 100,
-        "reduce_money": 100,
-        "least_money_to_use_bonus": 0,
-    }
+async def bonus_rule(*, merchant_id: int) -> dict[str, Any]:
+    """The card's points rule, from the merchant's points rules: what earns a point, and what points pay."""
+    rules = await get_points_rules(merchant_id=merchant_id)
+    return card_api.bonus_rule(
+        spend_fen=rules.earn.per_fen,
+        points_earned=rules.earn.points,
+        points_used=rules.cash.points,
+        fen_reduced=rules.cash.fen,
+    )
+
+
+async def on_points_rules_changed(*, merchant_id: int) -> None:
+    """New points rules re-send the member card (its bonus rule shows them), through the outbox, once."""
+    if await CardTemplate.exists(merchant_id=merchant_id, card_id__isnull=False):
+        await enqueue(
+            merchant_id=merchant_id,
+            topic=CARD_UPDATE_TOPIC,
+            payload={"merchant_id": merchant_id},
+            coalesce_key=f"card-update:{merchant_id}",
+        )
+
+
+async def push_card_update(*, wechat: WeChatGateway, merchant_id: int) -> None:
+    """card/update with the template as saved and the bonus rule as the points rules say now."""
+    template = await CardTemplate.filter(merchant_id=merchant_id).order_by("id").first()
+    if template is None or template.card_id is None:
+        return
+    card = card_api.member_card(
+        config=template.config,
+        bonus_rule=await bonus_rule(merchant_id=merchant_id),
+        activate_url=template.config.get("activate_url"),
+    )
+    client = await official_client(wechat=wechat, merchant_id=merchant_id)
+    with wechat_errors("card/update"):
+        send_check = await card_api.update_card(client, card_id=template.card_id, card=card)
+    if send_check:
+        await CardTemplate.filter(id=template.id).update(status="checking", reject_reason="")
 
 
 async def get_template(*, merchant_id: int) -> CardTemplate:
@@ -102,7 +133,7 @@ async def save_template(
     """
     labels = await _form_labels(merchant_id=merchant_id, required=required, optional=optional)
     card = card_api.member_card(
-        config=config, bonus_rule=bonus_rule(merchant_id=merchant_id), activate_url=config.get("activate_url")
+        config=config, bonus_rule=await bonus_rule(merchant_id=merchant_id), activate_url=config.get("activate_url")
     )
     form = {"required": required, "optional": optional}
     client = await official_client(wechat=wechat, merchant_id=merchant_id)

@@ -65,15 +65,32 @@ class Unavailable(DomainError):
 
 
 WECHAT_BUSY_ERRCODES = frozenset({-1, 45009, 45011})  # system busy, quota, rate limit: try again later
+WECHAT_QUOTA_ERRCODE = 45009  # the account's daily call quota for this API is used up (resets at midnight)
 
 
 def wechat_failure(exc: Exception, *, action: str = "") -> DomainError:
-    """A WeChat failure the caller cannot fix: 503 when WeChat is busy or away, 502 when it refused."""
+    """A WeChat failure the caller cannot fix: 503 when WeChat is busy, away or out of quota, 502 when it refused.
+
+    WeChat's errcode and errmsg travel in the error body (and so in the logs), and a quota error says so.
+    """
     what = f" ({action})" if action else ""
     errcode = exc.errcode if isinstance(exc, WeChatAPIError) else None
+    errmsg = exc.errmsg if isinstance(exc, WeChatAPIError) else None
+    if errcode == WECHAT_QUOTA_ERRCODE:
+        return Unavailable(
+            f"WeChat's daily quota for this call is used up{what}: errcode 45009, try again after midnight",
+            code="wechat.quota_exceeded",
+            errcode=errcode,
+            errmsg=errmsg,
+        )
     if isinstance(exc, WeChatUnavailable) or errcode in WECHAT_BUSY_ERRCODES:
-        return Unavailable(f"WeChat is unavailable{what}", code="wechat.unavailable")
-    return DomainError(f"WeChat refused the call{what}: {exc}", code="wechat.api_error", status=502, errcode=errcode)
+        detail = f": errcode {errcode}" if errcode is not None else f": {exc}"
+        return Unavailable(
+            f"WeChat is unavailable{what}{detail}", code="wechat.unavailable", errcode=errcode, errmsg=errmsg
+        )
+    return DomainError(
+        f"WeChat refused the call{what}: {exc}", code="wechat.api_error", status=502, errcode=errcode, errmsg=errmsg
+    )
 
 
 @contextmanager

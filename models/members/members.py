@@ -272,6 +272,11 @@ def _visible(*, merchant_id: int, member_id: int, store_id: int | None):
     return query.filter(origin_store_id=store_id) if store_id is not None else query
 
 
+def store_member_ids(*, merchant_id: int, store_id: int) -> Subquery:
+    """The ids of a store's members as a subquery: all that a store-scoped staff role may see of members' data."""
+    return Subquery(Member.filter(merchant_id=merchant_id, origin_store_id=store_id).values("id"))
+
+
 async def get_member(*, merchant_id: int, member_id: int, store_id: int | None = None) -> Member:
     """A member of this merchant, visible to a store-scoped role only if it is from that store."""
     member = await _visible(merchant_id=merchant_id, member_id=member_id, store_id=store_id).first()

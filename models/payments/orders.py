@@ -11,10 +11,11 @@ from tortoise.exceptions import IntegrityError
 from tortoise.expressions import Q, Subquery
 from tortoise.functions import Count
 from tortoise.models import Model
+from tortoise.queryset import QuerySet
 
 from models.kernel import clock
 from models.kernel.errors import Conflict, NotFound
-from models.members.members import Member
+from models.members.members import Member, store_member_ids
 
 log = logging.getLogger("huiyuan.payments")
 
@@ -45,6 +46,8 @@ class PayOrder(Model):
     closed_at = fields.DatetimeField(null=True)
     expires_at = fields.DatetimeField()  # unpaid after this, the order is closed
     refunded_amount = fields.BigIntField(default=0)
+    reconcile_failures = fields.IntField(default=0)  # order queries in a row that failed (WeChat away, bad answer)
+    next_reconcile_at = fields.DatetimeField(null=True)  # after a failed query: not asked again before this
     created_at = fields.DatetimeField(auto_now_add=True)
     updated_at = fields.DatetimeField(auto_now=True)
 
@@ -148,9 +151,7 @@ async def list_orders(
 
     query = PayOrder.filter(merchant_id=merchant_id)
     if store_id is not None:
-        query = query.filter(
-            member_id__in=Subquery(Member.filter(merchant_id=merchant_id, origin_store_id=store_id).values("id"))
-        )
+        query = query.filter(member_id__in=store_member_ids(merchant_id=merchant_id, store_id=store_id))
     if status:
         query = query.filter(status=status)
     if member_id:
@@ -176,11 +177,22 @@ async def record_anomaly(
     return True
 
 
-async def list_anomalies(
-    *, merchant_id: int, resolved: bool | None, before_id: int | None, limit: int
-) -> list[PayAnomaly]:
-    """The merchant's payment anomalies, newest first."""
+def _anomalies(*, merchant_id: int, store_id: int | None) -> QuerySet[PayAnomaly]:
+    """The anomalies a caller may see: all of the merchant's, or for a store role those of its members' orders."""
     query = PayAnomaly.filter(merchant_id=merchant_id)
+    if store_id is None:
+        return query
+    orders = PayOrder.filter(
+        merchant_id=merchant_id, member_id__in=store_member_ids(merchant_id=merchant_id, store_id=store_id)
+    )
+    return query.filter(out_trade_no__in=Subquery(orders.values("out_trade_no")))
+
+
+async def list_anomalies(
+    *, merchant_id: int, store_id: int | None, resolved: bool | None, before_id: int | None, limit: int
+) -> list[PayAnomaly]:
+    """The payment anomalies the caller may see, newest first."""
+    query = _anomalies(merchant_id=merchant_id, store_id=store_id)
     if resolved is not None:
         query = query.filter(resolved=resolved)
     if before_id:
@@ -188,9 +200,11 @@ async def list_anomalies(
     return await query.order_by("-id").limit(limit)
 
 
-async def resolve_anomaly(*, merchant_id: int, anomaly_id: int, staff_id: int, note: str) -> PayAnomaly:
-    """Mark an anomaly handled, keeping who did it and why in its detail; resolving twice is 409."""
-    anomaly = await PayAnomaly.get_or_none(id=anomaly_id, merchant_id=merchant_id)
+async def resolve_anomaly(
+    *, merchant_id: int, store_id: int | None, anomaly_id: int, staff_id: int, note: str
+) -> PayAnomaly:
+    """Mark an anomaly the caller may see handled, keeping who did it and why; resolving twice is 409."""
+    anomaly = await _anomalies(merchant_id=merchant_id, store_id=store_id).get_or_none(id=anomaly_id)
     if anomaly is None:
         raise NotFound("pay anomaly not found", code="pay_anomaly.not_found")
     resolution = {"by_staff_id": staff_id, "note": note, "at": clock.now().isoformat()}

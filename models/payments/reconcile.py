@@ -8,6 +8,8 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from tortoise.expressions import Q
+
 from models.kernel import clock
 from models.ledger.books import BalanceEntry
 from models.payments.orders import PayOrder, record_anomaly
@@ -20,6 +22,9 @@ from wechat.payapi import Trade
 log = logging.getLogger("huiyuan.payments")
 
 QUERY_AFTER = timedelta(minutes=5)  # the notify usually lands within seconds; after this we ask
+QUERY_RETRY_PAUSE = timedelta(minutes=1)  # after a failed query, doubled each time it fails again
+RECONCILE_MAX_PAUSE = timedelta(hours=1)
+RECONCILE_ANOMALY_AFTER = 5  # failed queries in a row before staff are shown a reconcile_failing anomaly
 PAID_AT_WECHAT = frozenset({"SUCCESS", "REFUND"})
 CLOSABLE = frozenset({"NOTPAY", "PAYERROR", "REVOKED", "CLOSED", "MISSING"})
 MISSING = Trade("MISSING")  # WeChat does not know the order (the prepay never reached it)
@@ -65,13 +70,14 @@ async def reconcile_order(*, gateway: Any, order: PayOrder, now: datetime) -> st
 
 
 async def reconcile_open_orders(*, gateway: Any, batch: int = 100) -> Counter[str]:
-    """CREATED orders older than QUERY_AFTER: each settled, closed or left open; counts by outcome."""
+    """CREATED orders older than QUERY_AFTER and not backing off: each settled, closed or left open; by outcome."""
     now = clock.now()
     outcomes: Counter[str] = Counter()
     last_id = 0
+    due = Q(next_reconcile_at__isnull=True) | Q(next_reconcile_at__lte=now)
     while True:
         orders = (
-            await PayOrder.filter(status="CREATED", created_at__lte=now - QUERY_AFTER, id__gt=last_id)
+            await PayOrder.filter(due, status="CREATED", created_at__lte=now - QUERY_AFTER, id__gt=last_id)
             .order_by("id")
             .limit(batch)
         )
@@ -81,9 +87,31 @@ async def reconcile_open_orders(*, gateway: Any, batch: int = 100) -> Counter[st
         for order in orders:
             try:
                 outcomes[await reconcile_order(gateway=gateway, order=order, now=now)] += 1
-            except Exception:  # one order's failure (WeChat away) must not stop the others; next run retries
-                log.exception("reconciling pay order %s failed", order.id)
+            except Exception as exc:  # noqa: BLE001 - one order's failure (WeChat away) must not stop the others
+                await _query_failed(order=order, exc=exc, now=now)
                 outcomes["failed"] += 1
+                continue
+            if order.reconcile_failures:
+                await PayOrder.filter(id=order.id).update(reconcile_failures=0, next_reconcile_at=None)
+
+
+async def _query_failed(*, order: PayOrder, exc: Exception, now: datetime) -> None:
+    """One log line with the reason, a growing pause before the next query, and an anomaly once it keeps failing."""
+    failures = order.reconcile_failures + 1
+    pause = min(RECONCILE_MAX_PAUSE, QUERY_RETRY_PAUSE * 2 ** (failures - 1))
+    await PayOrder.filter(id=order.id, reconcile_failures=order.reconcile_failures).update(
+        reconcile_failures=failures, next_reconcile_at=now + pause
+    )
+    reason = f"{type(exc).__name__}: {exc}"
+    log.warning("pay order %s not reconciled (failure %d, next in %s): %s", order.id, failures, pause, reason)
+    if failures == RECONCILE_ANOMALY_AFTER:
+        await record_anomaly(
+            merchant_id=order.merchant_id,
+            kind="reconcile_failing",
+            dedupe_key=f"reconcile_failing:{order.id}",
+            out_trade_no=order.out_trade_no,
+            detail={"failures": failures, "last_error": reason[:500]},
+        )
 
 
 def _local_day_bounds(day: date, zone: ZoneInfo) -> tuple[datetime, datetime]:

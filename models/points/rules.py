@@ -7,8 +7,10 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from tortoise.transactions import in_transaction
 
 from models.kernel.errors import Unprocessable
+from models.kernel.hooks import Hook
 from models.tenancy.program import get_program, save_section
 
 ExpiryPolicy = Literal["rolling_year", "end_of_next_year", "never"]
@@ -17,6 +19,10 @@ MAX_POINTS = 1_000_000_000
 
 class _Rule(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+# listeners (merchant_id=) run in the transaction that saves new points rules; see server/wiring.py
+RULES_CHANGED = Hook("points.rules_changed")
 
 
 class SpendRule(_Rule):
@@ -125,7 +131,9 @@ async def get_points_rules(*, merchant_id: int) -> PointsRules:
 async def save_points_rules(*, merchant_id: int, value: dict[str, Any]) -> PointsRules:
     """Replace the merchant's points rules after validating all of them; nothing is saved when one is wrong."""
     rules = parse_rules(value)
-    await save_section(merchant_id=merchant_id, section="points_rules", value=rules.model_dump(mode="json"))
+    async with in_transaction():
+        await save_section(merchant_id=merchant_id, section="points_rules", value=rules.model_dump(mode="json"))
+        await RULES_CHANGED.emit(merchant_id=merchant_id)
     return rules
 
 

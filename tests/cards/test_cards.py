@@ -52,7 +52,13 @@ async def test_template_creates_the_card_then_updates_it(client, admin, demo):
         "can_give_friend": False,
     }
     assert (card["supply_bonus"], card["supply_balance"], card["prerogative"]) == (True, True, "会员专享九折")
-    assert card["bonus_rule"]["cost_money_unit"] == 100 and card["bonus_rule"]["increase_bonus"] == 1
+    rule = card["bonus_rule"]  # the engine's defaults: 1 point per 10 yuan, 10 points pay 1 yuan
+    assert (rule["cost_money_unit"], rule["increase_bonus"], rule["cost_bonus_unit"], rule["reduce_money"]) == (
+        1000,
+        1,
+        10,
+        100,
+    )
     assert card["custom_field1"] == {"name_type": "FIELD_NAME_TYPE_LEVEL"}
     assert (card["wx_activate"], card["wx_activate_after_submit"]) == (True, True)
     assert card["wx_activate_after_submit_url"] == "https://huiyuan.test/mp/activate"
@@ -220,3 +226,22 @@ async def test_sync_sends_the_latest_state_once_per_batch_and_retries(app, clien
     bodies = [c["body"] for c in await calls(client, UPDATEUSER)]
     assert [b["bonus"] for b in bodies] == [70, 71, 73]  # the retry carries the state at its delivery
     assert bodies[-1]["notify_optional"]["is_notify_balance"] is False and bodies[-1]["record_bonus"] == "签到 +2"
+
+
+async def test_new_points_rules_reach_the_card_s_bonus_rule_once(app, client, admin, demo):
+    await put_template(client, admin)
+    rules = (await client.get("/api/loyalty/points-rules", headers=admin)).json()
+    rules["earn"] = {"points": 3, "per_fen": 500}
+    rules["cash"] = {**rules["cash"], "points": 20, "fen": 100}
+    for _ in range(2):  # saved twice before delivery: one card/update
+        saved = await client.put("/api/loyalty/points-rules", json=rules, headers=admin)
+        assert saved.status_code == 200, saved.text
+    assert await deliver(app) == 1
+    [update] = [c["body"] for c in await calls(client, "/card/update")]
+    rule = update["member_card"]["bonus_rule"]
+    assert (rule["cost_money_unit"], rule["increase_bonus"], rule["cost_bonus_unit"], rule["reduce_money"]) == (
+        500,
+        3,
+        20,
+        100,
+    )

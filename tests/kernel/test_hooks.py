@@ -6,6 +6,7 @@ import pytest
 
 from models.kernel.hooks import Hook
 from models.ledger import books
+from models.points import rules
 from models.tiers import standing
 from server import wiring
 
@@ -19,3 +20,4 @@ def test_every_process_gets_the_listeners_of_the_wiring_table():
     wiring.install()
     assert books.ENTRY_WRITTEN.listeners == wiring.LEDGER_ENTRY_WRITTEN
     assert standing.TIER_CHANGED.listeners == wiring.TIER_CHANGED
+    assert rules.RULES_CHANGED.listeners == wiring.POINTS_RULES_CHANGED

@@ -6,7 +6,9 @@ import asyncio
 import time
 
 from models.kernel.inbound import InboundEvent
+from models.tenancy.merchants import upsert_wechat_account
 from server import wiring
+from server.seed import ensure_merchant
 from wechat.crypto import OACrypto, sha1_signature
 from wechat.xmlutil import parse_xml, to_xml
 
@@ -216,3 +218,38 @@ def test_typed_events_follow_wechatpy_without_reparsing_xml():
     assert scan.typed().scene_id == "store:S001"
     gone = OAEvent(merchant_id=1, appid="wx", message=parse_xml(_event_xml("o1", 1, event="unsubscribe", key="")))
     assert isinstance(gone.typed(), UnsubscribeEvent)
+
+
+async def test_an_account_without_encoding_aes_key_takes_plaintext_pushes_and_refuses_encrypted_ones(client, settings):
+    merchant = (
+        await ensure_merchant(
+            code="plainco",
+            name="Plain Co",
+            timezone="Asia/Shanghai",
+            store_code="P001",
+            store_name="Plain",
+            admin_username="plain-owner",
+            admin_password=None,
+        )
+    ).merchant
+    await upsert_wechat_account(
+        merchant=merchant,
+        kind="official",
+        appid="wx00000000plain00",
+        api_base="emulator",
+        secrets={"secret": "s", "token": settings.wechat.official.token},  # 明文模式: no EncodingAESKey
+    )
+    plain = await client.post(
+        "/wechat/official/wx00000000plain00",
+        params=_plain_params(settings),
+        content=_event_xml("o_no_key", 1700000900, event="unsubscribe", key=""),
+    )
+    assert (plain.status_code, plain.text) == (200, "success")
+    assert await InboundEvent.filter(appid="wx00000000plain00", openid="o_no_key").count() == 1
+    encrypted = await client.post(
+        "/wechat/official/wx00000000plain00",
+        params={**_plain_params(settings), "encrypt_type": "aes", "msg_signature": "0" * 40},
+        content=b"<xml><Encrypt><![CDATA[AAAA]]></Encrypt></xml>",
+    )
+    assert encrypted.status_code == 403, encrypted.text
+    assert encrypted.json()["error"]["code"] == "wechat.push_invalid"

@@ -253,3 +253,16 @@ async def test_concurrent_first_settings_changes_end_in_one_row(client, admin):
     assert await OnboardingSettings.all().count() == 1
     final = (await client.get("/api/onboarding-settings", headers=admin)).json()
     assert final["referrer_points"] in (10, 20, 30)
+
+
+async def test_a_quota_error_from_wechat_says_so_with_its_errcode_and_writes_nothing(client, admin, demo):
+    listed = await client.get("/api/qrcodes", headers=admin)
+    before = listed.json()["total"]
+    await client.post(f"{EMU}/control/fail-next", json={"path": "/cgi-bin/qrcode/create", "errcode": 45009})
+    response = await client.post("/api/qrcodes", json={"kind": "oa", "store_id": demo.store.id}, headers=admin)
+    error = error_of(response)
+    assert (response.status_code, error["code"], error["errcode"]) == (503, "wechat.quota_exceeded", 45009)
+    assert "quota" in error["message"] and error["errmsg"]
+    assert (await client.get("/api/qrcodes", headers=admin)).json()["total"] == before
+    refused_calls = await emulator_calls(client, "/cgi-bin/qrcode/create")
+    assert len(refused_calls) == 1  # a daily quota is not retried

@@ -11,7 +11,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
-from models.payments.orders import PayOrder
+from models.members.members import Member
+from models.payments.orders import PayAnomaly, PayOrder, record_anomaly
 from tests.cards.helpers import member_headers
 from tests.helpers import add_member, add_staff, add_store, error_of
 from tests.payments.helpers import (
@@ -222,13 +223,16 @@ async def test_order_rules_amount_openid_limit_and_window(app, client, admin, de
 
 
 @pytest.mark.parametrize(
-    ("fault", "status", "code"),
+    ("fault", "status", "code", "says"),
     [
-        ({"errcode": "NOAUTH", "status": 403}, 502, "wechat.api_error"),
-        ({"errcode": "SYSTEM_ERROR", "status": 500}, 503, "wechat.unavailable"),
+        ({"errcode": "NOAUTH", "status": 403}, 502, "wechat.api_error", "NOAUTH"),
+        ({"errcode": "SYSTEM_ERROR", "status": 500}, 503, "wechat.unavailable", "unavailable"),
+        # WeChat Pay's 401 for a wrong merchant key is unsigned: the cause is named, not "signature does not verify"
+        ({"errcode": "SIGN_ERROR", "status": 401, "unsigned": True}, 502, "wechat.api_error", "request signature"),
+        ({"status": 502, "raw": "<html><body>502 Bad Gateway</body></html>"}, 503, "wechat.unavailable", "unavail"),
     ],
 )
-async def test_a_wechat_failure_answers_5xx_and_leaves_the_order_created(app, client, demo, fault, status, code):
+async def test_a_wechat_failure_answers_5xx_and_leaves_the_order_created(app, client, demo, fault, status, code, says):
     _, headers = await paying_member(app, merchant_id=demo.merchant.id, mp_openid="mp-f")
     response = await client.post(
         f"{EMU}/control/fail-next", json={"path": "/v3/pay/transactions/jsapi", "times": 1, **fault}
@@ -236,6 +240,7 @@ async def test_a_wechat_failure_answers_5xx_and_leaves_the_order_created(app, cl
     assert response.status_code == 200, response.text
     response = await client.post("/api/mp/recharge-orders", json={"amount": 100}, headers=headers)
     assert (response.status_code, error_of(response)["code"]) == (status, code)
+    assert says in error_of(response)["message"]
     [order] = await PayOrder.all()
     assert (order.status, order.prepay_id, order.amount) == ("CREATED", "", 100)
 
@@ -272,3 +277,38 @@ async def test_members_see_only_their_orders_and_staff_list_them(app, client, ad
     manager = await add_staff(client, admin, username="mgr9", role="store_manager", store_id=store_id)
     assert (await client.get("/api/pay-orders", headers=manager)).json()["items"] == []
     assert (await client.get(f"/api/pay-orders/{a1['id']}", headers=manager)).status_code == 404
+
+
+async def test_a_store_manager_sees_and_resolves_only_the_anomalies_of_its_own_members(app, client, admin, demo):
+    here_id, here = await paying_member(app, merchant_id=demo.merchant.id, mp_openid="mp-here")
+    there_id, there = await paying_member(app, merchant_id=demo.merchant.id, mp_openid="mp-there")
+    other_store = await add_store(client, admin, code="S010")
+    await Member.filter(id=here_id).update(origin_store_id=demo.store.id)
+    await Member.filter(id=there_id).update(origin_store_id=other_store)
+    for member_headers_, name in ((here, "here"), (there, "there")):
+        order = (await recharge(client, member_headers_, amount=100))["order"]
+        await record_anomaly(
+            merchant_id=demo.merchant.id,
+            kind="amount_mismatch",
+            dedupe_key=f"test:{name}",
+            out_trade_no=order["out_trade_no"],
+            detail={"who": name},
+        )
+    await record_anomaly(merchant_id=demo.merchant.id, kind="unknown_order", dedupe_key="test:x", detail={})
+    manager = await add_staff(client, admin, username="mgr10", role="store_manager", store_id=demo.store.id)
+    everything = (await client.get("/api/pay-anomalies", headers=admin)).json()["items"]
+    assert sorted(a["detail"].get("who", "-") for a in everything) == ["-", "here", "there"]
+    mine = (await client.get("/api/pay-anomalies", headers=manager)).json()["items"]
+    assert [a["detail"]["who"] for a in mine] == ["here"]
+    theirs = next(a for a in everything if a["detail"].get("who") == "there")
+    refused = await client.post(f"/api/pay-anomalies/{theirs['id']}/resolve", json={"note": "x"}, headers=manager)
+    assert (refused.status_code, error_of(refused)["code"]) == (404, "pay_anomaly.not_found")
+    assert await PayAnomaly.filter(id=theirs["id"], resolved=False).exists()
+    done = await client.post(f"/api/pay-anomalies/{mine[0]['id']}/resolve", json={"note": "ok"}, headers=manager)
+    assert done.status_code == 200, done.text
+
+
+async def test_an_out_trade_no_longer_than_any_is_404_not_500(app, client, demo):
+    _, headers = await paying_member(app, merchant_id=demo.merchant.id, mp_openid="mp-long")
+    response = await client.get(f"/api/mp/orders/{'H' * 33}", headers=headers)
+    assert (response.status_code, error_of(response)["code"]) == (404, "not_found")

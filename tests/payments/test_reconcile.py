@@ -143,3 +143,31 @@ async def test_the_daily_statement_reports_paid_orders_without_a_credit(app, cli
     assert await anomalies(client, admin) == [("statement_mismatch", broken["out_trade_no"])]
     [anomaly] = await PayAnomaly.all()
     assert anomaly.detail["problem"] == "paid order without a recharge credit" and anomaly.detail["amount"] == 300
+
+
+async def test_an_order_whose_query_keeps_failing_backs_off_logs_one_line_and_becomes_an_anomaly(
+    app, client, admin, demo, caplog
+):
+    await use_pay_version("v3")
+    _, headers = await paying_member(app, merchant_id=demo.merchant.id, mp_openid="mp-stuck")
+    order = (await recharge(client, headers, amount=100))["order"]
+    query = f"/v3/pay/transactions/out-trade-no/{order['out_trade_no']}"
+    # WeChat Pay's answer arrives without a valid signature, every time
+    fault = {"path": query, "errcode": "SYSTEM_ERROR", "status": 200, "unsigned": True, "times": 50}
+    assert (await client.post(f"{EMU}/control/fail-next", json=fault)).status_code == 200
+    summaries = [await run_later(app, "payments.reconcile", minutes=m) for m in (6, 6.5, 7.5, 10, 15, 24, 30)]
+    assert summaries == [
+        "reconciled: failed 1",
+        "no open orders to reconcile",  # backing off: the next query is due a minute after the first
+        "reconciled: failed 1",
+        "reconciled: failed 1",
+        "reconciled: failed 1",
+        "reconciled: failed 1",
+        "no open orders to reconcile",  # 16 minutes after the fifth failure
+    ]
+    stored = await PayOrder.get(id=order["id"])
+    assert (stored.status, stored.reconcile_failures) == ("CREATED", 5)
+    assert await anomalies(client, admin) == [("reconcile_failing", order["out_trade_no"])]
+    failures = [r for r in caplog.records if "not reconciled" in r.getMessage()]
+    assert len(failures) == 5 and all(r.exc_info is None for r in failures)
+    assert "does not verify" in failures[0].getMessage()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from urllib.parse import quote
 
 import pytest
 
@@ -257,3 +258,17 @@ async def test_quote_is_capped_by_balance_rate_and_share_of_the_order(client, ad
     assert await quote(10_000) == (200, {"order_amount": 10_000, "points": 420, "fen": 3_000})
     status, body = await quote(0)
     assert status == 422 and body["error"]["field"] == "order_amount"
+
+
+@pytest.mark.parametrize("order_no", ["POS 7/é", "50%off", "A" * 64])
+async def test_a_purchase_is_reversed_by_the_order_number_it_was_recorded_with(client, admin, order_no):
+    member = await new_member(client, admin)
+    await buy(client, admin, member, order_no, 10_000)
+    response = await client.post(f"/api/members/{member}/purchases/{quote(order_no, safe='')}/reverse", headers=admin)
+    assert (response.status_code, response.json()["status"]) == (200, "reversed"), response.text
+
+
+async def test_an_order_number_longer_than_any_is_404_not_500(client, admin):
+    member = await new_member(client, admin)
+    response = await client.post(f"/api/members/{member}/purchases/{'A' * 65}/reverse", headers=admin)
+    assert (response.status_code, error_of(response)["code"]) == (404, "not_found")

@@ -131,9 +131,18 @@ class Control:
             raise ControlError("errcode must be an int (or a pay err_code string) and times a positive integer")
         if status is not None and not isinstance(status, int):
             raise ControlError("status must be an HTTP status code")
-        self.state.set_fault(
-            path, Fault(errcode=errcode, errmsg=str(body.get("errmsg", "")), status=status, times=times)
+        raw = body.get("raw")
+        if raw is not None and not isinstance(raw, str):
+            raise ControlError("raw must be the text of the answer")
+        fault = Fault(
+            errcode=errcode,
+            errmsg=str(body.get("errmsg", "")),
+            status=status,
+            times=times,
+            unsigned=body.get("unsigned") is True,
+            raw=raw,
         )
+        self.state.set_fault(path, fault)
         return {"path": path, "errcode": errcode, "times": times}
 
     async def card_encrypt_code(self, body: dict[str, Any]) -> dict[str, Any]:

@@ -98,6 +98,8 @@ class Fault:
     errmsg: str
     status: int | None
     times: int
+    unsigned: bool = False  # pay v3: answer without Wechatpay-* signature headers (as WeChat Pay's 401 SIGN_ERROR)
+    raw: str | None = None  # answer this text/html body as is (a proxy's bare 502 page), not WeChat's format
 
 
 def _b64url(raw: bytes) -> str:

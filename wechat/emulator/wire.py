@@ -106,7 +106,13 @@ def _parse_body(request: Request, kind: str) -> dict[str, Any] | None:
 
 
 def fault_reply(fault: Fault, kind: str, signer: Callable[[int, Any], HTTPResponse] | None) -> HTTPResponse:
-    """Render an injected failure in the endpoint's own wire format."""
+    """Render an injected failure in the endpoint's own wire format (or as a bare page, or unsigned)."""
+    if fault.raw is not None:
+        return HTTPResponse(fault.raw, status=fault.status or 502, content_type="text/html")
+    if kind == "v3" and fault.unsigned:
+        code = fault.errcode if isinstance(fault.errcode, str) else "SIGN_ERROR"
+        answer = json.dumps({"code": code, "message": fault.errmsg or "签名错误"}, ensure_ascii=False)
+        return HTTPResponse(answer, status=fault.status or 401, content_type="application/json")
     if kind == "xml":
         return v2_fail(fault.errmsg or str(fault.errcode), str(fault.errcode))
     if kind == "v3" and signer is not None:
