@@ -76,7 +76,7 @@ def signed_notifies(member_ids: list[int], count: int, tag: str) -> tuple[list[s
         no = f"{tag}{i:07d}"
         rows.append(
             f"({merchant_id},{member_id},'recharge','{no}',{NOTIFY_AMOUNT},0,0,'bench recharge','CREATED','v2',"
-            f"'{mch_id}','{appid}','o_bench','','','{{}}',NOW() + INTERVAL 1 HOUR,0,NOW(),NOW())"
+            f"'{mch_id}','{appid}','o_bench','','','{{}}',NOW() + INTERVAL 1 HOUR,0,0,NOW(),NOW())"
         )
         fields = {
             "appid": appid,
@@ -99,7 +99,7 @@ def signed_notifies(member_ids: list[int], count: int, tag: str) -> tuple[list[s
     columns = (
         "merchant_id, member_id, kind, out_trade_no, amount, bonus_balance, bonus_points, description, status, "
         "api_version, mch_id, appid, openid, prepay_id, transaction_id, snapshot, expires_at, refunded_amount, "
-        "created_at, updated_at"
+        "reconcile_failures, created_at, updated_at"
     )
     for start in range(0, len(rows), 2000):
         sql(f"INSERT INTO pay_order ({columns}) VALUES {','.join(rows[start : start + 2000])}", db=APP_DB)
