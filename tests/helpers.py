@@ -1,12 +1,27 @@
-"""HTTP helpers shared by the foundation tests: staff logins, members and custom fields."""
+"""Helpers shared by the tests: staff logins, members, custom fields, a second merchant."""
 
 from __future__ import annotations
 
 import httpx
 
+from server.seed import SeedResult, ensure_merchant
 from tests.conftest import login
 
 STAFF_PASSWORD = "staff-password-1"
+OTHER_OWNER_PASSWORD = "other-owner-password-1"
+
+
+async def other_merchant(code: str = "other", *, store_code: str = "O001") -> SeedResult:
+    """A second tenant with one store and an owner `<code>-owner` (password OTHER_OWNER_PASSWORD)."""
+    return await ensure_merchant(
+        code=code,
+        name=f"{code.title()} Co",
+        timezone="Asia/Shanghai",
+        store_code=store_code,
+        store_name=f"{code.title()} Main",
+        admin_username=f"{code}-owner",
+        admin_password=OTHER_OWNER_PASSWORD,
+    )
 
 
 async def add_staff(

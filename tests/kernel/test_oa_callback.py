@@ -8,7 +8,7 @@ import time
 from models.kernel.inbound import InboundEvent
 from models.tenancy.merchants import upsert_wechat_account
 from server import wiring
-from server.seed import ensure_merchant
+from tests.helpers import other_merchant
 from wechat.crypto import OACrypto, sha1_signature
 from wechat.xmlutil import parse_xml, to_xml
 
@@ -221,17 +221,7 @@ def test_typed_events_follow_wechatpy_without_reparsing_xml():
 
 
 async def test_an_account_without_encoding_aes_key_takes_plaintext_pushes_and_refuses_encrypted_ones(client, settings):
-    merchant = (
-        await ensure_merchant(
-            code="plainco",
-            name="Plain Co",
-            timezone="Asia/Shanghai",
-            store_code="P001",
-            store_name="Plain",
-            admin_username="plain-owner",
-            admin_password=None,
-        )
-    ).merchant
+    merchant = (await other_merchant("plainco")).merchant
     await upsert_wechat_account(
         merchant=merchant,
         kind="official",

@@ -15,9 +15,8 @@ from models.ledger.books import BalanceEntry, PointsEntry
 from models.members.import_upload import ImportChunk
 from models.members.imports import ImportJob
 from models.members.members import Member
-from server.seed import ensure_merchant
 from tests.conftest import login
-from tests.helpers import add_member, add_staff, error_of
+from tests.helpers import OTHER_OWNER_PASSWORD, add_member, add_staff, error_of, other_merchant
 from tests.members.import_csv import LEVEL_OPTIONS, build, phone_of
 
 CSV = {"content-type": "text/csv"}
@@ -206,16 +205,8 @@ async def test_bad_uploads_are_refused_before_any_job(client, admin, app, demo):
 
 
 async def test_another_merchants_job_is_not_found(client, admin):
-    other = await ensure_merchant(
-        code="other",
-        name="Other",
-        timezone="Asia/Shanghai",
-        store_code="O1",
-        store_name="O1",
-        admin_username="other-owner",
-        admin_password="other-password-1",
-    )
-    other_admin = await login(client, "other-owner", "other-password-1")
+    other = await other_merchant()
+    other_admin = await login(client, "other-owner", OTHER_OWNER_PASSWORD)
     job_id = await start(client, other_admin, b"phone\n13900000001\nbad\n")
     assert (await wait_done(client, other_admin, job_id))["rejected"] == 1
     for path in (f"/api/members/imports/{job_id}", f"/api/members/imports/{job_id}/rejects"):

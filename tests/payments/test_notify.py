@@ -8,8 +8,8 @@ from models.kernel.outbox import OutboxMessage
 from models.ledger.books import BalanceAccount, BalanceEntry, PointsEntry
 from models.payments.orders import PayAnomaly, PayOrder
 from models.tenancy.merchants import upsert_wechat_account
-from server.seed import ensure_merchant
 from tests.cards.helpers import activated_member, calls, deliver, put_template
+from tests.helpers import other_merchant
 from tests.payments.helpers import (
     V2_SUCCESS,
     add_package,
@@ -187,15 +187,7 @@ async def test_a_notify_for_another_merchants_order_credits_nothing(app, client,
     await use_pay_version("v2")
     _, headers = await paying_member(app, merchant_id=demo.merchant.id, mp_openid="mp-x")
     order = (await recharge(client, headers, amount=800))["order"]
-    other = await ensure_merchant(
-        code="other",
-        name="Other",
-        timezone="Asia/Shanghai",
-        store_code="S1",
-        store_name="S1",
-        admin_username="other-owner",
-        admin_password="other-owner-pw",
-    )
+    other = await other_merchant()
     await upsert_wechat_account(
         merchant=other.merchant, kind="miniprogram", appid="wx00000000other0b", secrets={"secret": "s"}, api_base="x"
     )

@@ -4,24 +4,21 @@ from __future__ import annotations
 
 import pytest
 
-from server.seed import ensure_merchant
 from tests.conftest import login
-from tests.helpers import STAFF_PASSWORD, add_member, add_staff, add_store, error_of
-
-OTHER_OWNER_PASSWORD = "other-owner-password"
+from tests.helpers import (
+    OTHER_OWNER_PASSWORD,
+    STAFF_PASSWORD,
+    add_member,
+    add_staff,
+    add_store,
+    error_of,
+    other_merchant,
+)
 
 
 async def _other_merchant(client) -> dict[str, str]:
     """A second tenant with its own store and owner; returns the owner's auth headers."""
-    await ensure_merchant(
-        code="other",
-        name="Other Tea",
-        timezone="Asia/Shanghai",
-        store_code="T001",
-        store_name="Other Tea Main",
-        admin_username="other-owner",
-        admin_password=OTHER_OWNER_PASSWORD,
-    )
+    await other_merchant(store_code="T001")
     return await login(client, "other-owner", OTHER_OWNER_PASSWORD)
 
 
