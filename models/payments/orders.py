@@ -15,7 +15,7 @@ from tortoise.queryset import QuerySet
 
 from models.kernel import clock
 from models.kernel.errors import Conflict, NotFound
-from models.members.members import Member, store_member_ids
+from models.members.members import store_member_ids
 
 log = logging.getLogger("huiyuan.payments")
 
@@ -119,11 +119,10 @@ async def purchases_counted(*, member_id: int, package_ids: list[int], now: date
 
 async def get_order(*, merchant_id: int, order_id: int, store_id: int | None = None) -> PayOrder:
     """One of the merchant's orders; a store-scoped role sees only its own members' orders (404 otherwise)."""
-
-    order = await PayOrder.get_or_none(id=order_id, merchant_id=merchant_id)
-    if order is not None and store_id is not None:
-        if not await Member.exists(id=order.member_id, merchant_id=merchant_id, origin_store_id=store_id):
-            order = None
+    query = PayOrder.filter(id=order_id, merchant_id=merchant_id)
+    if store_id is not None:
+        query = query.filter(member_id__in=store_member_ids(merchant_id=merchant_id, store_id=store_id))
+    order = await query.first()
     if order is None:
         raise NotFound("pay order not found", code="pay_order.not_found")
     return order

@@ -15,7 +15,7 @@ from models.kernel import clock
 from models.kernel.errors import Conflict, NotFound
 from models.kernel.outbox import enqueue
 from models.ledger import books as ledger
-from models.members.members import Member
+from models.members.members import store_member_ids
 from models.payments.orders import PayOrder, PayRefund, record_anomaly
 from models.payments.prepay import pay_account
 from wechat import payapi
@@ -216,8 +216,8 @@ async def list_refunds(
     """The merchant's refunds newest first; a store-scoped role sees its own members' refunds."""
     query = PayRefund.filter(merchant_id=merchant_id)
     if store_id is not None:
-        members = Member.filter(merchant_id=merchant_id, origin_store_id=store_id).values("id")
-        query = query.filter(order_id__in=Subquery(PayOrder.filter(member_id__in=Subquery(members)).values("id")))
+        members = store_member_ids(merchant_id=merchant_id, store_id=store_id)
+        query = query.filter(order_id__in=Subquery(PayOrder.filter(member_id__in=members).values("id")))
     if status:
         query = query.filter(status=status)
     if order_id:
