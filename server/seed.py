@@ -9,7 +9,7 @@ from pathlib import Path
 from tortoise.transactions import in_transaction
 
 from models.tenancy import staff as staff_domain
-from models.tenancy.merchants import Merchant, Store, upsert_wechat_account, validate_timezone
+from models.tenancy.merchants import Merchant, Store, default_message_mode, upsert_wechat_account, validate_timezone
 from server.config import ConfigError, Settings
 
 DEV_ADMIN_PASSWORD = "huiyuan-demo"
@@ -73,16 +73,21 @@ async def seed_default_merchant(settings: Settings) -> SeedResult:
         admin_password=password,
     )
     wechat = settings.wechat
+    official_secrets = {
+        "secret": wechat.official.secret,
+        "token": wechat.official.token,
+        "encoding_aes_key": wechat.official.encoding_aes_key,
+    }
     await upsert_wechat_account(
         merchant=result.merchant,
         kind="official",
         appid=wechat.official.appid,
         api_base=wechat.official.api_base,
-        secrets={
-            "secret": wechat.official.secret,
-            "token": wechat.official.token,
-            "encoding_aes_key": wechat.official.encoding_aes_key,
-        },
+        secrets=official_secrets,
+        # safe mode (安全模式) when the config has an EncodingAESKey, as the demo's has: the only mode in which
+        # WeChat signs the body; a newcomer gets it without asking, the emulator pushes in it, and a plaintext
+        # push is refused (tests switch the mode with tests.helpers.set_message_mode)
+        message_mode=default_message_mode(official_secrets),
     )
     await upsert_wechat_account(
         merchant=result.merchant,

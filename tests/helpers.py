@@ -1,9 +1,10 @@
-"""Helpers shared by the tests: staff logins, members, custom fields, a second merchant."""
+"""Helpers shared by the tests: staff logins, members, custom fields, a second merchant, the OA message mode."""
 
 from __future__ import annotations
 
 import httpx
 
+from models.tenancy.merchants import Merchant, find_wechat_account, upsert_wechat_account
 from server.seed import SeedResult, ensure_merchant
 from tests.conftest import login
 
@@ -21,6 +22,24 @@ async def other_merchant(code: str = "other", *, store_code: str = "O001") -> Se
         store_name=f"{code.title()} Main",
         admin_username=f"{code}-owner",
         admin_password=OTHER_OWNER_PASSWORD,
+    )
+
+
+async def set_message_mode(mode: str, *, appid: str | None = None) -> None:
+    """Put an official account (default: the demo's, seeded in safe mode) in plaintext, compatible or safe mode.
+
+    Server side only: the emulator keeps pushing in the mode of its own account (safe for the demo's, which has
+    an EncodingAESKey), so pass `mode` to /control/oa-event and /control/scan when it should differ.
+    """
+    account = await find_wechat_account(kind="official", key=appid)
+    assert account is not None
+    await upsert_wechat_account(
+        merchant=await Merchant.get(id=account.merchant_id),
+        kind="official",
+        appid=account.appid,
+        api_base=account.api_base,
+        secrets=account.secrets(),
+        message_mode=mode,
     )
 
 

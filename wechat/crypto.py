@@ -138,12 +138,14 @@ class OACrypto:
         )
 
     def build_encrypted_post(
-        self, xml: str, *, nonce: str, timestamp: str, random16: bytes | None = None
+        self, xml: str, *, nonce: str, timestamp: str, random16: bytes | None = None, compatible: bool = False
     ) -> tuple[str, dict[str, str]]:
-        """Return the safe-mode POST body and query params WeChat would send for a plaintext push."""
+        """Return the POST body and query params WeChat would send for a push in safe mode (ToUserName and
+        Encrypt only) or, with compatible, in compatible mode (兼容模式: the plaintext fields and Encrypt)."""
         fields = parse_xml(xml)
         encrypt_b64, msg_signature = self.encrypt(xml, nonce=nonce, timestamp=timestamp, random16=random16)
-        body = to_xml({"ToUserName": fields.get("ToUserName", ""), "Encrypt": encrypt_b64})
+        outer = {**fields, "Encrypt": encrypt_b64} if compatible else {"ToUserName": fields.get("ToUserName", "")}
+        body = to_xml({**outer, "Encrypt": encrypt_b64})
         params = {
             "signature": sha1_signature(self.token, timestamp, nonce),
             "timestamp": timestamp,

@@ -55,6 +55,9 @@ class WechatAccount(Model):
     lookup = fields.CharField(max_length=48, unique=True)  # "<kind>:<appid or mch_id>"
     secrets_enc = fields.TextField()
     api_base = fields.CharField(max_length=255)
+    # official accounts: WeChat's message mode, plaintext (明文) | compatible (兼容) | safe (安全); "" on rows older
+    # than the column (never written since): read through message_mode_of, safe when the row has an EncodingAESKey
+    message_mode = fields.CharField(max_length=16, default="")
     updated_at = fields.DatetimeField(auto_now=True)
 
     class Meta:
@@ -64,9 +67,21 @@ class WechatAccount(Model):
         """Decrypted secrets (secret, token, encoding_aes_key, api_key, api_v3_key…)."""
         return json.loads(cipher().decrypt(self.secrets_enc, context=self.lookup))
 
+    def message_mode_of(self, account_secrets: dict[str, str] | None = None) -> str:
+        """The account's message mode; an unset one is safe with a 43-character EncodingAESKey, else plaintext."""
+        if self.message_mode:
+            return self.message_mode
+        return default_message_mode(self.secrets() if account_secrets is None else account_secrets)
+
 
 ACCOUNT_KINDS = ("official", "miniprogram", "pay")
 ACCOUNT_KEY = re.compile(r"^[A-Za-z0-9_-]{1,32}$")  # appids and mch_ids
+MESSAGE_MODES = ("plaintext", "compatible", "safe")  # WeChat's 明文 / 兼容 / 安全 模式
+
+
+def default_message_mode(account_secrets: dict[str, str]) -> str:
+    """Safe mode when the account has an EncodingAESKey (43 characters), else plaintext."""
+    return "safe" if len(account_secrets.get("encoding_aes_key") or "") == 43 else "plaintext"
 
 
 def validate_timezone(name: str) -> str:
@@ -120,11 +135,26 @@ async def get_store(*, merchant_id: int, store_id: int) -> Store:
 
 
 async def upsert_wechat_account(
-    *, merchant: Merchant, kind: str, appid: str = "", mch_id: str = "", secrets: dict[str, str], api_base: str
+    *,
+    merchant: Merchant,
+    kind: str,
+    appid: str = "",
+    mch_id: str = "",
+    secrets: dict[str, str],
+    api_base: str,
+    message_mode: str | None = None,
 ) -> WechatAccount:
-    """Create or update a merchant's WeChat account; secrets are stored encrypted."""
+    """Create or update a merchant's WeChat account; secrets are stored encrypted.
+
+    message_mode (official accounts): None keeps the stored mode, or sets the default of the secrets
+    (default_message_mode) when there is none yet. Compatible and safe mode need a 43-character EncodingAESKey.
+    """
     if kind not in ACCOUNT_KINDS:
         raise Unprocessable(f"unknown account kind {kind!r}", code="wechat.account_kind", field="kind")
+    if message_mode is not None and message_mode not in MESSAGE_MODES:
+        raise Unprocessable(
+            f"message_mode must be one of {', '.join(MESSAGE_MODES)}", code="wechat.message_mode", field="message_mode"
+        )
     lookup = f"{kind}:{mch_id if kind == 'pay' else appid}"
     sealed = cipher().encrypt(json.dumps(secrets, sort_keys=True), context=lookup)
     async with in_transaction():
@@ -139,12 +169,30 @@ async def upsert_wechat_account(
                 lookup=lookup,
                 secrets_enc=sealed,
                 api_base=api_base,
+                message_mode=_mode_to_store(kind, message_mode, "", secrets),
             )
         if account.merchant_id != merchant.id:
             raise Conflict(f"{lookup} belongs to another merchant", code="wechat.account_taken")
         account.secrets_enc, account.api_base = sealed, api_base
-        await account.save(update_fields=["secrets_enc", "api_base", "updated_at"])
+        account.message_mode = _mode_to_store(kind, message_mode, account.message_mode, secrets)
+        await account.save(update_fields=["secrets_enc", "api_base", "message_mode", "updated_at"])
         return account
+
+
+def _mode_to_store(kind: str, given: str | None, stored: str, account_secrets: dict[str, str]) -> str:
+    """The message mode an upsert writes: the given one, else the stored one, else the secrets' default.
+
+    Compatible and safe mode need the EncodingAESKey: secrets without one are refused rather than quietly
+    downgrading the account to plaintext. Only official accounts have a mode.
+    """
+    if kind != "official":
+        return ""
+    mode = given or stored or default_message_mode(account_secrets)
+    if mode != "plaintext" and default_message_mode(account_secrets) == "plaintext":
+        raise Unprocessable(
+            f"{mode} mode needs a 43-character EncodingAESKey", code="wechat.message_mode", field="message_mode"
+        )
+    return mode
 
 
 async def find_wechat_account(*, kind: str, key: str | None = None) -> WechatAccount | None:

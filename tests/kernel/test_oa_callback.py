@@ -8,7 +8,7 @@ import time
 from models.kernel.inbound import InboundEvent
 from models.tenancy.merchants import upsert_wechat_account
 from server import wiring
-from tests.helpers import other_merchant
+from tests.helpers import other_merchant, set_message_mode
 from wechat.crypto import OACrypto, sha1_signature
 from wechat.xmlutil import parse_xml, to_xml
 
@@ -95,9 +95,13 @@ async def test_concurrent_redeliveries_record_one_event(client, settings):
 
 
 async def test_plaintext_mode_and_distinct_events_are_kept_apart(client, settings):
-    for create_time, event in ((1700000200, "subscribe"), (1700000201, "SCAN"), (1700000200, "subscribe")):
+    await set_message_mode("plaintext")
+    pushes = ((1700000200, "subscribe"), (1700000201, "SCAN"), (1700000200, "subscribe"))
+    for n, (create_time, event) in enumerate(pushes):
         response = await client.post(
-            "/wechat/official", params=_plain_params(settings), content=_event_xml("o_plain", create_time, event=event)
+            "/wechat/official",
+            params=_plain_params(settings, nonce=f"n0nce{n}"),
+            content=_event_xml("o_plain", create_time, event=event),
         )
         assert parse_xml(response.text)["ToUserName"] == "o_plain"  # plaintext passive reply
     assert await InboundEvent.filter(openid="o_plain").count() == 2

@@ -85,7 +85,7 @@ async def test_staff_scene_credits_the_staff_member_and_their_store(client, admi
     store_b = await add_store(client, admin, code="S002")
     staff_id, _ = await add_staff_member(client, admin, username="clerk_b", role="cashier", store_id=store_b)
     code = await create_code(client, admin, kind="oa", staff_id=staff_id)
-    deliveries = await subscribe(client, "o_staff", f"staff:{staff_id}", safe_mode=False)
+    deliveries = await subscribe(client, "o_staff", f"staff:{staff_id}")
     reply = reply_of(deliveries[0], settings)
     assert reply is not None and reply["Content"] == DEFAULT_WELCOME
     member = await Member.get(openid="o_staff")
@@ -94,28 +94,26 @@ async def test_staff_scene_credits_the_staff_member_and_their_store(client, admi
 
 
 async def test_referral_scene_sets_the_referrer_of_a_new_member_only(client, demo):
-    await subscribe(client, "o_ref_a", None, safe_mode=False)
+    await subscribe(client, "o_ref_a", None)
     referrer = await Member.get(openid="o_ref_a")
     assert referrer.origin_store_id is None
-    await subscribe(client, "o_ref_b", f"ref:{referrer.referral_code}", safe_mode=False)
+    await subscribe(client, "o_ref_b", f"ref:{referrer.referral_code}")
     referee = await Member.get(openid="o_ref_b")
     assert referee.referrer_id == referrer.id
     assert referee.origin_store_id is None
     # an existing member scanning someone's referral code does not gain a referrer
-    await fire(
-        client, "oa-event", openid="o_ref_a", event="SCAN", event_key=f"ref:{referee.referral_code}", safe_mode=False
-    )
+    await fire(client, "oa-event", openid="o_ref_a", event="SCAN", event_key=f"ref:{referee.referral_code}")
     assert (await Member.get(id=referrer.id)).referrer_id is None
     assert await QrScan.filter(scene=f"ref:{referee.referral_code}").count() == 1
     # an unknown referral code registers the member without a referrer
-    await subscribe(client, "o_ref_c", "ref:NOSUCHCODE", safe_mode=False)
+    await subscribe(client, "o_ref_c", "ref:NOSUCHCODE")
     assert (await Member.get(openid="o_ref_c")).referrer_id is None
 
 
 async def test_scan_by_an_existing_member_keeps_the_origin_and_counts_the_scan(client, admin, demo, settings):
     store_b = await add_store(client, admin, code="S002")
     code_b = await create_code(client, admin, kind="oa", store_id=store_b)
-    await fire(client, "scan", store="S001", openid="o_existing", safe_mode=False)
+    await fire(client, "scan", store="S001", openid="o_existing")
     member = await Member.get(openid="o_existing")
     deliveries = await fire(client, "scan", store="S002", openid="o_existing", subscribed=True)
     reply = reply_of(deliveries[0], settings)
@@ -134,16 +132,16 @@ async def test_scan_by_an_existing_member_keeps_the_origin_and_counts_the_scan(c
 
 
 async def test_unsubscribe_keeps_the_member_and_a_later_follow_returns(client, demo, settings):
-    await fire(client, "scan", store="S001", openid="o_leave", safe_mode=False)
+    await fire(client, "scan", store="S001", openid="o_leave")
     member = await Member.get(openid="o_leave")
-    deliveries = await fire(client, "oa-event", openid="o_leave", event="unsubscribe", safe_mode=False)
+    deliveries = await fire(client, "oa-event", openid="o_leave", event="unsubscribe")
     assert reply_of(deliveries[0], settings) is None
     left = await Member.get(id=member.id)
     assert left.subscribed is False
     assert left.unsubscribed_at is not None
     assert left.origin_store_id == demo.store.id
     # a returning follower is recognised (no second member) and welcomed again
-    back = await subscribe(client, "o_leave", None, safe_mode=False, create_time=1_900_000_000)
+    back = await subscribe(client, "o_leave", None, create_time=1_900_000_000)
     assert reply_of(back[0], settings)["Content"] == DEFAULT_WELCOME
     returned = await Member.get(id=member.id)
     assert (returned.subscribed, returned.unsubscribed_at) == (True, None)
@@ -152,7 +150,7 @@ async def test_unsubscribe_keeps_the_member_and_a_later_follow_returns(client, d
     # unsubscribe from someone we never saw writes nothing
     members_before = await Member.all().count()
     activity_before = await MemberActivity.all().count()
-    await fire(client, "oa-event", openid="o_stranger", event="unsubscribe", safe_mode=False)
+    await fire(client, "oa-event", openid="o_stranger", event="unsubscribe")
     assert await Member.all().count() == members_before
     assert await MemberActivity.all().count() == activity_before
 
@@ -160,14 +158,14 @@ async def test_unsubscribe_keeps_the_member_and_a_later_follow_returns(client, d
 async def test_disabled_code_or_unknown_store_registers_without_attribution(client, admin, demo):
     code = await create_code(client, admin, kind="oa", store_id=demo.store.id)
     assert (await client.post(f"/api/qrcodes/{code['id']}/disable", headers=admin)).status_code == 200
-    await fire(client, "scan", store="S001", openid="o_disabled", safe_mode=False)
+    await fire(client, "scan", store="S001", openid="o_disabled")
     member = await Member.get(openid="o_disabled")
     assert (member.origin_store_id, member.source, member.subscribed) == (None, "oa_qr", True)
     assert (await QrCode.get(id=code["id"])).scan_count == 0
     assert [s.qr_code_id for s in await QrScan.filter(member_id=member.id)] == [None]
-    await fire(client, "scan", store="NOPE", openid="o_unknown_store", safe_mode=False)
+    await fire(client, "scan", store="NOPE", openid="o_unknown_store")
     assert (await Member.get(openid="o_unknown_store")).origin_store_id is None
-    await subscribe(client, "o_unknown_staff", "staff:999999", safe_mode=False)
+    await subscribe(client, "o_unknown_staff", "staff:999999")
     stranger = await Member.get(openid="o_unknown_staff")
     assert (stranger.origin_store_id, stranger.origin_staff_id) == (None, None)
 

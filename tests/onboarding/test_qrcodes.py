@@ -135,7 +135,7 @@ async def test_list_shows_scan_counts_and_store_roles_see_their_store_only(clien
     other_store = await add_store(client, admin, code="S002")
     ours = await create_code(client, admin, kind="oa", store_id=demo.store.id)
     theirs = await create_code(client, admin, kind="oa", store_id=other_store)
-    fired = await client.post(f"{EMU}/control/scan", json={"store": "S001", "openid": "o_list_1", "safe_mode": False})
+    fired = await client.post(f"{EMU}/control/scan", json={"store": "S001", "openid": "o_list_1"})
     assert fired.json()["deliveries"][0]["status"] == 200
     listed = (await client.get("/api/qrcodes", headers=admin)).json()
     assert listed["total"] == 2

@@ -557,7 +557,6 @@ def test_cli_prints_one_line_per_delivery(capsys: pytest.CaptureFixture[str]) ->
         "store": "S001",
         "openid": "o1",
         "subscribed": False,
-        "safe_mode": True,
-    }
+    }  # no mode: the emulator pushes in the account's
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 3 and lines[0].startswith("delivery 1/3 event=subscribe -> 200 success")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from models.kernel.inbound import InboundEvent
+from tests.helpers import set_message_mode
 
 EMU = "/_emulator"
 
@@ -39,6 +40,7 @@ async def test_concurrent_redeliveries_of_scan_and_subscribed_scan(client):
 
 
 async def test_plaintext_mode_from_the_emulator_is_accepted_too(client):
+    await set_message_mode("plaintext")
     fired = await client.post(
         f"{EMU}/control/oa-event", json={"openid": "o_plain_emu", "event": "unsubscribe", "safe_mode": False}
     )

@@ -37,7 +37,10 @@ def _parser() -> argparse.ArgumentParser:
     scan.add_argument("--store", required=True)
     scan.add_argument("--openid", required=True)
     scan.add_argument("--subscribed", action="store_true", help="user already follows: SCAN instead of subscribe")
-    scan.add_argument("--plain", action="store_true", help="plaintext mode instead of safe mode")
+    scan.add_argument(
+        "--mode", choices=("plaintext", "compatible", "safe"), help="message mode (default: the account's)"
+    )
+    scan.add_argument("--plain", action="store_true", help="same as --mode plaintext")
 
     event = sub.add_parser(
         "event", allow_abbrev=False, parents=[common, firing], help="push any OA event; extra --Field value pairs"
@@ -50,7 +53,10 @@ def _parser() -> argparse.ArgumentParser:
     event.add_argument("--outer-str", dest="outer_str", help="user_get_card: the claim code's outer_str (store code)")
     event.add_argument("--mobile", help="submit_membercard_user_info: the phone the member typed in")
     event.add_argument("--name", help="submit_membercard_user_info: the name the member typed in")
-    event.add_argument("--plain", action="store_true", help="plaintext mode instead of safe mode")
+    event.add_argument(
+        "--mode", choices=("plaintext", "compatible", "safe"), help="message mode (default: the account's)"
+    )
+    event.add_argument("--plain", action="store_true", help="same as --mode plaintext")
 
     mp_code = sub.add_parser("mp-code", allow_abbrev=False, parents=[common], help="make a wx.login code for an openid")
     mp_code.add_argument("--openid", required=True)
@@ -83,16 +89,24 @@ def _extra_fields(pairs: list[str]) -> dict[str, str]:
     return {key[2:]: value for key, value in zip(pairs[::2], pairs[1::2], strict=True)}
 
 
+def _mode(args: argparse.Namespace) -> dict[str, str]:
+    """The push's message mode, when one is asked for (else the emulator uses the account's)."""
+    if args.plain and args.mode not in (None, "plaintext"):
+        raise CliError("--plain and --mode disagree")
+    mode = "plaintext" if args.plain else args.mode
+    return {"mode": mode} if mode else {}
+
+
 def _request(args: argparse.Namespace, extra: dict[str, str]) -> tuple[str, str, dict[str, Any] | None]:
     """Return (method, control path, JSON body) for the parsed command."""
     base = {"appid": args.appid} if getattr(args, "appid", None) else {}
     firing = {"repeat": getattr(args, "repeat", 1), "concurrent": getattr(args, "concurrent", False)}
     command = args.command
     if command == "scan":
-        body = {"store": args.store, "openid": args.openid, "subscribed": args.subscribed, "safe_mode": not args.plain}
+        body = {"store": args.store, "openid": args.openid, "subscribed": args.subscribed, **_mode(args)}
         return "POST", "scan", {**base, **firing, **body}
     if command == "event":
-        body = {"openid": args.openid, "event": args.event, "extra": extra, "safe_mode": not args.plain}
+        body = {"openid": args.openid, "event": args.event, "extra": extra, **_mode(args)}
         body.update({k: getattr(args, k) for k in ("event_key", "card_id", "code", "outer_str") if getattr(args, k)})
         form = [("USER_FORM_INFO_FLAG_MOBILE", args.mobile), ("USER_FORM_INFO_FLAG_NAME", args.name)]
         if any(value for _, value in form):

@@ -61,12 +61,16 @@ def event_xml(
     return to_xml({**head, **{k: int(v) if isinstance(v, bool) else v for k, v in body.items() if k not in head}})
 
 
-def oa_request(account: AppAccount, xml: str, *, openid: str, safe_mode: bool) -> tuple[str, dict[str, str]]:
-    """Return the body and query params WeChat would POST for xml (safe mode encrypted)."""
+OA_MODES = ("plaintext", "compatible", "safe")
+
+
+def oa_request(account: AppAccount, xml: str, *, openid: str, mode: str) -> tuple[str, dict[str, str]]:
+    """Return the body and query params WeChat would POST for xml in a message mode (plaintext, compatible:
+    plaintext fields and <Encrypt>, safe: <Encrypt> only; both with encrypt_type=aes and msg_signature)."""
     timestamp, nonce = str(int(time.time())), str(secrets.randbelow(10**10))
-    if safe_mode:
+    if mode in ("compatible", "safe"):
         crypto = OACrypto(token=account.token, encoding_aes_key=account.encoding_aes_key, appid=account.appid)
-        return crypto.build_encrypted_post(xml, nonce=nonce, timestamp=timestamp)
+        return crypto.build_encrypted_post(xml, nonce=nonce, timestamp=timestamp, compatible=mode == "compatible")
     params = {
         "signature": sha1_signature(account.token, timestamp, nonce),
         "timestamp": timestamp,

@@ -10,6 +10,7 @@ from sanic import Blueprint, HTTPResponse
 from sanic.request import Request
 
 from wechat.emulator.callbacks import (
+    OA_MODES,
     callback_url,
     deliver,
     event_xml,
@@ -62,6 +63,14 @@ def _text(body: dict[str, Any], name: str, default: str | None = None) -> str:
     return value
 
 
+def _mode(body: dict[str, Any], name: str, default: str) -> str:
+    """Return a message mode field (plaintext, compatible or safe), or default when absent."""
+    value = body.get(name) or default
+    if value and value not in OA_MODES:
+        raise ControlError(f"{name} must be one of {', '.join(OA_MODES)}")
+    return value
+
+
 def _repeat(body: dict[str, Any]) -> int:
     """Return how many times to deliver (1..MAX_REPEAT)."""
     repeat = body.get("repeat", 1)
@@ -99,6 +108,7 @@ class Control:
                     token=str(body.get("token", "")),
                     original_id=str(body.get("original_id", "")),
                     encoding_aes_key=str(body.get("encoding_aes_key", "")),
+                    message_mode=_mode(body, "message_mode", ""),
                 )
             )
             added.append(body["appid"])
@@ -158,7 +168,8 @@ class Control:
         return {"code": self.state.mint_mp_code(account.appid, _text(body, "openid"), str(body.get("unionid") or ""))}
 
     async def oa_event(self, body: dict[str, Any], request: Request) -> dict[str, Any]:
-        """Push one OA event (safe mode by default) `repeat` times with the same CreateTime."""
+        """Push one OA event `repeat` times with the same CreateTime, in `mode` (default: the account's mode;
+        the older `safe_mode: false` is plaintext, `safe_mode: true` safe)."""
         account = self.app(body, self.official_appid)
         openid, event = _text(body, "openid"), _text(body, "event")
         extra = body.get("extra") or {}
@@ -170,10 +181,11 @@ class Control:
         event_key = body.get("event_key")
         result: dict[str, Any] = {"appid": account.appid, "event": event, "create_time": create_time}
         fields = {**extra, **self._card_side_effects(account, openid, event, body, extra, result)}
-        safe_mode = body.get("safe_mode", True) is not False
-        if safe_mode and len(account.encoding_aes_key) != 43:
+        legacy = {True: "safe", False: "plaintext"}.get(body["safe_mode"]) if "safe_mode" in body else None
+        mode = _mode(body, "mode", legacy or account.mode)
+        if mode != "plaintext" and len(account.encoding_aes_key) != 43:
             raise ControlError(
-                f"{account.appid} has no 43-character encoding_aes_key: register one or pass safe_mode false"
+                f"{account.appid} has no 43-character encoding_aes_key: register one or pass mode plaintext"
             )
         try:
             xml = event_xml(
@@ -186,7 +198,8 @@ class Control:
             )
         except (TypeError, ValueError) as exc:
             raise ControlError(f"cannot build the event XML: {exc}") from exc
-        content, params = oa_request(account, xml, openid=openid, safe_mode=safe_mode)
+        content, params = oa_request(account, xml, openid=openid, mode=mode)
+        result["mode"] = mode
         wechat = request.app.ctx.wechat
         deliveries = await deliver(
             wechat.http,
@@ -243,7 +256,9 @@ class Control:
         subscribed = body.get("subscribed") is True
         event: dict[str, Any] = {
             **{
-                k: body[k] for k in ("appid", "openid", "repeat", "concurrent", "safe_mode", "create_time") if k in body
+                k: body[k]
+                for k in ("appid", "openid", "repeat", "concurrent", "safe_mode", "mode", "create_time")
+                if k in body
             },
             "event": "SCAN" if subscribed else "subscribe",
             "event_key": scene if subscribed else f"qrscene_{scene}",

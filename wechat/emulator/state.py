@@ -31,6 +31,12 @@ class AppAccount:
     token: str = ""
     encoding_aes_key: str = ""
     original_id: str = ""
+    message_mode: str = ""  # official accounts: plaintext | compatible | safe; "" = safe with an EncodingAESKey
+
+    @property
+    def mode(self) -> str:
+        """The message mode pushes use unless a control call names one (the server's default rule)."""
+        return self.message_mode or ("safe" if len(self.encoding_aes_key) == 43 else "plaintext")
 
     @property
     def gh_id(self) -> str:
