@@ -11,6 +11,7 @@ from handlers import (
     ledger,
     members,
     onboarding,
+    operations,
     payments,
     points,
     tenancy,
@@ -27,13 +28,14 @@ def register_blueprints(app: Sanic, settings: Settings) -> None:
         health,
         tenancy,
         members,
-            ledger,
+        ledger,
         onboarding,
         cards,
         wechat_official,
         points,
         tiers,
         payments,
+        operations,
     )
     for module in modules:
         app.blueprint(module.bp)
