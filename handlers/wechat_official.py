@@ -50,6 +50,7 @@ def _crypto(appid: str, account_secrets: dict[str, str]) -> OACrypto:
 @endpoint(
     summary="Official-account URL verification",
     tag="wechat callbacks",
+    content_type="text/plain",
     errors=(403, 404),
     description="Echoes `echostr` only when `signature` matches the account token.",
 )
@@ -66,6 +67,7 @@ async def verify_url(request: Request, appid: str | None = None):
 @endpoint(
     summary="Official-account push (events and messages)",
     tag="wechat callbacks",
+    content_type="text/plain, application/xml",
     errors=(400, 403),
     description="Plaintext or safe mode (AES). Answers `success` or a passive reply; redelivered pushes "
     "(same MsgId, or FromUserName + CreateTime + Event) change nothing.",

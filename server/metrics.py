@@ -64,6 +64,9 @@ def install(app: Sanic) -> Metrics:
         tag="ops",
         description="Request counts, latencies and database pool use in the Prometheus text format.\n\n"
         "Public: no token needed.",
+        response=openapi.definitions.Response(
+            {"text/plain": {"schema": {"type": "string"}}}, status=200, description="Prometheus text format"
+        ),
     )
     async def metrics_endpoint(request: Request):
         return raw(metrics.render(), content_type="text/plain; version=0.0.4; charset=utf-8")
