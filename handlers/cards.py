@@ -155,6 +155,7 @@ async def get_template(request: Request):
     body=ClaimQrIn,
     response=ClaimQrOut,
     status=201,
+    also=(200,),
     errors=(404, 409, 502, 503),
     description="card/qrcode/create with outer_str = the store code; one code per store (a repeat answers 200 "
     "with the first). Store managers get their own store's code.",

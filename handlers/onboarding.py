@@ -99,6 +99,7 @@ def serialize_qr_code(code: qrcodes.QrCode) -> QrCodeOut:
     body=QrCodeIn,
     response=QrCodeOut,
     status=201,
+    also=(200,),
     errors=(404, 502, 503),
     description="Exactly one of store_id/staff_id. oa → qrcode/create (QR_LIMIT_STR_SCENE, scene store:<code> or "
     "staff:<id>); mp → getwxacodeunlimit (scene ≤ 32 chars). The same kind and target again answers 200 with the "
@@ -158,6 +159,7 @@ async def disable_qr_code(request: Request, qr_code_id: int):
     tag="qrcodes",
     roles=ALL_STAFF,
     query=ImageQuery,
+    content_type="image/png, image/svg+xml",
     errors=(404,),
     description="image/png or image/svg+xml. Official-account codes are rendered locally from their URL; "
     "mini-program codes are the PNG WeChat returned (svg → 422).",

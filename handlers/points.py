@@ -182,6 +182,7 @@ async def put_rules(request: Request, body: PointsRules):
     body=PurchaseIn,
     response=PurchaseOut,
     status=201,
+    also=(200,),
     errors=(403, 404, 409),
     description="201 the first time, 200 for a repeat of the order number (nothing earned twice).",
 )
@@ -279,6 +280,7 @@ async def reverse(request: Request, member_id: int, body: ReverseIn):
     body=ActivityIn,
     response=ActivityOut,
     status=201,
+    also=(200,),
     errors=(404, 409),
     description="201 when rewarded, 200 when the rule's once/daily limit was already reached (nothing changed).",
 )

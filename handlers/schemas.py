@@ -9,7 +9,7 @@ from pydantic import Field
 
 from models.ledger import books as ledger
 from models.members import members
-from server.api import Out, Schema
+from server.api import IsoDate, Out, Schema
 from server.auth import Principal
 
 
@@ -40,8 +40,8 @@ class MemberFilters(Schema):
     source: Literal["staff", "oa_qr", "card", "mp", "import"] | None = None
     subscribed: bool | None = Field(None, description="Follows the official account")
     activated: bool | None = Field(None, description="Activated the member card")
-    created_from: date | None = Field(None, description="Registered on or after this day (merchant's time zone)")
-    created_to: date | None = Field(None, description="Registered on or before this day (merchant's time zone)")
+    created_from: IsoDate | None = Field(None, description="Registered on or after this day (merchant's time zone)")
+    created_to: IsoDate | None = Field(None, description="Registered on or before this day (merchant's time zone)")
 
     def for_principal(self, principal: Principal) -> dict[str, Any]:
         """The filters as domain arguments; store-scoped roles stay fixed to their store."""

@@ -92,6 +92,7 @@ async def _remember_signature(request: Request, appid: str, signature: str) -> N
 @endpoint(
     summary="Official-account URL verification",
     tag="wechat callbacks",
+    content_type="text/plain",
     errors=(403, 404),
     description="Echoes `echostr` only when `signature` matches the account token.",
 )
@@ -108,6 +109,7 @@ async def verify_url(request: Request, appid: str | None = None):
 @endpoint(
     summary="Official-account push (events and messages)",
     tag="wechat callbacks",
+    content_type="text/plain, application/xml",
     errors=(400, 403),
     description="In the account's message mode: plaintext (URL signature), compatible or safe (AES, "
     "`encrypt_type=aes` + `msg_signature`; a plaintext push to such an account is 403 `wechat.plaintext_refused`). "

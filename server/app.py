@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
 
-from sanic import Sanic
+from sanic import HTTPResponse, Sanic
 from sanic.exceptions import PayloadTooLarge
 from sanic.request import Request
 from sanic_ext import Extend
@@ -18,6 +19,7 @@ from jobs.scheduler import JobContext, build_scheduler
 from models.kernel.cipher import DataCipher, set_cipher
 from models.tenancy.merchants import find_wechat_account
 from server import db, metrics, wiring
+from server.api import publish_openapi
 from server.config import Settings
 from server.errors import register_error_handlers
 from server.redis import Keys, create_redis
@@ -114,6 +116,12 @@ def create_app(settings: Settings, *, name: str = "huiyuan", wechat_transport: A
         await app.ctx.wechat.aclose()
         await app.ctx.redis.aclose()
         await db.close_db()
+
+    @app.on_response(priority=200)  # type: ignore[call-arg]  # sanic's stub omits priority
+    async def true_openapi(request: Request, response: HTTPResponse) -> None:
+        if request.route is not None and request.route.name.endswith(".openapi.spec") and response.status == 200:
+            response.body = json.dumps(publish_openapi(json.loads(response.body or b"{}"))).encode()
+            response.headers["content-length"] = str(len(response.body))
 
     @app.on_request(priority=90)  # type: ignore[call-arg]  # sanic's stub omits priority
     async def attach_request_id(request: Request) -> None:

@@ -50,6 +50,18 @@ def _validation_message(exc: Exception) -> tuple[str, str | None]:
     return str(exc) or "invalid request body", None
 
 
+def _allowed_methods(request: Request) -> list[str]:
+    """The methods the path has (Sanic names them for GET/POST/..., not for a method it does not know, e.g. TRACE)."""
+    allowed = []
+    for method in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"):
+        try:
+            request.app.router.get(request.path, method, request.headers.get("host"))
+        except SanicException:
+            continue
+        allowed.append(method)
+    return allowed
+
+
 def register_error_handlers(app: Sanic) -> None:
     @app.exception(DomainError)
     async def domain_error(request: Request, exc: DomainError):
@@ -70,7 +82,10 @@ def register_error_handlers(app: Sanic) -> None:
         message = str(exc) or code
         if status == 400 and "JSON" in message.upper():
             code, message = "request.malformed_json", "request body is not valid JSON"
-        return json(error_body(code, message), status=status, headers=getattr(exc, "headers", None))
+        headers = dict(getattr(exc, "headers", None) or {})
+        if status == 405 and "Allow" not in headers:
+            headers["Allow"] = ", ".join(_allowed_methods(request))
+        return json(error_body(code, message), status=status, headers=headers)
 
     @app.exception(WeChatError)
     async def wechat_error(request: Request, exc: WeChatError):

@@ -115,6 +115,9 @@ def install(app: Sanic) -> Metrics:
         description="Request counts, latencies, database pool use and the outbox backlog (messages per topic and "
         "status, oldest pending age; sampled at most every 15 s) in the Prometheus text format.\n\n"
         "Public: no token needed.",
+        response=openapi.definitions.Response(
+            {"text/plain": {"schema": {"type": "string"}}}, status=200, description="Prometheus text format"
+        ),
     )
     async def metrics_endpoint(request: Request):
         return raw(await metrics.render(), content_type="text/plain; version=0.0.4; charset=utf-8")

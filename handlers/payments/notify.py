@@ -11,7 +11,7 @@ from sanic.request import Request
 from models.kernel import clock
 from models.tenancy.merchants import WechatAccount, find_wechat_account, merchant_appids
 from server import wiring
-from server.api import endpoint
+from server.api import Reply, endpoint
 from wechat.errors import WeChatCryptoError, WeChatSignatureError, WeChatXMLError
 from wechat.paynotify import NotifyRejected, PayNotify, verify_v2, verify_v3
 from wechat.xmlutil import to_xml
@@ -21,6 +21,11 @@ bp = Blueprint("pay_notify")
 VERIFICATION_ERRORS = (WeChatSignatureError, WeChatCryptoError, WeChatXMLError, NotifyRejected)
 V2_SECRETS = ("api_key",)
 V3_SECRETS = ("api_v3_key", "platform_public_key", "platform_public_key_id")
+V3_FAIL_SCHEMA = {
+    "type": "object",
+    "required": ["code", "message"],
+    "properties": {"code": {"const": "FAIL"}, "message": {"type": "string"}},
+}
 
 
 def _v2_reply(status: int, return_code: str, return_msg: str) -> HTTPResponse:
@@ -66,7 +71,8 @@ async def _dispatch(
 @endpoint(
     summary="WeChat Pay v2 notify (payment or refund)",
     tag="wechat callbacks",
-    errors=(400, 404, 500),
+    content_type="application/xml",
+    replies=tuple(Reply(code, "application/xml", description="FAIL") for code in (400, 404, 500)),
     description="Signed XML payment notify, or refund notify with encrypted req_info. Answers the SUCCESS XML "
     "once a registered handler processed it; FAIL XML with 400 (rejected), 404 (unknown mch_id) or 500 "
     "(not processed: WeChat retries).",
@@ -98,7 +104,7 @@ async def notify_v2(request: Request, mch_id: str):
     summary="WeChat Pay v3 notify (TRANSACTION.* or REFUND.*)",
     tag="wechat callbacks",
     status=204,
-    errors=(401, 404, 500),
+    replies=tuple(Reply(code, schema=V3_FAIL_SCHEMA, description="FAIL") for code in (401, 404, 500)),
     description="RSA-signed JSON with an AEAD_AES_256_GCM resource. Answers 204 once a registered handler "
     'processed it; {"code": "FAIL", "message"} with 401 (rejected), 404 (unknown mch_id) or 500 '
     "(not processed: WeChat retries).",

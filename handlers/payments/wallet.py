@@ -150,6 +150,7 @@ class RefundPage(Out):
     body=RefundIn,
     response=RefundResultOut,
     status=201,
+    also=(200,),
     errors=(404, 409),
     description="Recharge: the unspent principal is paid back and the unspent bonus forfeited, gift points clawed "
     "back as far as they remain. Plan: the unused days pro rata, the term ends now. The balance is debited first; "
