@@ -3,7 +3,7 @@ from tortoise.migrations import operations as ops
 from tortoise.indexes import Index
 
 class Migration(migrations.Migration):
-    dependencies = [('models', '0005_pay_order_reconcile_backoff')]
+    dependencies = [('models', '0006_wechat_message_mode')]
 
     initial = False
 
