@@ -84,7 +84,7 @@ def test_readme_walkthrough_runs_against_a_live_server(readme_env, tmp_path):
             env=env,
             capture_output=True,
             text=True,
-            timeout=120,
+            timeout=240,  # a loaded CI machine; about 15 s on an idle one
         )
     finally:
         output = stop(proc, log)
