@@ -26,7 +26,7 @@ from models.members.members import Member
 from tests.conftest import _fresh_mysql_database
 from tests.members.import_csv import ImportFile, build, phone_of
 from tests.members.test_import import LEVEL, define, ledger_totals
-from tests.server.test_process import ROOT, _free_port, _wait_healthy
+from tests.server.live import ROOT, free_port, wait_healthy
 
 
 class Crash(BaseException):
@@ -201,10 +201,10 @@ def _get_job(http: httpx.Client, job_id: int) -> dict:
 
 
 def _killed_and_restarted(env: dict[str, str], log: Path, data: ImportFile) -> tuple[dict, float, int]:
-    port = _free_port()
+    port = free_port()
     proc = _launch(env, port, log)
     try:
-        _wait_healthy(proc, port)
+        wait_healthy(proc, port)
         base = f"http://127.0.0.1:{port}"
         login = httpx.post(f"{base}/api/auth/login", json={"username": "admin", "password": "huiyuan-demo"})
         token = {"Authorization": f"Bearer {login.json()['access_token']}"}
@@ -222,10 +222,10 @@ def _killed_and_restarted(env: dict[str, str], log: Path, data: ImportFile) -> t
     assert job["status"] == "running" and 3000 <= job["processed"] < job["total"], job
     killed_at = job["processed"]
 
-    port = _free_port()
+    port = free_port()
     proc = _launch(env, port, log)
     try:
-        _wait_healthy(proc, port)
+        wait_healthy(proc, port)
         restarted = time.monotonic()
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=token, timeout=30) as http:
             while (job := _get_job(http, job_id))["status"] not in ("done", "failed"):
