@@ -23,6 +23,7 @@ STORE_ROLES = frozenset({"store_manager", "cashier"})
 
 ATTEMPT_ROW_IDLE = timedelta(days=1)  # an unlocked login_attempt row untouched this long is purged
 
+
 class Staff(Model):
     id = fields.IntField(primary_key=True)
     merchant: fields.ForeignKeyRelation = fields.ForeignKeyField("models.Merchant", related_name="staff")
