@@ -71,8 +71,10 @@ async def _tokens(request: Request, staff: staff_domain.Staff, refresh_token: st
     tag="auth",
     body=LoginIn,
     response=TokenOut,
-    errors=(401, 423),
-    description="Password login. Five failures in a row lock the account for a while (423).",
+    errors=(401, 423, 503),
+    description="Password login. security.login_max_failures password checks without a success lock the username "
+    "(known or not) for security.login_lock_seconds (423 auth.locked with retry_after and Retry-After). 503 "
+    "auth.busy with Retry-After when too many password checks are already waiting.",
 )
 async def login(request: Request, body: LoginIn):
     security = request.app.ctx.settings.security

@@ -17,6 +17,7 @@ from handlers import register_blueprints
 from jobs.outbox import run_forever
 from jobs.scheduler import JobContext, build_scheduler
 from models.kernel.cipher import DataCipher, set_cipher
+from models.tenancy import passwords
 from models.tenancy.merchants import find_wechat_account
 from server import db, metrics, wiring
 from server.api import publish_openapi
@@ -75,6 +76,7 @@ def create_app(settings: Settings, *, name: str = "huiyuan", wechat_transport: A
     @app.before_server_start
     async def open_connections(app: Sanic) -> None:
         set_cipher(DataCipher(settings.security.data_key))
+        passwords.configure(workers=settings.security.hash_workers, max_waiting=settings.security.hash_queue)
         await db.init_db(settings)
         app.ctx.redis = create_redis(settings.redis.url)
         self_url = _self_url(app, settings)
@@ -116,6 +118,7 @@ def create_app(settings: Settings, *, name: str = "huiyuan", wechat_transport: A
         await app.ctx.wechat.aclose()
         await app.ctx.redis.aclose()
         await db.close_db()
+        passwords.shutdown()
 
     @app.on_response(priority=200)  # type: ignore[call-arg]  # sanic's stub omits priority
     async def true_openapi(request: Request, response: HTTPResponse) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -10,11 +11,15 @@ from typing import Any
 
 import jwt
 from jwt.types import Options
+from redis.exceptions import RedisError
 from sanic.request import Request
 
 from models.kernel import clock
 from models.kernel.errors import Forbidden, Unauthorized
+from models.tenancy import staff as staff_domain
 from models.tenancy.staff import HQ_ROLES, ROLES
+
+log = logging.getLogger("huiyuan.auth")
 
 ALGORITHM = "HS256"
 ALL_STAFF = ROLES
@@ -89,9 +94,35 @@ async def authenticate_request(request: Request) -> Principal:
         raise Unauthorized("missing bearer token", code="auth.token_missing")
     ctx = request.app.ctx
     principal = decode_access_token(token.strip(), secret=ctx.settings.security.jwt_secret)
-    if await ctx.redis.exists(ctx.keys("revoked", principal.jti)):
+    if await _is_revoked(request, principal):
         raise Unauthorized("access token was revoked", code="auth.token_revoked")
     return principal
+
+
+async def _is_revoked(request: Request, principal: Principal) -> bool:
+    """Redis answers "revoked" fast; anything else (no key, a restarted or unreachable Redis) asks the database."""
+    ctx = request.app.ctx
+    key = ctx.keys("revoked", principal.jti)
+    redis_up = True
+    try:
+        if await ctx.redis.exists(key):
+            return True
+    except (RedisError, OSError) as exc:
+        redis_up = False
+        log.warning("revocation cache unavailable (%s); checking the database", type(exc).__name__)
+    if not await staff_domain.is_access_revoked(principal.jti):
+        return False
+    if redis_up:  # refill the cache a restarted Redis lost
+        await _cache_revocation(request, principal)
+    return True
+
+
+async def _cache_revocation(request: Request, principal: Principal) -> None:
+    ttl = max(1, principal.expires_at - int(clock.now().timestamp()))
+    try:
+        await request.app.ctx.redis.set(request.app.ctx.keys("revoked", principal.jti), "1", ex=ttl)
+    except (RedisError, OSError) as exc:
+        log.warning("revocation cache unavailable (%s); the database has it", type(exc).__name__)
 
 
 def requires(*roles: str) -> Callable:
@@ -114,9 +145,11 @@ def requires(*roles: str) -> Callable:
 
 
 async def revoke_access_token(request: Request, principal: Principal) -> None:
-    """Deny this access token until it would expire anyway (shared by every worker via Redis)."""
-    ttl = max(1, principal.expires_at - int(clock.now().timestamp()))
-    await request.app.ctx.redis.set(request.app.ctx.keys("revoked", principal.jti), "1", ex=ttl)
+    """Deny this access token until it would expire anyway: recorded in the database, cached in Redis."""
+    await staff_domain.revoke_access(
+        jti=principal.jti, kind=principal.kind, subject_id=principal.subject_id, expires_at=principal.expires_at
+    )
+    await _cache_revocation(request, principal)
 
 
 def issue_member_token(*, secret: str, ttl: int, member_id: int, merchant_id: int) -> tuple[str, int]:

@@ -51,6 +51,8 @@ class SecuritySettings(_Section):
     member_token_ttl: int = Field(7 * 86400, ge=60)
     login_max_failures: int = Field(5, ge=1)
     login_lock_seconds: int = Field(900, ge=1)
+    hash_workers: int = Field(2, ge=1)
+    hash_queue: int = Field(32, ge=0)
 
 
 class OfficialAccountSettings(_Section):

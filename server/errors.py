@@ -65,7 +65,9 @@ def _allowed_methods(request: Request) -> list[str]:
 def register_error_handlers(app: Sanic) -> None:
     @app.exception(DomainError)
     async def domain_error(request: Request, exc: DomainError):
-        return json(error_body(exc.code, exc.message, **exc.extra), status=exc.status)
+        retry_after = exc.extra.get("retry_after")
+        headers = {"Retry-After": str(retry_after)} if isinstance(retry_after, int) else None
+        return json(error_body(exc.code, exc.message, **exc.extra), status=exc.status, headers=headers)
 
     @app.exception(ExtValidationError)
     async def validation_error(request: Request, exc: Exception):

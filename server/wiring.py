@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
+from jobs import auth as auth_jobs
 from jobs import cards as card_jobs
 from jobs import members as member_jobs
 from jobs import outbox as outbox_jobs
@@ -91,6 +92,7 @@ SCHEDULED_JOBS: Mapping[str, JobSpec] = {
         JobSpec("refunds.reconcile", payment_jobs.reconcile_refunds, every_seconds=300),
         JobSpec("plans.remind", payment_jobs.remind_expiring_plans, every_seconds=3600),
         # a long import outlives the 20 s lock: another process's tick may then run the other waiting imports
+        JobSpec("auth.purge", auth_jobs.purge, every_seconds=3600),
         JobSpec("members.imports", member_jobs.run_imports, every_seconds=5, lock_seconds=20),
     )
 }

@@ -4,26 +4,24 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError
 from tortoise import fields
-from tortoise.exceptions import IntegrityError
-from tortoise.expressions import F
+from tortoise.exceptions import IntegrityError, OperationalError
+from tortoise.expressions import F, Q
 from tortoise.models import Model
 from tortoise.transactions import in_transaction
 
 from models.kernel import clock
 from models.kernel.errors import Conflict, Locked, NotFound, Unauthorized, Unprocessable
+from models.tenancy import passwords
 from models.tenancy.merchants import get_store
 
 ROLES = ("owner", "hq_admin", "store_manager", "cashier", "marketer")
 HQ_ROLES = frozenset({"owner", "hq_admin", "marketer"})
 STORE_ROLES = frozenset({"store_manager", "cashier"})
 
-_hasher = PasswordHasher()  # argon2id with library defaults
-_DUMMY_HASH = _hasher.hash("timing-equaliser")
+ATTEMPT_ROW_IDLE = timedelta(days=1)  # an unlocked login_attempt row untouched this long is purged
 
 
 class Staff(Model):
@@ -37,8 +35,8 @@ class Staff(Model):
     password_hash = fields.CharField(max_length=255)
     role = fields.CharField(max_length=16)
     is_active = fields.BooleanField(default=True)
-    failed_logins = fields.IntField(default=0)
-    locked_until = fields.DatetimeField(null=True)
+    failed_logins = fields.IntField(default=0)  # unused since login_attempt counts by username
+    locked_until = fields.DatetimeField(null=True)  # unused since login_attempt counts by username
     created_at = fields.DatetimeField(auto_now_add=True)
 
     class Meta:
@@ -60,12 +58,44 @@ class RefreshToken(Model):
         table = "refresh_token"
 
 
+class LoginAttempt(Model):
+    """Password checks per username (known or not) since the last success or lock: the source of truth of the lockout.
+
+    A check is counted by a guarded UPDATE before the password is checked, so concurrent logins cannot get more
+    than login_max_failures checks between locks. Keyed by the username as typed so that an unknown username
+    is counted and locked exactly like a real one.
+    """
+
+    id = fields.IntField(primary_key=True)
+    username = fields.CharField(max_length=64, unique=True)
+    attempts = fields.IntField(default=0)
+    locked_until = fields.DatetimeField(null=True)
+    updated_at = fields.DatetimeField()
+
+    class Meta:
+        table = "login_attempt"
+
+
+class RevokedToken(Model):
+    """An access token revoked before it expires (logout), kept here to survive Redis (which only caches it)."""
+
+    id = fields.IntField(primary_key=True)
+    jti = fields.CharField(max_length=32, unique=True)
+    kind = fields.CharField(max_length=8)  # "staff" | "member"
+    subject_id = fields.IntField()
+    expires_at = fields.DatetimeField(db_index=True)
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "revoked_token"
+
+
 def _token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def hash_password(password: str) -> str:
-    return _hasher.hash(password)
+async def hash_password(password: str) -> str:
+    return await passwords.hash_password(password)
 
 
 def validate_role(*, role: str, store_id: int | None) -> None:
@@ -91,7 +121,7 @@ async def create_staff(
             merchant_id=merchant_id,
             store_id=store_id if role in STORE_ROLES else None,
             username=username,
-            password_hash=hash_password(password),
+            password_hash=await hash_password(password),
             role=role,
             display_name=display_name,
         )
@@ -100,40 +130,86 @@ async def create_staff(
 
 
 async def authenticate(*, username: str, password: str, max_failures: int, lock_seconds: int) -> Staff:
-    """Check a password; max_failures wrong answers in a row lock the account for lock_seconds."""
-    now = clock.now()
+    """Check a password; max_failures wrong answers in a row lock the username for lock_seconds.
+
+    The check is counted before it is made (at most max_failures checks per lock window, however many
+    logins run at once) and an unknown username takes the same steps and answers as a known one.
+    """
+    await _claim_attempt(username, max_failures=max_failures, lock_seconds=lock_seconds)
     staff = await Staff.get_or_none(username=username)
-    if staff is None or not staff.is_active:
-        _hasher_verify(_DUMMY_HASH, password)
-        raise Unauthorized("wrong username or password", code="auth.invalid_credentials")
-    if staff.locked_until is not None and staff.locked_until > now:
-        raise Locked(
-            "too many failed logins; try again later",
-            code="auth.locked",
-            retry_after=int((staff.locked_until - now).total_seconds()) + 1,
+    usable = staff is not None and staff.is_active
+    matched = await passwords.verify_password(staff.password_hash if staff is not None and usable else None, password)
+    if staff is None or not usable or not matched:
+        await LoginAttempt.filter(username=username, locked_until=None, attempts__gte=max_failures).update(
+            locked_until=clock.now() + timedelta(seconds=lock_seconds), updated_at=clock.now()
         )
-    if not _hasher_verify(staff.password_hash, password):
-        async with in_transaction():
-            await Staff.filter(id=staff.id).update(failed_logins=F("failed_logins") + 1)
-            # select_for_update works on the single-result queryset at runtime; Tortoise's stubs lack it
-            failures = (await Staff.get(id=staff.id).select_for_update()).failed_logins  # type: ignore[attr-defined]
-            if failures >= max_failures:
-                await Staff.filter(id=staff.id).update(
-                    failed_logins=0, locked_until=now + timedelta(seconds=lock_seconds)
-                )
         raise Unauthorized("wrong username or password", code="auth.invalid_credentials")
-    if staff.failed_logins or staff.locked_until:
-        await Staff.filter(id=staff.id).update(failed_logins=0, locked_until=None)
-    if _hasher.check_needs_rehash(staff.password_hash):
-        await Staff.filter(id=staff.id).update(password_hash=hash_password(password))
+    now = clock.now()
+    # a success resets the count, unless concurrent failures locked the login meanwhile: no success after a lock
+    if not await LoginAttempt.filter(username=username, locked_until=None).update(attempts=0, updated_at=now):
+        raise await _locked(username, lock_seconds=lock_seconds)
+    if passwords.needs_rehash(staff.password_hash):
+        await Staff.filter(id=staff.id).update(password_hash=await hash_password(password))
     return staff
 
 
-def _hasher_verify(password_hash: str, password: str) -> bool:
+async def _claim_attempt(username: str, *, max_failures: int, lock_seconds: int) -> None:
+    """Count one password check for username, or raise Locked; each step is one atomic guarded UPDATE."""
+    for _ in range(3):
+        now = clock.now()
+        # a lock that has run out, or a full count whose checks never reported (a crashed process): start over
+        restart = Q(locked_until__lte=now) | Q(
+            locked_until=None, attempts__gte=max_failures, updated_at__lte=now - timedelta(seconds=lock_seconds)
+        )
+        if await LoginAttempt.filter(restart, username=username).update(attempts=1, locked_until=None, updated_at=now):
+            return
+        counted = await LoginAttempt.filter(username=username, locked_until=None, attempts__lt=max_failures).update(
+            attempts=F("attempts") + 1, updated_at=now
+        )
+        if counted:
+            return
+        if await LoginAttempt.exists(username=username):
+            raise await _locked(username, lock_seconds=lock_seconds)
+        try:
+            await LoginAttempt.create(username=username, attempts=1, updated_at=now)
+            return
+        except (IntegrityError, OperationalError):  # a concurrent first login created it: count on that row
+            continue
+    raise await _locked(username, lock_seconds=lock_seconds)
+
+
+async def _locked(username: str, *, lock_seconds: int) -> Locked:
+    row = await LoginAttempt.get_or_none(username=username)
+    now = clock.now()
+    if row is not None and row.locked_until is not None and row.locked_until > now:
+        retry_after = int((row.locked_until - now).total_seconds()) + 1
+    else:  # the last checks are still running: the lock they set will last lock_seconds
+        retry_after = lock_seconds
+    return Locked("too many failed logins; try again later", code="auth.locked", retry_after=retry_after)
+
+
+async def revoke_access(*, jti: str, kind: str, subject_id: int, expires_at: int) -> None:
+    """Record a revoked access token until it would expire (idempotent)."""
     try:
-        return _hasher.verify(password_hash, password)
-    except (VerificationError, InvalidHashError):
-        return False
+        await RevokedToken.create(
+            jti=jti, kind=kind, subject_id=subject_id, expires_at=datetime.fromtimestamp(expires_at, tz=UTC)
+        )
+    except IntegrityError:
+        pass  # revoked already
+
+
+async def is_access_revoked(jti: str) -> bool:
+    return await RevokedToken.exists(jti=jti)
+
+
+async def purge_auth_rows() -> tuple[int, int]:
+    """Delete revocations of tokens that have expired anyway and idle unlocked login counts: (tokens, logins)."""
+    now = clock.now()
+    tokens = await RevokedToken.filter(expires_at__lte=now).delete()
+    logins = await LoginAttempt.filter(
+        Q(locked_until=None) | Q(locked_until__lte=now), updated_at__lte=now - ATTEMPT_ROW_IDLE
+    ).delete()
+    return tokens, logins
 
 
 async def issue_refresh_token(*, staff: Staff, ttl_seconds: int, family: str | None = None) -> str:
