@@ -13,7 +13,7 @@ from models.cards import activation as card_activation
 from models.cards import template as cards
 from models.kernel.errors import Forbidden
 from server.api import MAX_ID, Out, Schema, endpoint, ok
-from server.auth import ADMINS, ALL_STAFF, MANAGERS, MEMBER
+from server.auth import ADMINS, ALL_STAFF, MANAGERS, MEMBER, scope_of
 
 bp = Blueprint("cards")
 URL = r"^https?://\S+$"
@@ -175,7 +175,7 @@ async def create_claim_qrcode(request: Request, body: ClaimQrIn):
 @endpoint(summary="Card-claim QR codes", tag="cards", roles=ALL_STAFF, response=ClaimQrList)
 async def list_claim_qrcodes(request: Request):
     principal = request.ctx.principal
-    codes = await cards.list_claim_qrcodes(merchant_id=principal.merchant_id, store_id=principal.store_scope)
+    codes = await cards.list_claim_qrcodes(scope=scope_of(principal))
     return ok(ClaimQrList(items=[_qr_out(c) for c in codes]))
 
 
@@ -194,9 +194,8 @@ async def decrypt_code(request: Request, body: DecryptIn):
     principal = request.ctx.principal
     card = await cards.card_by_encrypted_code(
         wechat=request.app.ctx.wechat,
-        merchant_id=principal.merchant_id,
+        scope=scope_of(principal),
         encrypt_code=body.encrypt_code,
-        store_id=principal.store_scope,
     )
     return ok(CardCodeOut(member_id=card.member_id, code=card.code, card_id=card.card_id, status=card.status))
 

@@ -12,7 +12,7 @@ from handlers.schemas import ChangeOut, EntryOut, LedgerQuery
 from models.ledger import books as ledger
 from models.members import members
 from server.api import Out, Schema, endpoint, ok
-from server.auth import ALL_STAFF, MANAGERS
+from server.auth import ALL_STAFF, MANAGERS, scope_of
 
 bp = Blueprint("ledger", url_prefix="/api/members")
 
@@ -44,7 +44,7 @@ class LedgerPage(Out):
 
 async def _change(request: Request, member_id: int, body: _ChangeIn, change) -> ChangeOut:
     principal = request.ctx.principal
-    await members.ensure_visible(merchant_id=principal.merchant_id, member_id=member_id, store_id=principal.store_scope)
+    await members.ensure_visible(scope=scope_of(principal), member_id=member_id)
     result = await change(
         merchant_id=principal.merchant_id,
         member_id=member_id,
@@ -91,7 +91,7 @@ async def change_balance(request: Request, member_id: int, body: BalanceChangeIn
 
 async def _page(request: Request, member_id: int, book: str, query: LedgerQuery) -> LedgerPage:
     principal = request.ctx.principal
-    await members.ensure_visible(merchant_id=principal.merchant_id, member_id=member_id, store_id=principal.store_scope)
+    await members.ensure_visible(scope=scope_of(principal), member_id=member_id)
     entries = await ledger.list_entries(
         book=book, merchant_id=principal.merchant_id, member_id=member_id, before_id=query.before_id, limit=query.limit
     )

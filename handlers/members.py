@@ -18,7 +18,7 @@ from models.members import export as member_export
 from models.members import import_worker, imports, members, timeline
 from models.tenancy import merchants as tenancy
 from server.api import Out, Schema, endpoint, ok
-from server.auth import ADMINS, ALL_STAFF, Principal
+from server.auth import ADMINS, ALL_STAFF, Principal, scope_of
 
 members_bp = Blueprint("members", url_prefix="/api/members")
 WRITERS = ("owner", "hq_admin", "store_manager", "cashier")
@@ -57,9 +57,7 @@ class MemberPage(Out):
 
 async def visible_member(principal: Principal, member_id: int) -> members.Member:
     """The member if the caller may see it (same merchant; same store for store-scoped roles)."""
-    return await members.get_member(
-        merchant_id=principal.merchant_id, member_id=member_id, store_id=principal.store_scope
-    )
+    return await members.get_member(scope=scope_of(principal), member_id=member_id)
 
 
 @members_bp.post("/")
@@ -321,7 +319,7 @@ async def import_rejects(request: Request, job_id: int, query: RejectsQuery):
 )
 async def member_timeline(request: Request, member_id: int, query: TimelineQuery):
     principal = request.ctx.principal
-    await members.ensure_visible(merchant_id=principal.merchant_id, member_id=member_id, store_id=principal.store_scope)
+    await members.ensure_visible(scope=scope_of(principal), member_id=member_id)
     items = await timeline.list_activity(
         merchant_id=principal.merchant_id, member_id=member_id, before_id=query.before_id, limit=query.limit
     )

@@ -14,7 +14,7 @@ from models.members.qr import MEMBER_QR_REFRESH
 from models.onboarding import miniprogram, qrcodes
 from models.tenancy import onboarding_settings
 from server.api import MAX_ID, Out, Schema, endpoint, ok
-from server.auth import ADMINS, ALL_STAFF, MANAGERS, MEMBER, issue_member_token
+from server.auth import ADMINS, ALL_STAFF, MANAGERS, MEMBER, issue_member_token, scope_of
 
 qrcodes_bp = Blueprint("qrcodes")
 MAX_POINTS = 10_000_000
@@ -130,9 +130,7 @@ async def create_qr_code(request: Request, body: QrCodeIn):
 )
 async def list_qr_codes(request: Request, query: QrCodeQuery):
     principal = request.ctx.principal
-    total, found = await qrcodes.list_qr_codes(
-        merchant_id=principal.merchant_id, store_id=principal.store_scope, **query.model_dump()
-    )
+    total, found = await qrcodes.list_qr_codes(scope=scope_of(principal), **query.model_dump())
     return ok(QrCodePage(total=total, items=[serialize_qr_code(code) for code in found]))
 
 
@@ -147,9 +145,7 @@ async def list_qr_codes(request: Request, query: QrCodeQuery):
 )
 async def disable_qr_code(request: Request, qr_code_id: int):
     principal = request.ctx.principal
-    code = await qrcodes.disable_qr_code(
-        merchant_id=principal.merchant_id, qr_code_id=qr_code_id, store_id=principal.store_scope
-    )
+    code = await qrcodes.disable_qr_code(scope=scope_of(principal), qr_code_id=qr_code_id)
     return ok(serialize_qr_code(code))
 
 
@@ -166,9 +162,7 @@ async def disable_qr_code(request: Request, qr_code_id: int):
 )
 async def qr_code_image(request: Request, qr_code_id: int, query: ImageQuery):
     principal = request.ctx.principal
-    code = await qrcodes.get_qr_code(
-        merchant_id=principal.merchant_id, qr_code_id=qr_code_id, store_id=principal.store_scope
-    )
+    code = await qrcodes.get_qr_code(scope=scope_of(principal), qr_code_id=qr_code_id)
     content, content_type = qrcodes.render_qr_code(qr_code=code, image_format=query.format)
     return raw(content, content_type=content_type)
 
@@ -464,8 +458,7 @@ async def resolve_qr(request: Request, body: ResolveQrIn):
     member = await miniprogram.resolve_member_qr(
         secret=request.app.ctx.settings.security.jwt_secret,
         token=body.token,
-        merchant_id=principal.merchant_id,
-        store_id=principal.store_scope,
+        scope=scope_of(principal),
     )
     return ok(await serialize(member))
 

@@ -21,7 +21,7 @@ from models.points.expiry import reverse_spend
 from models.points.lots import points_summary, quote_points_cash, spend_points
 from models.points.rules import PointsRules, get_points_rules, save_points_rules
 from server.api import Out, Schema, endpoint, ok, parse_body
-from server.auth import ADMINS, ALL_STAFF, MANAGERS, MEMBER
+from server.auth import ADMINS, ALL_STAFF, MANAGERS, MEMBER, scope_of
 
 points_bp = Blueprint("points")
 
@@ -130,7 +130,7 @@ def _change_out(result: LedgerResult) -> ChangeOut:
 
 async def _visible(request: Request, member_id: int) -> int:
     principal = request.ctx.principal
-    await members.ensure_visible(merchant_id=principal.merchant_id, member_id=member_id, store_id=principal.store_scope)
+    await members.ensure_visible(scope=scope_of(principal), member_id=member_id)
     return int(principal.merchant_id)
 
 

@@ -10,7 +10,7 @@ from pydantic import Field
 from models.ledger import books as ledger
 from models.members import members
 from server.api import IsoDate, Out, Schema
-from server.auth import Principal
+from server.auth import Principal, scope_of
 
 
 class MemberOut(Out):
@@ -46,9 +46,10 @@ class MemberFilters(Schema):
     def for_principal(self, principal: Principal) -> dict[str, Any]:
         """The filters as domain arguments; store-scoped roles stay fixed to their store."""
         filters = self.model_dump(exclude={"offset", "limit"})
-        if principal.store_scope is not None:
-            filters["store_id"] = principal.store_scope
-        return {"merchant_id": principal.merchant_id, **filters}
+        scope = scope_of(principal)
+        if scope.limited:
+            filters["store_id"] = scope.store_id
+        return {"merchant_id": scope.merchant_id, **filters}
 
 
 async def serialize(member: members.Member) -> MemberOut:

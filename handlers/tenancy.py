@@ -14,7 +14,7 @@ from models.members import custom_fields
 from models.tenancy import merchants as tenancy
 from models.tenancy import staff as staff_domain
 from server.api import Out, Schema, endpoint, ok
-from server.auth import ADMINS, ALL_STAFF, MANAGERS, issue_access_token, revoke_access_token
+from server.auth import ADMINS, ALL_STAFF, MANAGERS, issue_access_token, revoke_access_token, scope_of
 
 auth_bp = Blueprint("auth", url_prefix="/api/auth")
 
@@ -208,7 +208,7 @@ async def my_merchant(request: Request):
 )
 async def list_stores(request: Request):
     principal = request.ctx.principal
-    stores = await tenancy.list_stores(merchant_id=principal.merchant_id, store_id=principal.store_scope)
+    stores = await tenancy.list_stores(scope=scope_of(principal))
     return ok(StoreList(items=[StoreOut.model_validate(s) for s in stores]))
 
 
@@ -233,7 +233,7 @@ async def create_store(request: Request, body: StoreIn):
 )
 async def list_staff(request: Request):
     principal = request.ctx.principal
-    staff = await staff_domain.list_staff(merchant_id=principal.merchant_id, store_id=principal.store_scope)
+    staff = await staff_domain.list_staff(scope=scope_of(principal))
     return ok(StaffList(items=[StaffOut.model_validate(s) for s in staff]))
 
 

@@ -14,7 +14,7 @@ from models.tiers import admin as tier_admin
 from models.tiers import policy as tier_policy
 from models.tiers.tables import Tier, TierChange
 from server.api import Out, Schema, endpoint, ok
-from server.auth import ADMINS, ALL_STAFF, MANAGERS, MEMBER
+from server.auth import ADMINS, ALL_STAFF, MANAGERS, MEMBER, scope_of
 
 bp = Blueprint("tiers")
 CODE = r"^[A-Za-z0-9_\-]{1,32}$"
@@ -207,7 +207,7 @@ async def my_tier(request: Request):
 @endpoint(summary="A member's tier", tag="tiers", roles=ALL_STAFF, response=MemberTierOut, errors=(404,))
 async def member_tier(request: Request, member_id: int):
     principal = request.ctx.principal
-    await members.ensure_visible(merchant_id=principal.merchant_id, member_id=member_id, store_id=principal.store_scope)
+    await members.ensure_visible(scope=scope_of(principal), member_id=member_id)
     return ok(await _view(principal.merchant_id, member_id))
 
 
@@ -224,7 +224,7 @@ async def member_tier(request: Request, member_id: int):
 )
 async def assign_tier(request: Request, member_id: int, body: AssignIn):
     principal = request.ctx.principal
-    await members.ensure_visible(merchant_id=principal.merchant_id, member_id=member_id, store_id=principal.store_scope)
+    await members.ensure_visible(scope=scope_of(principal), member_id=member_id)
     change = await tier_admin.assign_tier(
         merchant_id=principal.merchant_id,
         member_id=member_id,
@@ -264,7 +264,7 @@ def _change_out(change: TierChange, tiers: dict[int, Tier]) -> ChangeOut:
 )
 async def tier_history(request: Request, member_id: int, query: HistoryQuery):
     principal = request.ctx.principal
-    await members.ensure_visible(merchant_id=principal.merchant_id, member_id=member_id, store_id=principal.store_scope)
+    await members.ensure_visible(scope=scope_of(principal), member_id=member_id)
     changes = await tier_admin.tier_history(
         merchant_id=principal.merchant_id, member_id=member_id, before_id=query.before_id, limit=query.limit
     )

@@ -18,6 +18,7 @@ from models.kernel import clock
 from models.kernel.errors import Forbidden, Unauthorized
 from models.tenancy import staff as staff_domain
 from models.tenancy.staff import HQ_ROLES, ROLES
+from models.tenancy.visibility import Scope
 
 log = logging.getLogger("huiyuan.auth")
 
@@ -45,6 +46,11 @@ class Principal:
     def store_scope(self) -> int | None:
         """The store a store-scoped role is limited to; None for HQ roles."""
         return None if self.role in HQ_ROLES else self.store_id
+
+
+def scope_of(principal: Principal) -> Scope:
+    """THE place a staff principal's visibility becomes a Scope: its merchant and, for store roles, its store."""
+    return Scope(merchant_id=principal.merchant_id, store_id=principal.store_scope)
 
 
 def issue_access_token(

@@ -12,7 +12,7 @@ from sanic.request import Request
 from models.payments import orders as pay_orders
 from models.payments import prepay as pay_checkout
 from server.api import Out, Schema, endpoint, ok
-from server.auth import MANAGERS, MEMBER
+from server.auth import MANAGERS, MEMBER, scope_of
 
 bp = Blueprint("payments")
 WECHAT_ERRORS = (409, 502, 503)
@@ -172,8 +172,7 @@ async def my_order(request: Request, out_trade_no: str):
 async def list_orders(request: Request, query: OrderQuery):
     principal = request.ctx.principal
     orders = await pay_orders.list_orders(
-        merchant_id=principal.merchant_id,
-        store_id=principal.store_scope,
+        scope=scope_of(principal),
         status=query.status,
         member_id=query.member_id,
         kind=query.kind,
@@ -188,9 +187,7 @@ async def list_orders(request: Request, query: OrderQuery):
 @endpoint(summary="One pay order", tag="payments", roles=MANAGERS, response=StaffOrderOut, errors=(404,))
 async def get_order(request: Request, order_id: int):
     principal = request.ctx.principal
-    order = await pay_orders.get_order(
-        merchant_id=principal.merchant_id, order_id=order_id, store_id=principal.store_scope
-    )
+    order = await pay_orders.get_order(scope=scope_of(principal), order_id=order_id)
     return ok(StaffOrderOut.model_validate(order))
 
 
@@ -206,8 +203,7 @@ async def get_order(request: Request, order_id: int):
 )
 async def list_anomalies(request: Request, query: AnomalyQuery):
     anomalies = await pay_orders.list_anomalies(
-        merchant_id=request.ctx.principal.merchant_id,
-        store_id=request.ctx.principal.store_scope,
+        scope=scope_of(request.ctx.principal),
         resolved=query.resolved,
         before_id=query.before_id,
         limit=query.limit,
@@ -228,8 +224,7 @@ async def list_anomalies(request: Request, query: AnomalyQuery):
 async def resolve_anomaly(request: Request, anomaly_id: int, body: ResolveIn):
     principal = request.ctx.principal
     anomaly = await pay_orders.resolve_anomaly(
-        merchant_id=principal.merchant_id,
-        store_id=principal.store_scope,
+        scope=scope_of(principal),
         anomaly_id=anomaly_id,
         staff_id=principal.subject_id,
         note=body.note,

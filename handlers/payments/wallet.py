@@ -17,7 +17,7 @@ from models.payments import refund_settle as refunds
 from models.payments import refunds as refund_requests
 from models.plans import terms as plans
 from server.api import Out, Schema, endpoint, ok
-from server.auth import ADMINS, ALL_STAFF, MANAGERS, MEMBER
+from server.auth import ADMINS, ALL_STAFF, MANAGERS, MEMBER, scope_of
 
 bp = Blueprint("wallet")
 
@@ -97,7 +97,7 @@ async def my_balance(request: Request, query: LedgerQuery):
 )
 async def member_balance(request: Request, member_id: int, query: LedgerQuery):
     principal = request.ctx.principal
-    await members.ensure_visible(merchant_id=principal.merchant_id, member_id=member_id, store_id=principal.store_scope)
+    await members.ensure_visible(scope=scope_of(principal), member_id=member_id)
     return ok(await _statement(principal.merchant_id, member_id, query))
 
 
@@ -158,10 +158,7 @@ class RefundPage(Out):
 )
 async def refund_order(request: Request, order_id: int, body: RefundIn):
     principal = request.ctx.principal
-    order = await pay_orders.get_order(merchant_id=principal.merchant_id, order_id=order_id)
-    await members.ensure_visible(
-        merchant_id=principal.merchant_id, member_id=order.member_id, store_id=principal.store_scope
-    )
+    await pay_orders.get_order(scope=scope_of(principal), order_id=order_id)
     result = await refund_requests.request_refund(
         merchant_id=principal.merchant_id,
         order_id=order_id,
@@ -183,8 +180,7 @@ async def refund_order(request: Request, order_id: int, body: RefundIn):
 async def list_refunds(request: Request, query: RefundsQuery):
     principal = request.ctx.principal
     rows = await refunds.list_refunds(
-        merchant_id=principal.merchant_id,
-        store_id=principal.store_scope,
+        scope=scope_of(principal),
         status=query.status,
         order_id=query.order_id,
         before_id=query.before_id,
@@ -197,10 +193,7 @@ async def list_refunds(request: Request, query: RefundsQuery):
 async def _own_refund(request: Request, refund_id: int) -> None:
     principal = request.ctx.principal
     refund = await refunds.get_refund(merchant_id=principal.merchant_id, refund_id=refund_id)
-    order = await pay_orders.get_order(merchant_id=principal.merchant_id, order_id=refund.order_id)
-    await members.ensure_visible(
-        merchant_id=principal.merchant_id, member_id=order.member_id, store_id=principal.store_scope
-    )
+    await pay_orders.get_order(scope=scope_of(principal), order_id=refund.order_id)
 
 
 @bp.post("/api/pay-refunds/<refund_id:int>/retry")
@@ -283,7 +276,7 @@ class PlanStatsOut(Out):
     summary="Paid plan renewal rate over the last 30 days", tag="paid plans", roles=MANAGERS, response=PlanStatsOut
 )
 async def plan_stats(request: Request):
-    stats = await plans.renewal_stats(merchant_id=request.ctx.principal.merchant_id)
+    stats = await plans.renewal_stats(scope=scope_of(request.ctx.principal))
     return ok(
         PlanStatsOut(
             days=plans.STATS_DAYS, ended=stats.ended, renewed=stats.renewed, renewal_rate_permille=stats.rate_permille

@@ -18,6 +18,7 @@ from models.members.members import ensure_visible
 from models.onboarding.qrcodes import QrCode
 from models.points.rules import get_points_rules
 from models.tenancy.merchants import get_store, merchant_client
+from models.tenancy.visibility import Scope
 from wechat import card as card_api
 from wechat.card import COMMON_FIELDS
 from wechat.events import OAEvent, Reply
@@ -217,23 +218,22 @@ async def create_claim_qrcode(
     return code, True
 
 
-async def list_claim_qrcodes(*, merchant_id: int, store_id: int | None = None) -> list[QrCode]:
+async def list_claim_qrcodes(*, scope: Scope) -> list[QrCode]:
     """Card-claim codes, oldest first; a store-scoped role sees its store's code only."""
-    query = QrCode.filter(merchant_id=merchant_id, kind="card")
-    if store_id is not None:
-        query = query.filter(store_id=store_id)
-    return await query.order_by("id")
+    return await QrCode.filter(kind="card", **scope.store_rows()).order_by("id")
 
 
-async def card_by_encrypted_code(
-    *, wechat: WeChatGateway, merchant_id: int, encrypt_code: str, store_id: int | None
-) -> MemberCard:
+async def card_by_encrypted_code(*, wechat: WeChatGateway, scope: Scope, encrypt_code: str) -> MemberCard:
     """The member card behind the encrypt_code of a card page or the cashier's scanner."""
-    client = await official_client(wechat=wechat, merchant_id=merchant_id)
+    client = await official_client(wechat=wechat, merchant_id=scope.merchant_id)
     with wechat_errors():
         code = await card_api.decrypt_code(client, encrypt_code=encrypt_code)
-    card = None if code is None else await MemberCard.filter(merchant_id=merchant_id, code=code).order_by("-id").first()
+    card = (
+        None
+        if code is None
+        else await MemberCard.filter(merchant_id=scope.merchant_id, code=code).order_by("-id").first()
+    )
     if card is None:
         raise NotFound("no member card has this code", code="card.code_not_found")
-    await ensure_visible(merchant_id=merchant_id, member_id=card.member_id, store_id=store_id)
+    await ensure_visible(scope=scope, member_id=card.member_id)
     return card

@@ -23,6 +23,7 @@ from models.members.custom_fields import validate_values
 from models.members.member_card import MemberCard
 from models.members.timeline import record
 from models.tenancy.merchants import Merchant
+from models.tenancy.visibility import Scope
 
 GENDERS = ("unknown", "male", "female")
 PHONE_PATTERN = re.compile(r"^\+?[0-9]{6,20}$")
@@ -267,9 +268,8 @@ async def _link_identity(member: Member, *, openid: str | None, mp_openid: str |
         setattr(member, field, value)
 
 
-def _visible(*, merchant_id: int, member_id: int, store_id: int | None):
-    query = Member.filter(id=member_id, merchant_id=merchant_id)
-    return query.filter(origin_store_id=store_id) if store_id is not None else query
+def _visible(*, scope: Scope, member_id: int):
+    return Member.filter(id=member_id, **scope.members())
 
 
 def store_member_ids(*, merchant_id: int, store_id: int) -> Subquery:
@@ -277,17 +277,28 @@ def store_member_ids(*, merchant_id: int, store_id: int) -> Subquery:
     return Subquery(Member.filter(merchant_id=merchant_id, origin_store_id=store_id).values("id"))
 
 
-async def get_member(*, merchant_id: int, member_id: int, store_id: int | None = None) -> Member:
-    """A member of this merchant, visible to a store-scoped role only if it is from that store."""
-    member = await _visible(merchant_id=merchant_id, member_id=member_id, store_id=store_id).first()
+def member_rows(scope: Scope) -> dict[str, Any]:
+    """Filter for rows owned by a member (a `member_id` column): the scope's side for members' data.
+
+    Here, not on Scope, because tenancy is below members and cannot name the members table.
+    """
+    if scope.store_id is None:
+        return {"merchant_id": scope.merchant_id}
+    members = store_member_ids(merchant_id=scope.merchant_id, store_id=scope.store_id)
+    return {"merchant_id": scope.merchant_id, "member_id__in": members}
+
+
+async def get_member(*, scope: Scope, member_id: int) -> Member:
+    """A member visible in the scope: of its merchant and, for a store-scoped role, from that store."""
+    member = await _visible(scope=scope, member_id=member_id).first()
     if member is None:
         raise NotFound("member not found", code="member.not_found")
     return member
 
 
-async def ensure_visible(*, merchant_id: int, member_id: int, store_id: int | None = None) -> None:
+async def ensure_visible(*, scope: Scope, member_id: int) -> None:
     """Like get_member, without loading the row (hot paths that only need the check)."""
-    if not await _visible(merchant_id=merchant_id, member_id=member_id, store_id=store_id).exists():
+    if not await _visible(scope=scope, member_id=member_id).exists():
         raise NotFound("member not found", code="member.not_found")
 
 

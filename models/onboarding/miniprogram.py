@@ -20,6 +20,7 @@ from models.members.members import Member
 from models.members.qr import sign_member_qr, verify_member_qr
 from models.members.timeline import record
 from models.tenancy.merchants import Store, WechatAccount, find_wechat_account
+from models.tenancy.visibility import Scope
 from models.tiers.standing import tier_name
 from wechat import wxa
 from wechat.crypto import wxa_decrypt
@@ -130,7 +131,7 @@ async def login(
 
 async def get_profile(*, merchant_id: int, member_id: int) -> MemberProfile:
     """The member's own view: profile, points, balance (fen), tier and origin store."""
-    member = await members.get_member(merchant_id=merchant_id, member_id=member_id)
+    member = await members.get_member(scope=Scope(merchant_id=merchant_id), member_id=member_id)
     points, balance = await get_balances(member_id=member.id)
     store = await Store.get_or_none(id=member.origin_store_id) if member.origin_store_id else None
     return MemberProfile(
@@ -147,7 +148,7 @@ async def update_profile(*, merchant_id: int, member_id: int, changes: dict[str,
     allowed = {"name", "gender", "birthday", "custom_fields"}
     if set(changes) - allowed:
         raise Unprocessable("only name, gender, birthday and custom_fields", code="validation.failed")
-    member = await members.get_member(merchant_id=merchant_id, member_id=member_id)
+    member = await members.get_member(scope=Scope(merchant_id=merchant_id), member_id=member_id)
     await members.update_member(member=member, changes=changes, actor="member")
     return await get_profile(merchant_id=merchant_id, member_id=member_id)
 
@@ -197,7 +198,7 @@ async def bind_phone(
     iv: str | None = None,
 ) -> MemberProfile:
     """Set the member's phone from WeChat's getPhoneNumber (code exchange, or legacy encryptedData/iv)."""
-    member = await members.get_member(merchant_id=merchant_id, member_id=member_id)
+    member = await members.get_member(scope=Scope(merchant_id=merchant_id), member_id=member_id)
     account = await _mp_account(merchant_id=merchant_id)
     if code is not None:
         info, method = await _phone_by_code(gateway, account, code), "code"
@@ -235,21 +236,21 @@ async def get_card(*, merchant_id: int, member_id: int) -> MyCard:
 
 async def member_qr(*, secret: str, merchant_id: int, member_id: int) -> tuple[str, int]:
     """A fresh short-lived signed token for the member's dynamic QR/barcode; returns (token, expires_in)."""
-    await members.ensure_visible(merchant_id=merchant_id, member_id=member_id)
+    await members.ensure_visible(scope=Scope(merchant_id=merchant_id), member_id=member_id)
     return sign_member_qr(secret=secret, member_id=member_id, merchant_id=merchant_id)
 
 
-async def resolve_member_qr(*, secret: str, token: str, merchant_id: int, store_id: int | None) -> Member:
+async def resolve_member_qr(*, secret: str, token: str, scope: Scope) -> Member:
     """The member behind a scanned QR token; another merchant's or another store's member is not found."""
     token_merchant_id, member_id = verify_member_qr(token, secret=secret)
-    if token_merchant_id != merchant_id:
+    if token_merchant_id != scope.merchant_id:
         raise NotFound("member not found", code="member.not_found")
-    return await members.get_member(merchant_id=merchant_id, member_id=member_id, store_id=store_id)
+    return await members.get_member(scope=scope, member_id=member_id)
 
 
 async def referral_qr(*, gateway: WeChatGateway, merchant_id: int, member_id: int) -> tuple[str, str]:
     """The member's referral code and a mini-program code (PNG, base64) whose scene carries it."""
-    member = await members.get_member(merchant_id=merchant_id, member_id=member_id)
+    member = await members.get_member(scope=Scope(merchant_id=merchant_id), member_id=member_id)
     referral_code = member.referral_code or await _assign_referral_code(member)
     client = await _client(gateway, await _mp_account(merchant_id=merchant_id))
     image: bytes = await _wechat(wxa.wxacode_unlimited(client, scene=f"ref:{referral_code}"), "getwxacodeunlimit")

@@ -17,6 +17,7 @@ from tortoise.models import Model
 from models.kernel.errors import DomainError, NotFound, Unprocessable, wechat_errors
 from models.tenancy.merchants import Store, merchant_client
 from models.tenancy.staff import Staff
+from models.tenancy.visibility import Scope
 from wechat.qrcode import create_permanent_qrcode
 from wechat.wxa import wxacode_unlimited
 
@@ -152,33 +153,32 @@ async def create_qr_code(
     return code, True
 
 
-def _listed(*, merchant_id: int, store_id: int | None):
-    query = QrCode.filter(merchant_id=merchant_id, kind__in=QR_KINDS)  # card-claim codes belong to models.cards
-    return query.filter(store_id=store_id) if store_id is not None else query
+def _listed(*, scope: Scope):
+    return QrCode.filter(kind__in=QR_KINDS, **scope.store_rows())  # card-claim codes belong to models.cards
 
 
 async def list_qr_codes(
-    *, merchant_id: int, store_id: int | None = None, kind: str | None = None, offset: int = 0, limit: int = 50
+    *, scope: Scope, kind: str | None = None, offset: int = 0, limit: int = 50
 ) -> tuple[int, list[QrCode]]:
     """The merchant's oa/mp codes (one store's for a store-scoped caller), newest first, with scan counts."""
-    query = _listed(merchant_id=merchant_id, store_id=store_id)
+    query = _listed(scope=scope)
     if kind:
         query = query.filter(kind=kind)
     total = await query.count()
     return total, await query.order_by("-id").offset(offset).limit(limit)
 
 
-async def get_qr_code(*, merchant_id: int, qr_code_id: int, store_id: int | None = None) -> QrCode:
+async def get_qr_code(*, scope: Scope, qr_code_id: int) -> QrCode:
     """An oa/mp code of this merchant, visible to a store-scoped role only if it belongs to that store."""
-    code = await _listed(merchant_id=merchant_id, store_id=store_id).filter(id=qr_code_id).first()
+    code = await _listed(scope=scope).filter(id=qr_code_id).first()
     if code is None:
         raise NotFound("QR code not found", code="qrcode.not_found")
     return code
 
 
-async def disable_qr_code(*, merchant_id: int, qr_code_id: int, store_id: int | None = None) -> QrCode:
+async def disable_qr_code(*, scope: Scope, qr_code_id: int) -> QrCode:
     """Stop attributing scans to a code (it still renders, and its history stays)."""
-    code = await get_qr_code(merchant_id=merchant_id, qr_code_id=qr_code_id, store_id=store_id)
+    code = await get_qr_code(scope=scope, qr_code_id=qr_code_id)
     await QrCode.filter(id=code.id).update(is_active=False)
     code.is_active = False
     return code

@@ -15,7 +15,8 @@ from tortoise.queryset import QuerySet
 
 from models.kernel import clock
 from models.kernel.errors import Conflict, NotFound
-from models.members.members import store_member_ids
+from models.members.members import member_rows
+from models.tenancy.visibility import Scope
 
 log = logging.getLogger("huiyuan.payments")
 
@@ -117,12 +118,9 @@ async def purchases_counted(*, member_id: int, package_ids: list[int], now: date
     return {row["package_id"]: int(row["n"]) for row in rows}
 
 
-async def get_order(*, merchant_id: int, order_id: int, store_id: int | None = None) -> PayOrder:
+async def get_order(*, scope: Scope, order_id: int) -> PayOrder:
     """One of the merchant's orders; a store-scoped role sees only its own members' orders (404 otherwise)."""
-    query = PayOrder.filter(id=order_id, merchant_id=merchant_id)
-    if store_id is not None:
-        query = query.filter(member_id__in=store_member_ids(merchant_id=merchant_id, store_id=store_id))
-    order = await query.first()
+    order = await PayOrder.filter(id=order_id, **member_rows(scope)).first()
     if order is None:
         raise NotFound("pay order not found", code="pay_order.not_found")
     return order
@@ -138,8 +136,7 @@ async def get_member_order(*, merchant_id: int, member_id: int, out_trade_no: st
 
 async def list_orders(
     *,
-    merchant_id: int,
-    store_id: int | None,
+    scope: Scope,
     status: str | None,
     member_id: int | None,
     kind: str | None,
@@ -148,9 +145,7 @@ async def list_orders(
 ) -> list[PayOrder]:
     """The merchant's orders newest first, paged by id; a store-scoped role sees its own members' orders."""
 
-    query = PayOrder.filter(merchant_id=merchant_id)
-    if store_id is not None:
-        query = query.filter(member_id__in=store_member_ids(merchant_id=merchant_id, store_id=store_id))
+    query = PayOrder.filter(**member_rows(scope))
     if status:
         query = query.filter(status=status)
     if member_id:
@@ -176,22 +171,18 @@ async def record_anomaly(
     return True
 
 
-def _anomalies(*, merchant_id: int, store_id: int | None) -> QuerySet[PayAnomaly]:
+def _anomalies(*, scope: Scope) -> QuerySet[PayAnomaly]:
     """The anomalies a caller may see: all of the merchant's, or for a store role those of its members' orders."""
-    query = PayAnomaly.filter(merchant_id=merchant_id)
-    if store_id is None:
+    query = PayAnomaly.filter(merchant_id=scope.merchant_id)
+    if not scope.limited:
         return query
-    orders = PayOrder.filter(
-        merchant_id=merchant_id, member_id__in=store_member_ids(merchant_id=merchant_id, store_id=store_id)
-    )
+    orders = PayOrder.filter(**member_rows(scope))
     return query.filter(out_trade_no__in=Subquery(orders.values("out_trade_no")))
 
 
-async def list_anomalies(
-    *, merchant_id: int, store_id: int | None, resolved: bool | None, before_id: int | None, limit: int
-) -> list[PayAnomaly]:
+async def list_anomalies(*, scope: Scope, resolved: bool | None, before_id: int | None, limit: int) -> list[PayAnomaly]:
     """The payment anomalies the caller may see, newest first."""
-    query = _anomalies(merchant_id=merchant_id, store_id=store_id)
+    query = _anomalies(scope=scope)
     if resolved is not None:
         query = query.filter(resolved=resolved)
     if before_id:
@@ -199,11 +190,9 @@ async def list_anomalies(
     return await query.order_by("-id").limit(limit)
 
 
-async def resolve_anomaly(
-    *, merchant_id: int, store_id: int | None, anomaly_id: int, staff_id: int, note: str
-) -> PayAnomaly:
+async def resolve_anomaly(*, scope: Scope, anomaly_id: int, staff_id: int, note: str) -> PayAnomaly:
     """Mark an anomaly the caller may see handled, keeping who did it and why; resolving twice is 409."""
-    anomaly = await _anomalies(merchant_id=merchant_id, store_id=store_id).get_or_none(id=anomaly_id)
+    anomaly = await _anomalies(scope=scope).get_or_none(id=anomaly_id)
     if anomaly is None:
         raise NotFound("pay anomaly not found", code="pay_anomaly.not_found")
     resolution = {"by_staff_id": staff_id, "note": note, "at": clock.now().isoformat()}

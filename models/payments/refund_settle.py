@@ -15,9 +15,10 @@ from models.kernel import clock
 from models.kernel.errors import Conflict, NotFound
 from models.kernel.outbox import enqueue
 from models.ledger import books as ledger
-from models.members.members import store_member_ids
+from models.members.members import member_rows
 from models.payments.orders import PayOrder, PayRefund, record_anomaly
 from models.payments.prepay import pay_account
+from models.tenancy.visibility import Scope
 from wechat import payapi
 from wechat.errors import WeChatPayError
 from wechat.paynotify import PayNotify
@@ -206,18 +207,16 @@ async def retry_refund(*, merchant_id: int, refund_id: int) -> PayRefund:
 
 async def list_refunds(
     *,
-    merchant_id: int,
-    store_id: int | None,
+    scope: Scope,
     status: str | None,
     order_id: int | None,
     before_id: int | None,
     limit: int,
 ) -> list[PayRefund]:
     """The merchant's refunds newest first; a store-scoped role sees its own members' refunds."""
-    query = PayRefund.filter(merchant_id=merchant_id)
-    if store_id is not None:
-        members = store_member_ids(merchant_id=merchant_id, store_id=store_id)
-        query = query.filter(order_id__in=Subquery(PayOrder.filter(member_id__in=members).values("id")))
+    query = PayRefund.filter(merchant_id=scope.merchant_id)
+    if scope.limited:
+        query = query.filter(order_id__in=Subquery(PayOrder.filter(**member_rows(scope)).values("id")))
     if status:
         query = query.filter(status=status)
     if order_id:

@@ -17,7 +17,9 @@ from models.kernel.calendar import add_local_months
 from models.kernel.errors import Conflict
 from models.kernel.outbox import enqueue
 from models.ledger import books as ledger
+from models.members.members import member_rows
 from models.tenancy.merchants import merchant_zone
+from models.tenancy.visibility import Scope
 
 PERIOD_MONTHS = {"month": 1, "quarter": 3, "year": 12}
 REMIND_DAYS = 7
@@ -238,12 +240,12 @@ class RenewalStats:
     rate_permille: int | None  # renewed * 1000 // ended; None when no term ended
 
 
-async def renewal_stats(*, merchant_id: int, days: int = STATS_DAYS) -> RenewalStats:
-    """Members whose last term ended in the window, and how many of them bought another term since."""
+async def renewal_stats(*, scope: Scope, days: int = STATS_DAYS) -> RenewalStats:
+    """Members (of the scope) whose last term ended in the window, and how many of them bought another term since."""
     now = clock.now()
     since = now - timedelta(days=days)
     ended_terms = await MemberPlan.filter(
-        merchant_id=merchant_id, status="active", ends_at__gt=since, ends_at__lte=now
+        status="active", ends_at__gt=since, ends_at__lte=now, **member_rows(scope)
     ).values_list("member_id", "ends_at")
     ended: set[int] = set()
     renewed: set[int] = set()

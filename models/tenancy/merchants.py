@@ -14,6 +14,7 @@ from tortoise.transactions import in_transaction
 
 from models.kernel.cipher import cipher
 from models.kernel.errors import Conflict, NotFound, Unprocessable
+from models.tenancy.visibility import Scope
 
 
 class Merchant(Model):
@@ -119,12 +120,9 @@ async def create_store(*, merchant_id: int, code: str, name: str, address: str =
         raise Conflict(f"store code {code!r} already exists", code="store.code_taken") from exc
 
 
-async def list_stores(*, merchant_id: int, store_id: int | None = None) -> list[Store]:
+async def list_stores(*, scope: Scope) -> list[Store]:
     """Stores of a merchant, or only the one a store-scoped role belongs to."""
-    query = Store.filter(merchant_id=merchant_id)
-    if store_id is not None:
-        query = query.filter(id=store_id)
-    return await query.order_by("id")
+    return await Store.filter(**scope.stores()).order_by("id")
 
 
 async def get_store(*, merchant_id: int, store_id: int) -> Store:

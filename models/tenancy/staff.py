@@ -16,6 +16,7 @@ from models.kernel import clock
 from models.kernel.errors import Conflict, Locked, NotFound, Unauthorized, Unprocessable
 from models.tenancy import passwords
 from models.tenancy.merchants import get_store
+from models.tenancy.visibility import Scope
 
 ROLES = ("owner", "hq_admin", "store_manager", "cashier", "marketer")
 HQ_ROLES = frozenset({"owner", "hq_admin", "marketer"})
@@ -260,12 +261,9 @@ async def revoke_refresh_family(*, staff_id: int, token: str | None) -> int:
     return await RefreshToken.filter(staff_id=staff_id, revoked_at=None).update(revoked_at=now)
 
 
-async def list_staff(*, merchant_id: int, store_id: int | None = None) -> list[Staff]:
+async def list_staff(*, scope: Scope) -> list[Staff]:
     """Staff of a merchant, or of one store for a store-scoped caller."""
-    query = Staff.filter(merchant_id=merchant_id)
-    if store_id is not None:
-        query = query.filter(store_id=store_id)
-    return await query.order_by("id")
+    return await Staff.filter(**scope.store_rows()).order_by("id")
 
 
 async def get_staff(*, staff_id: int) -> Staff:
