@@ -1,5 +1,5 @@
-"""Command line: python -m server [--config PATH] [serve|migrate|seed|create-merchant|set-wechat-account|
-  check-ledgers|import-members]."""
+"""Command line: python -m server [--config PATH] COMMAND (serve, migrate, seed, create-merchant, set-wechat-account,
+check-ledgers, import-members)."""
 
 from __future__ import annotations
 

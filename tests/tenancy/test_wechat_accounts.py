@@ -98,7 +98,9 @@ async def test_refused_credentials_are_422_with_wechats_error_and_nothing_is_sav
     assert refused.status_code == 422, refused.text
     assert error_of(refused)["errcode"] == "SIGN_ERROR"
     other_key = (KEYS_DIR / "merchant_public_key.pem").read_text()  # not the key WeChat Pay signs with
-    unverified = await client.put("/api/wechat-accounts/pay", json={**PAY, "platform_public_key": other_key}, headers=owner)
+    unverified = await client.put(
+        "/api/wechat-accounts/pay", json={**PAY, "platform_public_key": other_key}, headers=owner
+    )
     assert unverified.status_code == 422, unverified.text
     assert "does not verify" in error_of(unverified)["message"]
     bad_format = await client.put("/api/wechat-accounts/pay", json={**PAY, "private_key": "nope"}, headers=owner)
