@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+from datetime import UTC, datetime, timedelta
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
 
 from models.kernel.inbound import InboundEvent
 from models.tenancy.merchants import WechatAccount
@@ -162,3 +168,34 @@ async def test_the_cli_sets_accounts_from_a_file_and_pem_paths_and_prints_no_sec
     assert not any(value in out.out + out.err for value in SECRET_VALUES)
     kinds = set(await WechatAccount.filter(merchant_id=merchant_id).values_list("kind", flat=True))
     assert kinds == {"official", "pay"}
+
+
+def _platform_certificate() -> str:
+    """A certificate of the emulator's platform key, as WeChat Pay's platform certificates are."""
+    key = serialization.load_pem_private_key((KEYS_DIR / "platform_private_key.pem").read_bytes(), password=None)
+    assert isinstance(key, rsa.RSAPrivateKey)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Tenpay.com Root CA")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(0x5157F09EFDC096DE15EBE81A47057A7232F8EBB7)
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=365))
+        .sign(key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+async def test_a_platform_certificate_may_be_uploaded_instead_of_the_public_key(client):
+    merchant_id, owner = await _acme(client)
+    body = {k: v for k, v in PAY.items() if not k.startswith("platform_public_key")}
+    response = await client.put(
+        "/api/wechat-accounts/pay", json={**body, "platform_certificate": _platform_certificate()}, headers=owner
+    )
+    assert response.status_code == 200, response.text
+    stored = (await WechatAccount.get(merchant_id=merchant_id, kind="pay")).secrets()
+    assert stored["platform_public_key_id"] == "5157F09EFDC096DE15EBE81A47057A7232F8EBB7"
+    assert stored["platform_public_key"].strip() == (KEYS_DIR / "platform_public_key.pem").read_text().strip()
