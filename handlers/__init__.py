@@ -16,6 +16,7 @@ from handlers import (
     points,
     tenancy,
     tiers,
+    wechat_accounts,
     wechat_official,
 )
 from server.config import Settings
@@ -32,6 +33,7 @@ def register_blueprints(app: Sanic, settings: Settings) -> None:
         onboarding,
         cards,
         wechat_official,
+        wechat_accounts,
         points,
         tiers,
         payments,

@@ -1,9 +1,11 @@
-"""Command line: python -m server [--config PATH] [serve|migrate|seed|create-merchant|check-ledgers|import-members]."""
+"""Command line: python -m server [--config PATH] COMMAND (serve, migrate, seed, create-merchant, set-wechat-account,
+check-ledgers, import-members)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 import time
 from functools import partial
@@ -17,11 +19,30 @@ from models.kernel.errors import DomainError
 from models.ledger.books import find_mismatches
 from models.members import import_worker, imports
 from models.members.import_upload import file_chunks
-from models.tenancy.merchants import get_merchant_by_code
+from models.tenancy import wechat_setup
+from models.tenancy.merchants import find_wechat_account, get_merchant_by_code
 from server import db, wiring
 from server.app import create_app
 from server.config import ConfigError, Settings, load_settings
+from server.redis import Keys, create_redis
 from server.seed import DEV_ADMIN_PASSWORD, ensure_merchant, seed_default_merchant
+from wechat.gateway import WeChatGateway
+
+# set-wechat-account: options naming a credential field, and those naming a file whose text is the field
+ACCOUNT_OPTIONS = (
+    "appid",
+    "secret",
+    "token",
+    "encoding_aes_key",
+    "mch_id",
+    "api_version",
+    "api_key",
+    "api_v3_key",
+    "cert_serial_no",
+    "platform_public_key_id",
+    "api_base",
+)
+ACCOUNT_FILE_OPTIONS = ("private_key", "platform_public_key", "platform_certificate")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -42,6 +63,17 @@ def _parser() -> argparse.ArgumentParser:
     merchant.add_argument("--store-name", required=True)
     merchant.add_argument("--admin-username", required=True)
     merchant.add_argument("--admin-password", help="default: generated and printed once")
+    account = sub.add_parser(
+        "set-wechat-account",
+        help="set a merchant's official account, mini-program or WeChat Pay merchant (checked by a test call)",
+    )
+    account.add_argument("--merchant", required=True, help="merchant code")
+    account.add_argument("--kind", required=True, choices=("official", "miniprogram", "pay"))
+    account.add_argument("--from-file", help="JSON object with the credential fields (keeps secrets out of argv)")
+    for name in ACCOUNT_OPTIONS:
+        account.add_argument("--" + name.replace("_", "-"), dest=name)
+    for name in ACCOUNT_FILE_OPTIONS:
+        account.add_argument("--" + name.replace("_", "-") + "-file", dest=name + "_file", help="PEM file")
     sub.add_parser("check-ledgers", help="recompute every balance from its ledger; exit 1 on a mismatch")
     members_import = sub.add_parser("import-members", help="import members from a CSV file, with progress")
     members_import.add_argument("file", help="UTF-8 CSV with a header row (phone required)")
@@ -192,6 +224,69 @@ async def _create_merchant(args: argparse.Namespace) -> int:
     return 0
 
 
+def _account_fields(args: argparse.Namespace) -> dict[str, str]:
+    """The credential fields: --from-file's JSON, overridden by the options given (PEM options read their file)."""
+    fields: dict[str, str] = {}
+    if args.from_file:
+        data = json.loads(Path(args.from_file).read_text(encoding="utf-8"))
+        if not isinstance(data, dict):
+            raise ValueError(f"{args.from_file} must hold a JSON object")
+        fields.update(data)
+    fields.update({name: getattr(args, name) for name in ACCOUNT_OPTIONS if getattr(args, name) is not None})
+    for name in ACCOUNT_FILE_OPTIONS:
+        path = getattr(args, name + "_file")
+        if path:
+            fields[name] = Path(path).read_text(encoding="ascii")
+    return fields
+
+
+def _cli_gateway(settings: Settings) -> WeChatGateway:
+    """A gateway for one command (the emulator is the running dev server's, when enabled)."""
+    self_url = f"http://{settings.server.host}:{settings.server.port}".replace("0.0.0.0", "127.0.0.1")  # noqa: S104
+    emulator = settings.wechat.emulator
+    return WeChatGateway(
+        redis=create_redis(settings.redis.url),
+        keys=Keys(settings.redis.key_prefix),
+        find_account=find_wechat_account,
+        self_url=self_url,
+        emulator_base=self_url + emulator.mount if emulator.enabled else "",
+        http_timeout=settings.wechat.http_timeout,
+    )
+
+
+async def set_wechat_account(args: argparse.Namespace, settings: Settings, gateway: WeChatGateway | None = None) -> int:
+    """set-wechat-account: the same checks and test call as PUT /api/wechat-accounts/<kind>; prints no secret."""
+    merchant = await get_merchant_by_code(code=args.merchant)
+    if merchant is None:
+        print(f"huiyuan: no merchant with code {args.merchant!r}", file=sys.stderr)
+        return 2
+    try:
+        fields = _account_fields(args)
+    except (OSError, ValueError) as exc:
+        print(f"huiyuan: cannot read the credentials: {exc}", file=sys.stderr)
+        return 2
+    own_gateway = gateway is None
+    gateway = gateway or _cli_gateway(settings)
+    try:
+        creds = wechat_setup.check_credentials(args.kind, fields, allow_emulator=not settings.is_production)
+        account = await wechat_setup.set_wechat_account(gateway, merchant=merchant, creds=creds)
+    except DomainError as exc:
+        extra = " ".join(f"{k}={v}" for k, v in exc.extra.items())
+        print(f"huiyuan: {exc.message} [{exc.code}{' ' + extra if extra else ''}]", file=sys.stderr)
+        return 1
+    finally:
+        if own_gateway:
+            await gateway.aclose()
+            await gateway.redis.aclose()
+    shown = wechat_setup.view(account)
+    stored = ", ".join(name for name, present in shown.secrets_set.items() if present)
+    print(
+        f"merchant {merchant.code}: {shown.kind} {shown.mch_id or shown.appid} saved (api_base {shown.api_base}; "
+        f"secrets stored encrypted: {stored})"
+    )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -209,6 +304,8 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_with_db(settings, partial(_async_ok, _prepare_development(settings))))
     if command == "create-merchant":
         return asyncio.run(_with_db(settings, partial(_create_merchant, args)))
+    if command == "set-wechat-account":
+        return asyncio.run(_with_db(settings, partial(set_wechat_account, args, settings)))
     if command == "check-ledgers":
         return asyncio.run(_with_db(settings, _check_ledgers))
     if command == "import-members":

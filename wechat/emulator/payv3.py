@@ -162,6 +162,12 @@ def register(api: Api) -> None:
     api.v3_signer = v3_reply
     api.v3_authorizer = authorize
 
+    @api.route("/v3/certificates", "GET", kind="v3", auth="v3")
+    async def certificates(call: Call) -> HTTPResponse:
+        # The emulator signs with a WeChat Pay public key (no platform certificates): an empty, signed list.
+        # Huiyuan's account set-up calls it to check a merchant's key, serial number and platform key.
+        return v3_reply(200, {"data": []})
+
     @api.route("/v3/pay/transactions/jsapi", kind="v3", auth="v3")
     async def jsapi(call: Call) -> HTTPResponse:
         body, merchant = call.body, call.merchant
