@@ -24,6 +24,7 @@ class AccountOut(Out):
     mch_id: str = Field(description="WeChat Pay merchant id ('' for apps)")
     api_base: str
     api_version: str = Field(description="pay only: v3 or v2")
+    message_mode: str = Field(description="official account only: plaintext, compatible or safe ('' otherwise)")
     updated_at: datetime
     secrets_set: dict[str, bool] = Field(description="which secret fields are stored; their values are never shown")
 
@@ -37,6 +38,11 @@ class OfficialIn(Schema):
     secret: str = Field(min_length=1, max_length=64, description="AppSecret")
     token: str = Field(min_length=3, max_length=32, description="message Token set in the console")
     encoding_aes_key: str = Field(min_length=43, max_length=43, description="EncodingAESKey")
+    message_mode: Literal["plaintext", "compatible", "safe"] = Field(
+        "safe",
+        description="the message mode (消息加解密方式) chosen in the WeChat console: plaintext pushes are refused "
+        "unless it is plaintext",
+    )
     api_base: str = Field("", max_length=255, description="default https://api.weixin.qq.com")
 
 

@@ -34,6 +34,7 @@ ACCOUNT_OPTIONS = (
     "secret",
     "token",
     "encoding_aes_key",
+    "message_mode",
     "mch_id",
     "api_version",
     "api_key",

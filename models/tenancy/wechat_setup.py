@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPubl
 from cryptography.x509 import load_pem_x509_certificate
 
 from models.kernel.errors import Conflict, Unprocessable, wechat_failure
-from models.tenancy.merchants import ACCOUNT_KINDS, Merchant, WechatAccount, upsert_wechat_account
+from models.tenancy.merchants import ACCOUNT_KINDS, MESSAGE_MODES, Merchant, WechatAccount, upsert_wechat_account
 from wechat.errors import WeChatAPIError, WeChatError, WeChatPayError, WeChatSignatureError
 from wechat.gateway import EMULATOR, AppCredentials
 from wechat.pay import PayV3Client
@@ -61,6 +61,7 @@ class Credentials:
     mch_id: str
     api_base: str
     secrets: dict[str, str] = field(repr=False)
+    message_mode: str = ""  # official accounts: plaintext | compatible | safe, as set in the WeChat console
 
     @property
     def key(self) -> str:
@@ -76,6 +77,7 @@ class AccountView:
     mch_id: str
     api_base: str
     api_version: str
+    message_mode: str
     updated_at: datetime
     secrets_set: dict[str, bool]
 
@@ -165,7 +167,10 @@ def check_credentials(kind: str, data: dict[str, Any], *, allow_emulator: bool) 
         except binascii.Error as exc:
             raise _bad("encoding_aes_key", "encoding_aes_key is not valid") from exc
         secrets = {"secret": _text(data, "secret"), "token": token, "encoding_aes_key": aes_key}
-        return Credentials(kind, _appid(data), "", api_base, secrets)
+        mode = _text(data, "message_mode", required=False) or "safe"
+        if mode not in MESSAGE_MODES:
+            raise _bad("message_mode", f"message_mode must be one of {', '.join(MESSAGE_MODES)}")
+        return Credentials(kind, _appid(data), "", api_base, secrets, message_mode=mode)
     if kind == "miniprogram":
         return Credentials(kind, _appid(data), "", api_base, {"secret": _text(data, "secret")})
     mch_id = _text(data, "mch_id")
@@ -294,6 +299,7 @@ async def set_wechat_account(gateway: Any, *, merchant: Merchant, creds: Credent
         mch_id=creds.mch_id,
         secrets=creds.secrets,
         api_base=creds.api_base,
+        message_mode=creds.message_mode or None,
     )
 
 
@@ -305,6 +311,7 @@ def view(account: WechatAccount) -> AccountView:
         mch_id=account.mch_id,
         api_base=account.api_base,
         api_version=secrets.get("api_version", "v3") if account.kind == "pay" else "",
+        message_mode=account.message_mode_of(secrets) if account.kind == "official" else "",
         updated_at=account.updated_at,
         secrets_set={name: bool(secrets.get(name)) for name in SECRET_FIELDS.get(account.kind, ())},
     )

@@ -199,3 +199,20 @@ async def test_a_platform_certificate_may_be_uploaded_instead_of_the_public_key(
     stored = (await WechatAccount.get(merchant_id=merchant_id, kind="pay")).secrets()
     assert stored["platform_public_key_id"] == "5157F09EFDC096DE15EBE81A47057A7232F8EBB7"
     assert stored["platform_public_key"].strip() == (KEYS_DIR / "platform_public_key.pem").read_text().strip()
+
+
+async def test_the_official_account_s_message_mode_decides_which_pushes_are_taken(client):
+    _, owner = await _acme(client)
+    assert (await client.put("/api/wechat-accounts/official", json=OA, headers=owner)).json()["message_mode"] == "safe"
+    push = {"appid": OA["appid"], "openid": "o_acme_plain", "event": "subscribe", "mode": "plaintext"}
+    refused = await client.post(f"{EMU}/control/oa-event", json=push)
+    assert refused.json()["deliveries"][0]["status"] == 403  # safe mode: a plaintext push proves nothing
+    bad = await client.put("/api/wechat-accounts/official", json={**OA, "message_mode": "aes"}, headers=owner)
+    assert bad.status_code == 422
+    plain = await client.put("/api/wechat-accounts/official", json={**OA, "message_mode": "plaintext"}, headers=owner)
+    assert plain.status_code == 200 and plain.json()["message_mode"] == "plaintext"
+    listed = {a["kind"]: a for a in (await client.get("/api/wechat-accounts", headers=owner)).json()["items"]}
+    assert listed["official"]["message_mode"] == "plaintext"
+    taken = await client.post(f"{EMU}/control/oa-event", json=push)
+    assert taken.json()["deliveries"][0]["status"] == 200
+    assert await InboundEvent.filter(openid="o_acme_plain").count() == 1
