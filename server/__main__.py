@@ -117,7 +117,7 @@ def serve(settings: Settings) -> None:
     if settings.wechat.emulator.enabled:
         print(
             f"WeChat emulator at {base}{settings.wechat.emulator.mount} "
-            f"(try: python -m wechat.emulator --server {base} scan --store {settings.merchant.store_code} "
+            f"(try: .venv/bin/python -m wechat.emulator --server {base} scan --store {settings.merchant.store_code} "
             "--openid o_demo_1)",
             flush=True,
         )

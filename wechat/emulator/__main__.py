@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-DEFAULT_SERVER = os.environ.get("HUIYUAN_EMULATOR_SERVER", "http://127.0.0.1:8000")
+DEFAULT_SERVER = os.environ.get("HY_EMULATOR_SERVER", "http://127.0.0.1:8000")
 HINT = "is the server running? start it with ./run.sh"
 
 
@@ -21,7 +21,9 @@ class CliError(Exception):
 def _parser() -> argparse.ArgumentParser:
     """Build the argument parser (global options also accepted after the command)."""
     common = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
-    common.add_argument("--server", default=argparse.SUPPRESS, help=f"server base URL (default {DEFAULT_SERVER})")
+    common.add_argument(
+        "--server", default=argparse.SUPPRESS, help=f"server URL (default {DEFAULT_SERVER}; env HY_EMULATOR_SERVER)"
+    )
     common.add_argument("--mount", default=argparse.SUPPRESS, help="emulator mount (default /_emulator)")
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print the raw JSON answer")
     common.add_argument("--appid", default=argparse.SUPPRESS, help="account appid (default: the configured one)")
