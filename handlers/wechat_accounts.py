@@ -73,7 +73,12 @@ def _out(account: wechat_setup.AccountView) -> AccountOut:
 
 async def _put(request: Request, kind: str, body: Schema):
     settings = request.app.ctx.settings
-    creds = wechat_setup.check_credentials(kind, body.model_dump(), allow_emulator=not settings.is_production)
+    creds = wechat_setup.check_credentials(
+        kind,
+        body.model_dump(),
+        allow_emulator=not settings.is_production,
+        default_to_emulator=settings.wechat.emulator.enabled,
+    )
     merchant = await tenancy.get_merchant(merchant_id=request.ctx.principal.merchant_id)
     account = await wechat_setup.set_wechat_account(request.app.ctx.wechat, merchant=merchant, creds=creds)
     return ok(_out(wechat_setup.view(account)))

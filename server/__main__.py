@@ -269,7 +269,12 @@ async def set_wechat_account(args: argparse.Namespace, settings: Settings, gatew
     own_gateway = gateway is None
     gateway = gateway or _cli_gateway(settings)
     try:
-        creds = wechat_setup.check_credentials(args.kind, fields, allow_emulator=not settings.is_production)
+        creds = wechat_setup.check_credentials(
+            args.kind,
+            fields,
+            allow_emulator=not settings.is_production,
+            default_to_emulator=settings.wechat.emulator.enabled,
+        )
         account = await wechat_setup.set_wechat_account(gateway, merchant=merchant, creds=creds)
     except DomainError as exc:
         extra = " ".join(f"{k}={v}" for k, v in exc.extra.items())

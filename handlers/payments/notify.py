@@ -72,9 +72,10 @@ async def _dispatch(
     summary="WeChat Pay v2 notify (payment or refund)",
     tag="wechat callbacks",
     content_type="application/xml",
-    replies=tuple(Reply(code, "application/xml", description="FAIL") for code in (400, 404, 500)),
+    replies=tuple(Reply(code, "application/xml", description="FAIL") for code in (401, 404, 500)),
     description="Signed XML payment notify, or refund notify with encrypted req_info. Answers the SUCCESS XML "
-    "once a registered handler processed it; FAIL XML with 400 (rejected), 404 (unknown mch_id) or 500 "
+    "once a registered handler processed it; FAIL XML with 401 (rejected: not XML, not signed by the merchant's "
+    "key, or not its appid/mch_id; as v3), 404 (unknown mch_id) or 500 "
     "(not processed: WeChat retries).",
 )
 async def notify_v2(request: Request, mch_id: str):
@@ -92,7 +93,7 @@ async def notify_v2(request: Request, mch_id: str):
         )
     except VERIFICATION_ERRORS as exc:
         log.warning("v2 notify for %s rejected: %s", account.mch_id, exc)
-        return _v2_reply(400, "FAIL", str(exc)[:200])
+        return _v2_reply(401, "FAIL", str(exc)[:200])
     raw_id = fields.get("refund_id" if kind == "refund" else "transaction_id", "")
     if not await _dispatch(account, version="v2", kind=kind, fields=fields, raw_id=raw_id):
         return _v2_reply(500, "FAIL", "not processed")

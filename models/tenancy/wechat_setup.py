@@ -98,8 +98,10 @@ def _text(data: dict[str, Any], name: str, *, required: bool = True) -> str:
     return value
 
 
-def _api_base(data: dict[str, Any], kind: str, *, allow_emulator: bool) -> str:
-    base = _text(data, "api_base", required=False) or DEFAULT_BASES[kind]
+def _api_base(data: dict[str, Any], kind: str, *, allow_emulator: bool, default_to_emulator: bool) -> str:
+    # with the built-in emulator running (development), an account without api_base is checked against it:
+    # a development server never calls real WeChat unless api_base names it
+    base = _text(data, "api_base", required=False) or (EMULATOR if default_to_emulator else DEFAULT_BASES[kind])
     if base == EMULATOR:
         if not allow_emulator:
             raise _bad("api_base", "api_base 'emulator' is for development only")
@@ -151,11 +153,15 @@ def _certificate(pem: str) -> tuple[str, str]:
     return public_pem.decode("ascii"), format(cert.serial_number, "X")
 
 
-def check_credentials(kind: str, data: dict[str, Any], *, allow_emulator: bool) -> Credentials:
+def check_credentials(
+    kind: str, data: dict[str, Any], *, allow_emulator: bool, default_to_emulator: bool = False
+) -> Credentials:
     """The credential set of one account, checked for presence and format (422 naming the field otherwise)."""
     if kind not in ACCOUNT_KINDS:
         raise Unprocessable(f"unknown account kind {kind!r}", code="wechat.account_kind", field="kind")
-    api_base = _api_base(data, kind, allow_emulator=allow_emulator)
+    api_base = _api_base(
+        data, kind, allow_emulator=allow_emulator, default_to_emulator=allow_emulator and default_to_emulator
+    )
     if kind == "official":
         token, aes_key = _text(data, "token"), _text(data, "encoding_aes_key")
         if not TOKEN.match(token):

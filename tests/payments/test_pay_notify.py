@@ -226,18 +226,18 @@ async def test_forged_or_tampered_v2_notifies_are_400_and_not_dispatched(client,
     }
     for name, body in forgeries.items():
         response = await client.post(url, content=body)
-        assert response.status_code == 400, name
+        assert response.status_code == 401, name
         assert response.text.startswith("<xml><return_code><![CDATA[FAIL]]></return_code><return_msg>"), name
     assert len(received) == 1
 
 
-async def test_dtd_xxe_and_malformed_v2_bodies_are_400(client, settings):
+async def test_dtd_xxe_and_malformed_v2_bodies_are_401(client, settings):
     url = f"/pay/notify/v2/{settings.wechat.pay.mch_id}"
     xxe = b'<?xml version="1.0"?><!DOCTYPE xml [<!ENTITY x SYSTEM "file:///etc/passwd">]><xml><a>&x;</a></xml>'
     bomb = b'<!DOCTYPE xml [<!ENTITY a "aaaa"><!ENTITY b "&a;&a;&a;">]><xml><return_code>&b;</return_code></xml>'
     for body in (xxe, bomb, b"<xml><return_code>SUCCESS", b"", b"\xff\xfe not xml", b'{"json": true}'):
         response = await client.post(url, content=body)
-        assert response.status_code == 400, body
+        assert response.status_code == 401, body
         assert "FAIL" in response.text
     assert received == []
 
@@ -287,7 +287,7 @@ async def test_a_payment_naming_another_merchants_appid_is_rejected(app, client,
     await _v3_order(app, settings, "O3-1", appid=OTHER_APPID)
     v2 = await _fire(client, "pay-success", out_trade_no="O2-1")
     v3 = await _fire(client, "pay-success", out_trade_no="O3-1")
-    assert [d["status"] for d in v2["deliveries"]] == [400]
+    assert [d["status"] for d in v2["deliveries"]] == [401]
     assert [d["status"] for d in v3["deliveries"]] == [401]
     assert "appid" in json.loads(v3["deliveries"][0]["body"])["message"]
     assert received == []

@@ -216,3 +216,11 @@ async def test_the_official_account_s_message_mode_decides_which_pushes_are_take
     taken = await client.post(f"{EMU}/control/oa-event", json=push)
     assert taken.json()["deliveries"][0]["status"] == 200
     assert await InboundEvent.filter(openid="o_acme_plain").count() == 1
+
+
+async def test_without_api_base_a_development_server_checks_against_its_emulator(client):
+    _, owner = await _acme(client)
+    body = {k: v for k, v in MP.items() if k != "api_base"}
+    answer = await client.put("/api/wechat-accounts/miniprogram", json=body, headers=owner)
+    assert answer.status_code == 200, answer.text  # not a 503 from trying to reach api.weixin.qq.com
+    assert answer.json()["api_base"] == "emulator"
