@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from tortoise.transactions import in_transaction
 
 from models.kernel import clock
-from models.kernel.errors import Conflict, NotFound, Unprocessable
+from models.kernel.errors import Conflict, Unprocessable
 from models.ledger import books as ledger
 from models.points.lots import earn_points
 from models.points.rules import get_points_rules, local_day
@@ -36,7 +36,7 @@ async def award_activity(
     rules = await get_points_rules(merchant_id=merchant_id)
     rule = rules.activity(rule_code)
     if rule is None:
-        raise NotFound(f"no activity rule {rule_code!r}", code="activity.not_found", field="rule_code")
+        raise Unprocessable(f"no activity rule {rule_code!r}", code="activity.unknown_rule", field="rule_code")
     if rule.limit == "once":
         scope = "once"
     elif rule.limit == "daily":

@@ -12,7 +12,7 @@ from tortoise.functions import Sum
 from tortoise.transactions import in_transaction
 
 from models.kernel import clock
-from models.kernel.errors import Conflict, NotFound, Unprocessable
+from models.kernel.errors import Conflict, Unprocessable
 from models.kernel.outbox import enqueue
 from models.ledger import books as ledger
 from models.points.lots import PointsLot, PointsLotUse, PointsReminder
@@ -46,7 +46,7 @@ async def reverse_spend(
     """Give a debit's points back to the lots it took them from, except lots expired by now; each point once."""
     debit = await ledger.PointsEntry.get_or_none(id=debit_entry_id, merchant_id=merchant_id, member_id=member_id)
     if debit is None:
-        raise NotFound("no such points debit for this member", code="points.debit_not_found", field="debit_entry_id")
+        raise Unprocessable("no such points debit for this member", code="points.debit_not_found", field="debit_entry_id")
     if debit.delta >= 0 or debit.kind in ("expire", "reverse"):
         raise Unprocessable("only a spend can be reversed", code="points.not_reversible", field="debit_entry_id")
 

@@ -207,7 +207,7 @@ async def test_activity_limits_once_daily_and_unlimited(client, admin):
         assert missing_key.status_code == 422 and error_of(missing_key)["field"] == "idempotency_key"
         assert [(await award("campaign", k)).status_code for k in ("c1", "c2", "c1")] == [201, 201, 200]
         unknown = await award("nope")
-        assert unknown.status_code == 404 and error_of(unknown)["code"] == "activity.not_found"
+        assert unknown.status_code == 422 and error_of(unknown)["code"] == "activity.unknown_rule"
         kinds = await PointsEntry.filter(member_id=member).order_by("id").values_list("delta", "kind")
         assert kinds == [(50, "activity"), (5, "activity"), (5, "activity"), (20, "activity"), (20, "activity")]
         assert await PointsLot.filter(member_id=member).count() == 5
