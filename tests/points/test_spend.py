@@ -160,7 +160,7 @@ async def test_reversal_gives_back_to_the_same_lots_but_never_resurrects_expired
             json={**body, "debit_entry_id": 999999, "idempotency_key": "r4"},
             headers=admin,
         )
-        assert missing.status_code == 404
+        assert (missing.status_code, error_of(missing)["code"]) == (422, "points.debit_not_found")
         cashier = await add_staff(client, admin, username="cashier2", role="cashier", store_id=demo.store.id)
         denied = await client.post(
             f"/api/members/{member}/points/reverse", json={**body, "idempotency_key": "r5"}, headers=cashier
