@@ -29,6 +29,7 @@ from models.payments import refund_settle, settle
 from models.points import expiry as points_expiry
 from models.points import lots as points_lots
 from models.points import rules as points_rules
+from models.tiers import growth as tier_growth
 from models.tiers import standing as tier_standing
 from wechat.events import Handler as OAHandler
 from wechat.events import OAEvent, Reply
@@ -74,6 +75,7 @@ LEDGER_ENTRY_WRITTEN = (  # (book, entry) after every new points or stored-value
     points_lots.on_ledger_entry,  # points: a credit opens a lot, a debit consumes lots
     balance_lots.on_ledger_entry,  # stored value: principal and bonus lots
     card_sync.on_ledger_entry,  # the WeChat card shows the new points / balance
+    tier_growth.on_ledger_entry,  # stored value: recharges and refunds kept as the total_recharge tier basis
 )
 TIER_CHANGED = (card_sync.on_tier_changed,)  # (merchant_id=, member_id=) after every recorded tier move
 POINTS_RULES_CHANGED = (card_template.on_points_rules_changed,)  # (merchant_id=): the card shows the bonus rule

@@ -6,8 +6,11 @@ import logging
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 from tortoise import fields
+from tortoise.expressions import F, Q, Subquery
+from tortoise.functions import Min, Sum
 from tortoise.models import Model
 
 from models.kernel import clock
@@ -73,11 +76,6 @@ _expiry_override: ContextVar[tuple[str, datetime] | None] = ContextVar("points_e
 _SELF_MANAGED = ("expire", "reverse")  # their lots are changed by this module's own `within` callbacks
 
 
-def spending_order(lot: PointsLot) -> tuple[bool, datetime, int]:
-    """Earliest expiry first, never-expiring last, then oldest."""
-    return (lot.expires_at is None, lot.expires_at or datetime.max.replace(tzinfo=UTC), lot.id)
-
-
 async def _new_lot(entry: ledger._Entry) -> None:
     override = _expiry_override.get()
     expires_at = override[1] if override is not None and override[0] == entry.idempotency_key else None
@@ -95,43 +93,91 @@ async def _new_lot(entry: ledger._Entry) -> None:
     )
 
 
+SPEND_BATCH = 32  # open lots read per query while a debit is being covered
+
+
+class LotChanged(RuntimeError):
+    """A lot no longer held what was read: the member's lots changed outside their account lock (rolls back)."""
+
+
+async def _take(entry: ledger._Entry, lots: list[tuple[int, int]], left: int) -> tuple[int, list[PointsLotUse]]:
+    """Take up to `left` from (lot id, remaining) in order, each by a conditional UPDATE; returns (left, uses)."""
+    uses: list[PointsLotUse] = []
+    for lot_id, remaining in lots:
+        if left == 0:
+            break
+        take = min(remaining, left)
+        if take <= 0:
+            continue
+        # remaining was read under the member's account lock: the guard only fails if something bypassed it
+        if take == remaining:
+            changed = await PointsLot.filter(id=lot_id, status="open", remaining=take).update(
+                remaining=0, status="spent"
+            )
+        else:
+            guard = PointsLot.filter(id=lot_id, status="open", remaining__gt=take)
+            changed = await guard.update(remaining=F("remaining") - take)
+        if changed != 1:
+            raise LotChanged(f"points lot {lot_id} changed while debit {entry.id} was taking {take} from it")
+        left -= take
+        uses.append(PointsLotUse(merchant_id=entry.merchant_id, debit_entry_id=entry.id, lot_id=lot_id, amount=take))
+    return left, uses
+
+
+async def _open_lots(member_id: int, *, expiring: bool, after: tuple[datetime | None, int] | None) -> list[Any]:
+    """One batch of open lots in spending order, after the cursor, on the (member, status, expires_at, id) index."""
+    query = PointsLot.filter(member_id=member_id, status="open", expires_at__isnull=not expiring)
+    if after is not None:
+        at, lot_id = after
+        if expiring:
+            query = query.filter(Q(expires_at__gt=at) | Q(expires_at=at, id__gt=lot_id))
+        else:
+            query = query.filter(id__gt=lot_id)
+    order = ("expires_at", "id") if expiring else ("id",)
+    return await query.order_by(*order).limit(SPEND_BATCH).values_list("id", "remaining", "expires_at")
+
+
 async def consume_lots(entry: ledger._Entry, amount: int, *, first_lot_id: int | None = None) -> None:
     """Take `amount` from the member's open lots for this debit (a given lot first), recording each use.
 
-    Balance held before lots existed (data older than the lots) first becomes one non-expiring legacy lot,
-    linked to this debit's entry, so lots always cover the balance.
+    Lots are read in spending order (earliest expiry first, never-expiring last, then oldest) a batch at a time
+    until the debit is covered, so the cost follows the lots used, not the member's history. The caller holds the
+    member's points account row (the ledger's guarded UPDATE), which serialises every change to their lots.
+    Balance held before lots existed became legacy lots in migration 0009; should the lots still fall short, the
+    rest of the balance becomes one non-expiring legacy lot linked to this debit, as before that migration.
     """
-    lots = sorted(
-        await PointsLot.filter(member_id=entry.member_id, status="open").select_for_update(), key=spending_order
-    )
+    left, uses = amount, []
     if first_lot_id is not None:
-        lots.sort(key=lambda lot: lot.id != first_lot_id)
-    held = sum(lot.remaining for lot in lots)
-    balance_before = entry.balance_after + amount
-    if held < balance_before:
+        first = await PointsLot.filter(id=first_lot_id, member_id=entry.member_id, status="open").values_list(
+            "id", "remaining"
+        )
+        left, taken = await _take(entry, [(int(i), int(r)) for i, r in first], left)  # type: ignore[misc]
+        uses += taken
+    for expiring in (True, False):
+        after: tuple[datetime | None, int] | None = None
+        while left:
+            rows = await _open_lots(entry.member_id, expiring=expiring, after=after)
+            batch = [(int(i), int(r)) for i, r, _ in rows if i != first_lot_id]
+            left, taken = await _take(entry, batch, left)
+            uses += taken
+            if len(rows) < SPEND_BATCH:
+                break
+            after = (rows[-1][2], int(rows[-1][0]))
+    if left:
+        # every open lot is now empty: what the balance held beyond them predates lots
         legacy = await PointsLot.create(
             merchant_id=entry.merchant_id,
             member_id=entry.member_id,
             entry_id=entry.id,
-            amount=balance_before - held,
-            remaining=balance_before - held,
+            amount=entry.balance_after + left,
+            remaining=entry.balance_after,
             expires_at=None,
+            status="open" if entry.balance_after else "spent",
         )
         log.warning("member %s: %s points had no lot; legacy lot %s", entry.member_id, legacy.amount, legacy.id)
-        lots.append(legacy)
-    left = amount
-    for lot in lots:
-        if left == 0:
-            break
-        take = min(lot.remaining, left)
-        if take == 0:
-            continue
-        left -= take
-        remaining = lot.remaining - take
-        await PointsLot.filter(id=lot.id).update(remaining=remaining, status="open" if remaining else "spent")
-        await PointsLotUse.create(merchant_id=entry.merchant_id, debit_entry_id=entry.id, lot_id=lot.id, amount=take)
-    if left:
-        raise AssertionError(f"points lots of member {entry.member_id} do not cover debit {entry.id}")
+        uses.append(PointsLotUse(merchant_id=entry.merchant_id, debit_entry_id=entry.id, lot_id=legacy.id, amount=left))
+    if uses:
+        await PointsLotUse.bulk_create(uses)
 
 
 async def on_ledger_entry(book: str, entry: ledger._Entry) -> None:
@@ -228,24 +274,43 @@ async def points_summary(
     *, merchant_id: int, member_id: int, before_id: int | None = None, limit: int = 50
 ) -> PointsSummary:
     """Why a member has their points: the balance, what expires within 30 days, and the ledger with reasons."""
-    balance = await ledger.get_balance(book="points", member_id=member_id)
-    soon = await PointsLot.filter(
-        member_id=member_id, status="open", expires_at__lte=clock.now() + timedelta(days=EXPIRING_SOON_DAYS)
-    ).values_list("remaining", "expires_at")
+    # one aggregate on the (member, status, expires_at) index, the balance folded in as a subquery
+    row = await (
+        PointsLot.filter(
+            member_id=member_id, status="open", expires_at__lte=clock.now() + timedelta(days=EXPIRING_SOON_DAYS)
+        )
+        .annotate(
+            soon=Sum("remaining"),
+            first=Min("expires_at"),
+            held=Subquery(ledger.PointsAccount.filter(member_id=member_id).values("balance")),
+        )
+        .values("soon", "first", "held")
+    )
+    balance = int(row[0]["held"] or 0) if row else 0
+    expiring = int(row[0]["soon"] or 0) if row else 0
+    first = _aware(row[0]["first"]) if row else None
     expires_on = None
-    if soon:
+    if first is not None:
         zone = await merchant_zone(merchant_id=merchant_id)
-        expires_on = last_valid_day(min(at for _, at in soon), zone)  # type: ignore[misc]
+        expires_on = last_valid_day(first, zone)
     entries = await ledger.list_entries(
         book="points", merchant_id=merchant_id, member_id=member_id, before_id=before_id, limit=limit
     )
     return PointsSummary(
         balance=balance,
-        expiring_points=sum(int(remaining) for remaining, _ in soon),  # type: ignore[misc]
+        expiring_points=expiring,
         expires_on=expires_on,
         entries=entries,  # type: ignore[arg-type]
         next_before_id=entries[-1].id if len(entries) == limit else None,
     )
+
+
+def _aware(value: Any) -> datetime | None:
+    """An aggregate's datetime as aware UTC (SQLite hands back text, MySQL a naive UTC datetime)."""
+    if value is None:
+        return None
+    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 async def quote_points_cash(*, merchant_id: int, member_id: int, order_amount: int) -> tuple[int, int]:

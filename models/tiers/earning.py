@@ -11,7 +11,7 @@ from tortoise.transactions import in_transaction
 from models.kernel import clock
 from models.ledger import books as ledger
 from models.tiers import standing as tier_rules
-from models.tiers.growth import GROWTH_KINDS
+from models.tiers.growth import GROWTH_KINDS, add_to_bucket
 from models.tiers.tables import GrowthEntry, MemberTier
 
 
@@ -38,6 +38,8 @@ async def add_growth(
         idempotency_key=idempotency_key,
     )
 
+    at = occurred_at or clock.now()
+
     async def work() -> bool:
         async with in_transaction():
             try:
@@ -51,11 +53,13 @@ async def add_growth(
                         idempotency_key=idempotency_key,
                         ref_type=ref_type,
                         ref_id=ref_id,
-                        occurred_at=occurred_at or clock.now(),
+                        occurred_at=at,
                     )
             except IntegrityError:
                 return False
             await tier_rules.locked_member_tier(merchant_id=merchant_id, member_id=member_id)
+            # under the member's tier row lock, so two growth rows of one member never race for a new bucket
+            await add_to_bucket(merchant_id=merchant_id, member_id=member_id, occurred_at=at, delta=delta)
             await MemberTier.filter(member_id=member_id).update(growth_total=F("growth_total") + delta)
             await tier_rules.upgrade_in_transaction(
                 merchant_id=merchant_id, member_id=member_id, detail=f"growth {delta:+d}: {reason.strip()}"[:255]

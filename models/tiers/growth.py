@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
+from tortoise import connections
 from tortoise.functions import Sum
 from tortoise.queryset import QuerySet
 
 from models.kernel.calendar import add_months
 from models.ledger import books as ledger
 from models.tiers.policy import LocalCalendar, TierPolicy, get_policy
-from models.tiers.tables import GrowthEntry, MemberTier
+from models.tiers.tables import GrowthBucket, GrowthEntry, MemberTier, RechargeTotal
 
 GROWTH_KINDS = ("spend", "activity", "profile", "adjust", "reverse")
 WINDOW_MONTHS = 12
@@ -30,9 +31,62 @@ async def _sum_delta(query: QuerySet[Any]) -> int:
     return int(rows[0]["total"] or 0) if rows else 0
 
 
+def utc_month(moment: datetime) -> int:
+    """The UTC calendar month of a moment as YYYYMM, the key of a growth bucket."""
+    at = moment.astimezone(UTC)
+    return at.year * 100 + at.month
+
+
+def _next_utc_month(moment: datetime) -> datetime:
+    at = moment.astimezone(UTC)
+    return datetime(at.year + at.month // 12, at.month % 12 + 1, 1, tzinfo=UTC)
+
+
 async def growth_since(*, member_id: int, since: datetime) -> int:
-    """Growth earned at or after `since` (UTC)."""
-    return await _sum_delta(GrowthEntry.filter(member_id=member_id, occurred_at__gte=since))
+    """Growth earned at or after `since` (UTC).
+
+    Exactly the sum of the growth rows since then, read as the rows of since's own UTC month and the monthly
+    buckets after it: one month of rows and a year of buckets, however long the member's history.
+    """
+    rows = await _sum_delta(
+        GrowthEntry.filter(member_id=member_id, occurred_at__gte=since, occurred_at__lt=_next_utc_month(since))
+    )
+    buckets = (
+        await GrowthBucket.filter(member_id=member_id, month__gt=utc_month(since))
+        .annotate(total_sum=Sum("total"))
+        .values("total_sum")
+    )
+    return rows + (int(buckets[0]["total_sum"] or 0) if buckets else 0)
+
+
+# total += delta on a member's row, created at delta: one upsert statement per dialect, in the caller's transaction
+_ADD_TO_TOTAL = {
+    (
+        "growth_bucket",
+        "mysql",
+    ): "INSERT INTO growth_bucket (member_id, month, merchant_id, total) VALUES (%s, %s, %s, %s)"
+    " ON DUPLICATE KEY UPDATE total = total + VALUES(total)",
+    ("growth_bucket", "sqlite"): "INSERT INTO growth_bucket (member_id, month, merchant_id, total) VALUES (?, ?, ?, ?)"
+    " ON CONFLICT (member_id, month) DO UPDATE SET total = total + excluded.total",
+    ("recharge_total", "mysql"): "INSERT INTO recharge_total (member_id, merchant_id, total) VALUES (%s, %s, %s)"
+    " ON DUPLICATE KEY UPDATE total = total + VALUES(total)",
+    ("recharge_total", "sqlite"): "INSERT INTO recharge_total (member_id, merchant_id, total) VALUES (?, ?, ?)"
+    " ON CONFLICT (member_id) DO UPDATE SET total = total + excluded.total",
+}
+
+
+async def _add_to_total(*, table: str, values: tuple[int, ...], delta: int) -> None:
+    client = connections.get("default")
+    await client.execute_query(_ADD_TO_TOTAL[(table, client.capabilities.dialect)], [*values, delta])
+
+
+async def add_to_bucket(*, merchant_id: int, member_id: int, occurred_at: datetime, delta: int) -> None:
+    """Add a growth row's delta to its member's bucket for the row's UTC month (in the row's transaction)."""
+    await _add_to_total(
+        table="growth_bucket",
+        values=(member_id, utc_month(occurred_at), merchant_id),
+        delta=delta,
+    )
 
 
 def window_start(calendar: LocalCalendar, as_of: date) -> datetime:
@@ -46,11 +100,25 @@ async def lifetime_growth(*, member_id: int) -> int:
     return row.growth_total if row is not None else 0
 
 
+def counts_as_recharge(entry: ledger._Entry) -> bool:
+    """A stored-value row the total_recharge basis counts: a recharge, or a refund that takes value back."""
+    return entry.kind == "recharge" or (entry.kind == "refund" and entry.delta < 0)
+
+
+async def on_ledger_entry(book: str, entry: ledger._Entry) -> None:
+    """Keep the member's recharge total with every recharge and refund row, in the row's own transaction."""
+    if book == "balance" and counts_as_recharge(entry):
+        await _add_to_total(
+            table="recharge_total",
+            values=(entry.member_id, entry.merchant_id),
+            delta=entry.delta,
+        )
+
+
 async def total_recharge(*, member_id: int) -> int:
-    """Fen recharged minus recharges refunded (balance debits of kind refund)."""
-    recharged = await _sum_delta(ledger.BalanceEntry.filter(member_id=member_id, kind="recharge"))
-    refunded = await _sum_delta(ledger.BalanceEntry.filter(member_id=member_id, kind="refund", delta__lt=0))
-    return recharged + refunded
+    """Fen recharged minus recharges refunded (balance debits of kind refund), from the running total."""
+    rows = await RechargeTotal.filter(member_id=member_id).values_list("total", flat=True)
+    return int(rows[0]) if rows else 0  # type: ignore[call-overload]
 
 
 async def basis_value(*, policy: TierPolicy, calendar: LocalCalendar, member_id: int, as_of: date) -> int | None:

@@ -99,6 +99,32 @@ class GrowthEntry(Model):
         indexes = (("member_id", "occurred_at"),)
 
 
+class GrowthBucket(Model):
+    """A member's growth per UTC month (YYYYMM), kept with every growth row: rolling windows read months, not rows."""
+
+    id = fields.BigIntField(primary_key=True)
+    merchant_id = fields.IntField()
+    member_id = fields.IntField()
+    month = fields.IntField()  # UTC calendar month of occurred_at, e.g. 202703
+    total = fields.BigIntField(default=0)
+
+    class Meta:
+        table = "growth_bucket"
+        unique_together = (("member_id", "month"),)
+
+
+class RechargeTotal(Model):
+    """Fen a member recharged minus recharges refunded, kept with every such balance row (the total_recharge basis)."""
+
+    id = fields.BigIntField(primary_key=True)
+    merchant_id = fields.IntField()
+    member_id = fields.IntField(unique=True)
+    total = fields.BigIntField(default=0)
+
+    class Meta:
+        table = "recharge_total"
+
+
 class TierSettlement(Model):
     """One tier settlement run per merchant and period (e.g. "2027-03"), so a second scheduler skips it."""
 
