@@ -12,7 +12,14 @@ from models.ledger import books as ledger
 from models.ledger.balance_lots import BalanceLot
 from tests.helpers import add_member, error_of
 from tests.payments.roundtrips import bulk_is_one_statement, sql_statements, touching
-from tests.payments.wallet_helpers import assert_consistent, balance_view, paid_recharge, refund, staff_change
+from tests.payments.wallet_helpers import (
+    assert_consistent,
+    balance_view,
+    credits,
+    paid_recharge,
+    refund,
+    staff_change,
+)
 
 LEGACY_LOTS_SQL = importlib.import_module("migrations.0009_balance_legacy_lots").LEGACY_LOTS_SQL
 
@@ -147,15 +154,7 @@ async def test_a_credit_never_reads_the_members_other_lots(client, admin, demo):
         return sent
 
     first = await credit("first")
-    for n in range(40):
-        await ledger.change_balance(
-            merchant_id=demo.merchant.id,
-            member_id=member_id,
-            delta=10,
-            kind="recharge",
-            reason="充值",
-            idempotency_key=f"many-{n}",
-        )
+    await credits(merchant_id=demo.merchant.id, member_id=member_id, count=40, delta=10, kind="recharge", key="many")
     later = await credit("later")
     assert await BalanceLot.filter(member_id=member_id, status="open").count() == 42
     assert len(later) == len(first)  # the same statements with 1 or 41 open lots

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from models.ledger import books as ledger
 from models.ledger.balance_lots import BalanceLot
 from tests.payments.helpers import add_package, me, paying_member, recharge, use_pay_version, v2_notify
 from tests.payments.roundtrips import bulk_is_one_statement, sql_statements, touching
-from tests.payments.wallet_helpers import assert_consistent
+from tests.payments.wallet_helpers import assert_consistent, credits
 
 
 async def _notify(client, settings, order: dict, transaction_id: str) -> list[str]:
@@ -47,15 +46,7 @@ async def test_a_notify_credit_costs_the_same_whatever_the_members_open_lots(app
     counts = []
     for n, lots in enumerate((0, 60)):
         member_id, headers = await paying_member(app, merchant_id=demo.merchant.id, mp_openid=f"mp-lots-{n}")
-        for k in range(lots):
-            await ledger.change_balance(
-                merchant_id=demo.merchant.id,
-                member_id=member_id,
-                delta=5,
-                kind="gift",
-                reason="赠送",
-                idempotency_key=f"gift-{n}-{k}",
-            )
+        await credits(merchant_id=demo.merchant.id, member_id=member_id, count=lots, delta=5, kind="gift", key=f"g{n}")
         order = (await recharge(client, headers, package_id=package["id"]))["order"]
         sent = await _notify(client, settings, order, f"42000000000000000000000000{n}9")
         assert [sql.split()[0].upper() for sql in touching(sent, "balance_lot")] == ["INSERT"]
