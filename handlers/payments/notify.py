@@ -9,7 +9,8 @@ from sanic import Blueprint, HTTPResponse, json
 from sanic.request import Request
 
 from models.kernel import clock
-from models.tenancy.merchants import WechatAccount, find_wechat_account, merchant_appids
+from models.payments.notify_account import NotifyAccount, find_notify_account
+from models.tenancy.merchants import WechatAccount
 from server import wiring
 from server.api import Reply, endpoint
 from wechat.errors import WeChatCryptoError, WeChatSignatureError, WeChatXMLError
@@ -39,17 +40,17 @@ def _v3_fail(status: int, message: str) -> HTTPResponse:
     return json({"code": "FAIL", "message": message}, status=status)
 
 
-async def _pay_account(mch_id: str, required: tuple[str, ...]) -> tuple[WechatAccount | None, dict[str, str]]:
-    """The pay account of mch_id and its secrets; missing secrets are logged and returned as {}."""
-    account = await find_wechat_account(kind="pay", key=mch_id)
-    if account is None:
+async def _pay_account(mch_id: str, required: tuple[str, ...]) -> tuple[NotifyAccount | None, dict[str, str]]:
+    """The pay account of mch_id (with its merchant's appids) and its secrets; missing secrets are logged, {}."""
+    found = await find_notify_account(mch_id=mch_id)
+    if found is None:
         return None, {}
-    keys = account.secrets()
+    keys = found.account.secrets()
     missing = [name for name in required if not keys.get(name)]
     if missing:
-        log.error("pay account %s cannot verify notifies: %s not configured", account.mch_id, ", ".join(missing))
-        return account, {}
-    return account, keys
+        log.error("pay account %s cannot verify notifies: %s not configured", found.account.mch_id, ", ".join(missing))
+        return found, {}
+    return found, keys
 
 
 async def _dispatch(
@@ -79,17 +80,18 @@ async def _dispatch(
     "(not processed: WeChat retries).",
 )
 async def notify_v2(request: Request, mch_id: str):
-    account, keys = await _pay_account(mch_id, V2_SECRETS)
-    if account is None:
+    found, keys = await _pay_account(mch_id, V2_SECRETS)
+    if found is None:
         return _v2_reply(404, "FAIL", "unknown mch_id")
     if not keys:
         return _v2_reply(500, "FAIL", "merchant not configured")
+    account = found.account
     try:
         kind, fields = verify_v2(
             request.body,
             mch_id=account.mch_id,
             api_key=keys["api_key"],
-            appids=await merchant_appids(merchant_id=account.merchant_id),
+            appids=found.appids,
         )
     except VERIFICATION_ERRORS as exc:
         log.warning("v2 notify for %s rejected: %s", account.mch_id, exc)
@@ -111,11 +113,12 @@ async def notify_v2(request: Request, mch_id: str):
     "(not processed: WeChat retries).",
 )
 async def notify_v3(request: Request, mch_id: str):
-    account, keys = await _pay_account(mch_id, V3_SECRETS)
-    if account is None:
+    found, keys = await _pay_account(mch_id, V3_SECRETS)
+    if found is None:
         return _v3_fail(404, "unknown mch_id")
     if not keys:
         return _v3_fail(500, "merchant not configured")
+    account = found.account
     try:
         kind, fields, notify_id = verify_v3(
             request.body,
@@ -124,7 +127,7 @@ async def notify_v3(request: Request, mch_id: str):
             api_v3_key=keys["api_v3_key"],
             platform_public_key_pem=keys["platform_public_key"],
             platform_public_key_id=keys["platform_public_key_id"],
-            appids=await merchant_appids(merchant_id=account.merchant_id),
+            appids=found.appids,
             now=clock.now(),
         )
     except VERIFICATION_ERRORS as exc:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
 from tortoise import fields
+from tortoise.expressions import F
+from tortoise.functions import Sum
 from tortoise.models import Model
 
 from models.ledger import books as ledger
@@ -48,11 +51,18 @@ class BalanceLotUse(Model):
 
 PRINCIPAL_KINDS = ("recharge", "import")  # money the member paid; every other credit is bonus
 OWN_LOTS_KINDS = ("refund", "forfeit")  # written with a `within` that picks the order's lots itself
+LOT_BATCH = 50  # open lots a debit reads per statement, oldest first, until it is covered
 Part = Literal["principal", "bonus"]
+
+log = logging.getLogger("huiyuan.ledger")
 
 
 class LotsDoNotCover(Exception):
     """The lots named for a refund or forfeit hold less than its amount (rolls the change back)."""
+
+
+class LotChanged(Exception):
+    """A lot no longer held what was read under the account lock (rolls the change back; never expected)."""
 
 
 @dataclass(frozen=True)
@@ -61,12 +71,19 @@ class Split:
     bonus: int
 
 
-async def _open_lots(*, member_id: int, order_id: int | None = None) -> list[BalanceLot]:
-    """The member's open lots, oldest first, row-locked (the account row is already locked: account -> lots)."""
+async def _open_lots(
+    *, member_id: int, order_id: int | None = None, after_id: int = 0, limit: int | None = None
+) -> list[BalanceLot]:
+    """Open lots, oldest first, after_id onwards, row-locked (the account row is already locked: account -> lots)."""
     query = BalanceLot.filter(member_id=member_id, status="open")
     if order_id is not None:
         query = query.filter(order_id=order_id)
-    return list(await query.order_by("id").select_for_update())
+    if after_id:
+        query = query.filter(id__gt=after_id)
+    query = query.order_by("id")
+    if limit is not None:
+        query = query.limit(limit)
+    return list(await query.select_for_update())
 
 
 def _share(lot: BalanceLot, take: int, part: Part | None) -> Split:
@@ -79,52 +96,88 @@ def _share(lot: BalanceLot, take: int, part: Part | None) -> Split:
     return Split(take - bonus, bonus)
 
 
-async def _take(entry: ledger._Entry, lots: Iterable[BalanceLot], amount: int, part: Part | None) -> int:
-    """Consume up to amount fen from the lots in order, writing one use per lot; returns what is still owed."""
+async def _use_lot(lot: BalanceLot, split: Split, emptied: str) -> None:
+    """Take split from a lot with a conditional UPDATE on the values read; the row count is the guard."""
+    principal, bonus = lot.principal_remaining - split.principal, lot.bonus_remaining - split.bonus
+    status = emptied if principal == 0 and bonus == 0 else "open"
+    changed = await BalanceLot.filter(
+        id=lot.id, status="open", principal_remaining=lot.principal_remaining, bonus_remaining=lot.bonus_remaining
+    ).update(principal_remaining=principal, bonus_remaining=bonus, status=status)
+    if changed != 1:
+        raise LotChanged(f"balance lot {lot.id} changed under the account lock")
+    lot.principal_remaining, lot.bonus_remaining, lot.status = principal, bonus, status
+
+
+def _available(lot: BalanceLot, part: Part | None) -> int:
+    if part == "principal":
+        return lot.principal_remaining
+    if part == "bonus":
+        return lot.bonus_remaining
+    return lot.principal_remaining + lot.bonus_remaining
+
+
+async def _take(
+    entry: ledger._Entry, lots: Iterable[BalanceLot], amount: int, part: Part | None, uses: list[BalanceLotUse]
+) -> int:
+    """Consume up to amount fen from the lots in order, adding one use per lot to uses; returns what is still owed."""
     for lot in lots:
         if amount == 0:
             break
-        available = {
-            "principal": lot.principal_remaining,
-            "bonus": lot.bonus_remaining,
-            None: lot.principal_remaining + lot.bonus_remaining,
-        }[part]
-        take = min(amount, available)
+        take = min(amount, _available(lot, part))
         if take <= 0:
             continue
         split = _share(lot, take, part)
-        lot.principal_remaining -= split.principal
-        lot.bonus_remaining -= split.bonus
-        if lot.principal_remaining == 0 and lot.bonus_remaining == 0:
-            lot.status = "refunded" if part is not None else "spent"
-        await lot.save(update_fields=["principal_remaining", "bonus_remaining", "status"])
-        await BalanceLotUse.create(
-            merchant_id=entry.merchant_id,
-            debit_entry_id=entry.id,
-            lot_id=lot.id,
-            principal=split.principal,
-            bonus=split.bonus,
+        await _use_lot(lot, split, "refunded" if part is not None else "spent")
+        uses.append(
+            BalanceLotUse(
+                merchant_id=entry.merchant_id,
+                debit_entry_id=entry.id,
+                lot_id=lot.id,
+                principal=split.principal,
+                bonus=split.bonus,
+            )
         )
         amount -= take
     return amount
 
 
-async def _cover_legacy(entry: ledger._Entry, lots: list[BalanceLot]) -> None:
-    """A balance from before lots existed becomes one principal lot, so lots always add up to the balance."""
-    before = entry.balance_after - entry.delta
-    untracked = before - sum(lot.principal_remaining + lot.bonus_remaining for lot in lots)
-    if untracked > 0:
-        lots.insert(
-            0,
-            await BalanceLot.create(
-                merchant_id=entry.merchant_id,
-                member_id=entry.member_id,
-                entry_id=None,
-                source="legacy",
-                principal=untracked,
-                principal_remaining=untracked,
-            ),
-        )
+async def _cover_from_legacy(entry: ledger._Entry, held: int, amount: int, uses: list[BalanceLotUse]) -> int:
+    """Safety net for data written around the legacy migration: a balance no lot holds becomes a principal lot."""
+    untracked = entry.balance_after - entry.delta - held
+    if untracked < amount:
+        return amount
+    legacy = await BalanceLot.create(
+        merchant_id=entry.merchant_id,
+        member_id=entry.member_id,
+        entry_id=None,
+        source="legacy",
+        principal=untracked,
+        principal_remaining=untracked - amount,
+        status="open" if untracked > amount else "spent",
+    )
+    log.warning("member %s: %s fen of balance had no lot; legacy lot %s", entry.member_id, untracked, legacy.id)
+    uses.append(
+        BalanceLotUse(merchant_id=entry.merchant_id, debit_entry_id=entry.id, lot_id=legacy.id, principal=amount)
+    )
+    return 0
+
+
+async def _take_oldest(entry: ledger._Entry, amount: int) -> int:
+    """Take amount fen from the member's oldest open lots, LOT_BATCH at a time; returns what is still owed."""
+    uses: list[BalanceLotUse] = []
+    after_id, held = 0, 0
+    while amount > 0:
+        lots = await _open_lots(member_id=entry.member_id, after_id=after_id, limit=LOT_BATCH)
+        held += sum(lot.principal_remaining + lot.bonus_remaining for lot in lots)
+        amount = await _take(entry, lots, amount, None, uses)
+        if len(lots) < LOT_BATCH:  # every open lot was read: held is all they hold
+            if amount > 0:
+                amount = await _cover_from_legacy(entry, held, amount, uses)
+            break
+        after_id = lots[-1].id
+    if uses:
+        await BalanceLotUse.bulk_create(uses)
+    return amount
 
 
 async def _credit(entry: ledger._Entry, source: str, *, principal: int, bonus: int) -> None:
@@ -145,6 +198,7 @@ async def _credit(entry: ledger._Entry, source: str, *, principal: int, bonus: i
 async def _restore(entry: ledger._Entry, debit_entry_id: int, amount: int) -> int:
     """Give back what a debit took, to the same lots (newest use first); returns what could not be restored."""
     uses = await BalanceLotUse.filter(debit_entry_id=debit_entry_id, restored=False).order_by("-id")
+    restoring: list[BalanceLotUse] = []
     for use in uses:
         if amount == 0:
             break
@@ -155,31 +209,38 @@ async def _restore(entry: ledger._Entry, debit_entry_id: int, amount: int) -> in
         if take < total:  # split the use: the restored part becomes its own row
             kept = Split(use.principal - back.principal, use.bonus - back.bonus)
             await BalanceLotUse.filter(id=use.id).update(principal=kept.principal, bonus=kept.bonus)
-            await BalanceLotUse.create(
-                merchant_id=use.merchant_id,
-                debit_entry_id=debit_entry_id,
-                lot_id=use.lot_id,
-                principal=back.principal,
-                bonus=back.bonus,
-                restored=True,
+            restoring.append(
+                BalanceLotUse(
+                    merchant_id=use.merchant_id,
+                    debit_entry_id=debit_entry_id,
+                    lot_id=use.lot_id,
+                    principal=back.principal,
+                    bonus=back.bonus,
+                    restored=True,
+                )
             )
         else:
             await BalanceLotUse.filter(id=use.id).update(restored=True)
-        lot = await BalanceLot.filter(id=use.lot_id).select_for_update().first()
-        assert lot is not None
-        lot.principal_remaining += back.principal
-        lot.bonus_remaining += back.bonus
-        lot.status = "open"
-        await lot.save(update_fields=["principal_remaining", "bonus_remaining", "status"])
-        await BalanceLotUse.create(
-            merchant_id=entry.merchant_id,
-            debit_entry_id=entry.id,
-            lot_id=lot.id,
-            principal=-back.principal,
-            bonus=-back.bonus,
-            restored=True,
+        changed = await BalanceLot.filter(id=use.lot_id).update(
+            principal_remaining=F("principal_remaining") + back.principal,
+            bonus_remaining=F("bonus_remaining") + back.bonus,
+            status="open",
+        )
+        if changed != 1:
+            raise LotChanged(f"balance lot {use.lot_id} of a restored use is missing")
+        restoring.append(
+            BalanceLotUse(
+                merchant_id=entry.merchant_id,
+                debit_entry_id=entry.id,
+                lot_id=use.lot_id,
+                principal=-back.principal,
+                bonus=-back.bonus,
+                restored=True,
+            )
         )
         amount -= take
+    if restoring:
+        await BalanceLotUse.bulk_create(restoring)
     return amount
 
 
@@ -192,12 +253,14 @@ async def _reversed_debit(entry: ledger._Entry) -> int | None:
 
 
 async def on_ledger_entry(book: str, entry: ledger._Entry) -> None:
-    """Every balance row moves lots: credits add a lot (or restore a reversed debit), debits use lots oldest first."""
+    """Every balance row moves lots: credits add a lot (or restore a reversed debit), debits use lots oldest first.
+
+    A credit writes its own lot only: it never reads or locks the member's other lots (legacy balances were made
+    lots by migration 0009), so it costs the same whatever the member's history.
+    """
     if book != "balance":
         return
     if entry.delta > 0:
-        lots = await _open_lots(member_id=entry.member_id)
-        await _cover_legacy(entry, lots)
         rest = entry.delta
         debit_id = await _reversed_debit(entry) if entry.kind == "reverse" else None
         if debit_id is not None:
@@ -210,22 +273,28 @@ async def on_ledger_entry(book: str, entry: ledger._Entry) -> None:
         taken = await BalanceLotUse.filter(debit_entry_id=entry.id).values_list("principal", "bonus")
         if taken and sum(int(p) + int(b) for p, b in taken) == -entry.delta:
             return  # its `within` already took the order's lots
-    lots = await _open_lots(member_id=entry.member_id)
-    await _cover_legacy(entry, lots)
-    if await _take(entry, lots, -entry.delta, None):
+    if await _take_oldest(entry, -entry.delta):
         raise LotsDoNotCover(f"balance lots of member {entry.member_id} do not cover entry {entry.id}")
 
 
 async def take_order_lots(*, entry: ledger._Entry, order_id: int, part: Part) -> None:
     """Inside a refund/forfeit change: take exactly -entry.delta from one part of the order's lots."""
     lots = await _open_lots(member_id=entry.member_id, order_id=order_id)
-    if await _take(entry, lots, -entry.delta, part):
+    uses: list[BalanceLotUse] = []
+    if await _take(entry, lots, -entry.delta, part, uses):
         raise LotsDoNotCover(f"the lots of order {order_id} hold less {part} than {-entry.delta} fen")
+    await BalanceLotUse.bulk_create(uses)
 
 
 async def _open_split(**where: int) -> Split:
-    rows = await BalanceLot.filter(status="open", **where).values_list("principal_remaining", "bonus_remaining")
-    return Split(sum(int(r[0]) for r in rows), sum(int(r[1]) for r in rows))
+    """The sums of open lots' principal and bonus, added up in SQL."""
+    rows = await (
+        BalanceLot.filter(status="open", **where)
+        .annotate(held_principal=Sum("principal_remaining"), held_bonus=Sum("bonus_remaining"))
+        .values("held_principal", "held_bonus")
+    )
+    row = rows[0] if rows else {}
+    return Split(int(row.get("held_principal") or 0), int(row.get("held_bonus") or 0))
 
 
 async def order_unspent(*, order_id: int) -> Split:
@@ -263,7 +332,7 @@ class StatementRow:
 @dataclass(frozen=True)
 class Statement:
     balance: int
-    principal: int  # includes a balance from before lots existed (not yet turned into a legacy lot)
+    principal: int  # includes a balance no lot holds yet (written around the legacy migration)
     bonus: int
     rows: list[StatementRow]
 

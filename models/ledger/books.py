@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -165,6 +166,7 @@ async def _change(
     ref_id: str = "",
     operator_staff_id: int | None = None,
     within: Within | None = None,  # runs in the same transaction after the row is written; raising rolls back
+    savepoint: bool = True,
 ) -> LedgerResult:
     validate_change(
         name=book.name,
@@ -177,8 +179,10 @@ async def _change(
     )
 
     async def apply() -> LedgerResult:
+        # savepoint=False inside a caller's transaction: no SAVEPOINT/RELEASE; any failure aborts that whole transaction
+        own = savepoint or not in_outer_transaction()
         try:
-            async with in_transaction():
+            async with in_transaction() if own else _in_callers_transaction():
                 guard = book.account.filter(member_id=member_id, merchant_id=merchant_id)
                 if delta < 0:
                     guard = guard.filter(balance__gte=-delta)
@@ -211,6 +215,8 @@ async def _change(
                 await ENTRY_WRITTEN.emit(book.name, entry)
             return LedgerResult(entry=entry, replayed=False)
         except IntegrityError:
+            if not own:  # the account row was already changed in the caller's transaction: it must roll back
+                raise
             replay = await _replay(
                 book, merchant_id=merchant_id, member_id=member_id, delta=delta, idempotency_key=idempotency_key
             )
@@ -219,6 +225,12 @@ async def _change(
             raise
 
     return await retrying(apply, what=f"{book.name} change")
+
+
+@asynccontextmanager
+async def _in_callers_transaction() -> AsyncIterator[None]:
+    """Run in the caller's open transaction as it is (no savepoint)."""
+    yield
 
 
 T = TypeVar("T")
@@ -260,6 +272,7 @@ async def change_points(
     ref_id: str = "",
     operator_staff_id: int | None = None,
     within: Within | None = None,
+    savepoint: bool = True,  # False inside a caller's transaction that a failure rolls back whole
 ) -> LedgerResult:
     """Add or take points as one ledger row; never below zero; a repeated key changes nothing."""
     return await _change(
@@ -274,6 +287,7 @@ async def change_points(
         ref_id=ref_id,
         operator_staff_id=operator_staff_id,
         within=within,
+        savepoint=savepoint,
     )
 
 
@@ -289,6 +303,7 @@ async def change_balance(
     ref_id: str = "",
     operator_staff_id: int | None = None,
     within: Within | None = None,
+    savepoint: bool = True,  # False inside a caller's transaction that a failure rolls back whole
 ) -> LedgerResult:
     """Add or take stored value (fen) as one ledger row; never below zero; a repeated key changes nothing."""
     return await _change(
@@ -303,6 +318,7 @@ async def change_balance(
         ref_id=ref_id,
         operator_staff_id=operator_staff_id,
         within=within,
+        savepoint=savepoint,
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from tortoise.transactions import in_transaction
@@ -36,6 +37,7 @@ async def _deliver_goods(order: PayOrder) -> None:
             idempotency_key=f"{key}:{order.id}",
             ref_type="pay_order",
             ref_id=str(order.id),
+            savepoint=False,  # the keys are the order's own, written once after CREATED -> PAID: nothing to replay
         )
 
     if order.kind == "recharge":
@@ -111,6 +113,8 @@ async def settle_paid(
             return await anomaly(kind, {**detail, "expected": expected})
     if not transaction_id:
         return await anomaly("state_conflict", {**detail, "problem": "no transaction_id"})
+    if order.status != "CREATED":  # a replay: no state leads back to CREATED, so this read is the answer
+        return await _settled_before(order, transaction_id, anomaly, detail)
 
     async def settle() -> bool:
         async with in_transaction():
@@ -128,7 +132,13 @@ async def settle_paid(
         log.info("pay order %s settled from %s (%s)", order.id, source, transaction_id)
         await _after_settled(order)
         return SETTLED
-    current = await PayOrder.get(id=order.id)
+    return await _settled_before(await PayOrder.get(id=order.id), transaction_id, anomaly, detail)
+
+
+async def _settled_before(
+    current: PayOrder, transaction_id: str, anomaly: Callable[[str, dict[str, Any]], Awaitable[str]], detail: dict
+) -> str:
+    """An order someone else moved on from CREATED: the same payment again, or a conflict for staff."""
     if current.status in PAID_STATUSES and current.transaction_id == transaction_id:
         return ALREADY_PAID
     conflict = {**detail, "status": current.status, "recorded_transaction_id": current.transaction_id}

@@ -3,11 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 
+from tortoise import connections
+
+from models.ledger import balance_lots
 from models.ledger import books as ledger
 from models.ledger.balance_lots import BalanceLot
 from tests.helpers import add_member, error_of
-from tests.payments.wallet_helpers import assert_consistent, balance_view, paid_recharge, staff_change
+from tests.payments.roundtrips import bulk_is_one_statement, sql_statements, touching
+from tests.payments.wallet_helpers import (
+    assert_consistent,
+    balance_view,
+    credits,
+    paid_recharge,
+    refund,
+    staff_change,
+)
+
+LEGACY_LOTS_SQL = importlib.import_module("migrations.0009_balance_legacy_lots").LEGACY_LOTS_SQL
 
 
 async def test_a_paid_recharge_is_principal_plus_bonus_and_spending_takes_both_pro_rata(app, client, admin, demo):
@@ -54,23 +68,99 @@ async def test_a_lot_holding_both_parts_is_spent_pro_rata_bonus_rounded_down(cli
     assert [lot.status for lot in await BalanceLot.filter(member_id=member_id)] == ["spent"]
 
 
-async def test_a_balance_from_before_lots_becomes_a_legacy_principal_lot(client, admin, demo):
+async def _legacy_balance(client, admin, member_id: int, amount: int, key: str) -> None:
+    """A balance credited before lots existed: the ledger row and the account, but no lot."""
+    assert (await staff_change(client, admin, member_id, amount, kind="import", key=key)).status_code == 200
+    await BalanceLot.filter(member_id=member_id, source="import").delete()
+
+
+async def test_a_balance_from_before_lots_becomes_a_legacy_principal_lot_by_migration(client, admin, demo):
     member = await add_member(client, admin, phone="13900000002")
     member_id = member["id"]
-    assert (await staff_change(client, admin, member_id, 500, kind="import", key="old")).status_code == 200
-    await BalanceLot.filter(member_id=member_id).delete()  # as if credited before migration 0003
+    await _legacy_balance(client, admin, member_id, 500, "old")
     view = await balance_view(client, admin, member_id)
     assert (view["balance"], view["principal"], view["bonus"]) == (500, 500, 0)
     assert view["items"][0]["principal"] is None
+    await connections.get("default").execute_script(LEGACY_LOTS_SQL)
+    await connections.get("default").execute_script(LEGACY_LOTS_SQL)  # a rerun finds nothing left to cover
+    assert await assert_consistent(member_id) == (500, 500, 0)
     assert (await staff_change(client, admin, member_id, 200, kind="gift", key="gift")).status_code == 200
     assert (await staff_change(client, admin, member_id, -600, kind="pay", key="spend")).status_code == 200
     assert await assert_consistent(member_id) == (100, 0, 100)
     assert [
-        (lot.source, lot.entry_id is None) for lot in await BalanceLot.filter(member_id=member_id).order_by("id")
-    ] == [
-        ("legacy", True),
-        ("gift", False),
+        (lot.source, lot.entry_id is None, lot.status)
+        for lot in await BalanceLot.filter(member_id=member_id).order_by("id")
+    ] == [("legacy", True, "spent"), ("gift", False, "open")]
+
+
+async def test_legacy_balance_after_the_migration_then_a_refund_and_a_spend(app, client, admin, demo):
+    member_id, _, order = await paid_recharge(
+        app, client, admin, merchant_id=demo.merchant.id, price=10_000, bonus=2_000
+    )
+    await _legacy_balance(client, admin, member_id, 700, "old")
+    await connections.get("default").execute_script(LEGACY_LOTS_SQL)
+    assert await assert_consistent(member_id) == (12_700, 10_700, 2_000)
+    response = await refund(client, admin, order.id)
+    assert response.status_code == 201, response.text
+    assert await assert_consistent(member_id) == (700, 700, 0)  # the order's lots only: the legacy lot stays
+    assert (await staff_change(client, admin, member_id, -700, kind="pay", key="spend")).status_code == 200
+    assert await assert_consistent(member_id) == (0, 0, 0)
+
+
+async def test_a_debit_that_runs_out_of_lots_makes_the_shortfall_a_legacy_lot(client, admin, demo, monkeypatch):
+    monkeypatch.setattr(balance_lots, "LOT_BATCH", 2)
+    member = await add_member(client, admin, phone="13900000005")
+    member_id = member["id"]
+    await _legacy_balance(client, admin, member_id, 500, "old")  # written around the migration: no lot
+    for n in range(3):
+        assert (await staff_change(client, admin, member_id, 100, kind="gift", key=f"g{n}")).status_code == 200
+    assert (await staff_change(client, admin, member_id, -600, kind="pay", key="spend")).status_code == 200
+    # the lots are spent first (all of them read, two per statement), then 300 of the 500 no lot held
+    assert await assert_consistent(member_id) == (200, 200, 0)
+    legacy = await BalanceLot.get(member_id=member_id, source="legacy")
+    assert (legacy.principal, legacy.principal_remaining, legacy.entry_id) == (500, 200, None)
+
+
+async def test_a_debit_across_more_lots_than_one_batch_takes_the_oldest_first(client, admin, demo, monkeypatch):
+    monkeypatch.setattr(balance_lots, "LOT_BATCH", 2)
+    member = await add_member(client, admin, phone="13900000006")
+    member_id = member["id"]
+    for n, kind in enumerate(["recharge", "gift", "recharge", "gift", "recharge"]):
+        assert (await staff_change(client, admin, member_id, 100, kind=kind, key=f"c{n}")).status_code == 200
+    async with sql_statements() as sent:
+        assert (await staff_change(client, admin, member_id, -450, kind="pay", key="spend")).status_code == 200
+    assert await assert_consistent(member_id) == (50, 50, 0)
+    lots = await BalanceLot.filter(member_id=member_id).order_by("id")
+    assert [(lot.status, lot.principal_remaining + lot.bonus_remaining) for lot in lots] == [
+        ("spent", 0),
+        ("spent", 0),
+        ("spent", 0),
+        ("spent", 0),
+        ("open", 50),
     ]
+    reads = [sql for sql in touching(sent, "balance_lot") if sql.lstrip().upper().startswith("SELECT")]
+    assert len(reads) == 3  # 2 + 2 + 1 lots: three batches, never the whole history
+    uses_inserted = [sql for sql in touching(sent, "balance_lot_use") if "INSERT" in sql.upper()]
+    assert len(uses_inserted) == (1 if bulk_is_one_statement() else 5)  # one bulk insert (sqlite traces each row)
+
+
+async def test_a_credit_never_reads_the_members_other_lots(client, admin, demo):
+    member = await add_member(client, admin, phone="13900000007")
+    member_id = member["id"]
+
+    async def credit(key: str) -> list[str]:
+        async with sql_statements() as sent:
+            assert (await staff_change(client, admin, member_id, 100, kind="gift", key=key)).status_code == 200
+        return sent
+
+    first = await credit("first")
+    await credits(merchant_id=demo.merchant.id, member_id=member_id, count=40, delta=10, kind="recharge", key="many")
+    later = await credit("later")
+    assert await BalanceLot.filter(member_id=member_id, status="open").count() == 42
+    assert len(later) == len(first)  # the same statements with 1 or 41 open lots
+    for sent in (first, later):
+        assert [sql.split()[0].upper() for sql in touching(sent, "balance_lot")] == ["INSERT"]
+    assert await assert_consistent(member_id) == (600, 400, 200)
 
 
 async def test_a_reverse_restores_the_same_lots_and_other_kinds_keep_lots_true(client, admin, demo):

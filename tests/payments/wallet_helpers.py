@@ -40,6 +40,19 @@ async def staff_change(
     return await client.post(f"/api/members/{member_id}/balance", json=body, headers=admin)
 
 
+async def credits(*, merchant_id: int, member_id: int, count: int, delta: int, kind: str, key: str) -> None:
+    """count balance credits of delta fen (each its own lot), straight through the ledger."""
+    for n in range(count):
+        await ledger.change_balance(
+            merchant_id=merchant_id,
+            member_id=member_id,
+            delta=delta,
+            kind=kind,
+            reason="测试",
+            idempotency_key=f"{key}-{n}",
+        )
+
+
 async def balance_view(client: httpx.AsyncClient, admin: dict[str, str], member_id: int) -> dict:
     response = await client.get(f"/api/members/{member_id}/balance", params={"limit": 200}, headers=admin)
     assert response.status_code == 200, response.text
