@@ -20,7 +20,7 @@ WHERE account.balance > COALESCE(held.amount, 0)
 
 
 class Migration(migrations.Migration):
-    dependencies = [("models", "0008_auth_lockout_revocation")]
+    dependencies = [("models", "0009_points_growth_buckets")]
 
     initial = False
 
