@@ -17,10 +17,13 @@ from handlers import register_blueprints
 from jobs.outbox import run_forever
 from jobs.scheduler import JobContext, build_scheduler
 from models.kernel.cipher import DataCipher, set_cipher
-from models.tenancy import passwords
+from models.kernel.config_cache import CONFIG
+from models.kernel.pushed import Feed, RevokedSet, run_listener
+from models.tenancy import passwords, staff
 from models.tenancy.merchants import find_wechat_account
 from server import db, metrics, wiring
 from server.api import publish_openapi
+from server.auth import REVOKED_CHANNEL
 from server.config import Settings
 from server.errors import register_error_handlers
 from server.redis import Keys, create_redis
@@ -28,6 +31,7 @@ from wechat.gateway import WeChatGateway
 
 log = logging.getLogger("huiyuan")
 DOCS_PAGE = Path(__file__).parent / "docs_ui" / "swagger.html"
+CONFIG_CHANNEL = "config"  # pub/sub channel (under the key prefix): "merchant_id:version"
 
 
 class BoundedRequest(Request):
@@ -89,6 +93,31 @@ def create_app(settings: Settings, *, name: str = "huiyuan", wechat_transport: A
             http_timeout=settings.wechat.http_timeout,
             transport=wechat_transport,
         )
+        app.ctx.revoked = RevokedSet(load_all=staff.unexpired_revocations, load_since=staff.revocations_since)
+        await app.ctx.revoked.load()
+
+    @app.after_server_start
+    async def start_pushed_state(app: Sanic) -> None:
+        redis, config_channel = app.ctx.redis, app.ctx.keys(CONFIG_CHANNEL)
+        feeds = [
+            Feed(channel=config_channel, apply=CONFIG.apply_message, poll=CONFIG.poll),
+            Feed(channel=app.ctx.keys(REVOKED_CHANNEL), apply=app.ctx.revoked.apply_message, poll=app.ctx.revoked.poll),
+        ]
+        await CONFIG.poll()
+
+        async def publish(message: str) -> None:
+            await redis.publish(config_channel, message)
+
+        CONFIG.publisher, CONFIG.enabled = publish, True  # served from the cache only while the listener runs
+        app.add_task(
+            run_listener(
+                redis=redis,
+                feeds=feeds,
+                poll_seconds=settings.cache.poll_seconds,
+                fallback_seconds=settings.cache.fallback_poll_seconds,
+            ),
+            name="pushed-state-listener",
+        )
 
     @app.after_server_start
     async def start_workers(app: Sanic) -> None:
@@ -112,6 +141,9 @@ def create_app(settings: Settings, *, name: str = "huiyuan", wechat_transport: A
         if getattr(app.ctx, "scheduler", None) is not None:
             app.ctx.scheduler.shutdown(wait=False)
         await app.cancel_task("outbox-worker", raise_exception=False)
+        CONFIG.enabled, CONFIG.publisher = False, None
+        CONFIG.clear()
+        await app.cancel_task("pushed-state-listener", raise_exception=False)
 
     @app.after_server_stop
     async def close_connections(app: Sanic) -> None:

@@ -28,6 +28,7 @@ HQ = tuple(r for r in ROLES if r in HQ_ROLES)
 MANAGERS = ("owner", "hq_admin", "store_manager")
 ADMINS = ("owner", "hq_admin")
 MEMBER = "member"
+REVOKED_CHANNEL = "revoked"  # pub/sub channel (under the key prefix): "jti:expires_at"
 
 
 @dataclass(frozen=True)
@@ -106,29 +107,14 @@ async def authenticate_request(request: Request) -> Principal:
 
 
 async def _is_revoked(request: Request, principal: Principal) -> bool:
-    """Redis answers "revoked" fast; anything else (no key, a restarted or unreachable Redis) asks the database."""
-    ctx = request.app.ctx
-    key = ctx.keys("revoked", principal.jti)
-    redis_up = True
-    try:
-        if await ctx.redis.exists(key):
-            return True
-    except (RedisError, OSError) as exc:
-        redis_up = False
-        log.warning("revocation cache unavailable (%s); checking the database", type(exc).__name__)
-    if not await staff_domain.is_access_revoked(principal.jti):
-        return False
-    if redis_up:  # refill the cache a restarted Redis lost
-        await _cache_revocation(request, principal)
-    return True
+    """A lookup in this process's set of revocations, which pub/sub and a poll keep in step with the database.
 
-
-async def _cache_revocation(request: Request, principal: Principal) -> None:
-    ttl = max(1, principal.expires_at - int(clock.now().timestamp()))
-    try:
-        await request.app.ctx.redis.set(request.app.ctx.keys("revoked", principal.jti), "1", ex=ttl)
-    except (RedisError, OSError) as exc:
-        log.warning("revocation cache unavailable (%s); the database has it", type(exc).__name__)
+    Until the set is loaded (start-up) the database answers.
+    """
+    revoked = request.app.ctx.revoked
+    if revoked.ready:
+        return principal.jti in revoked
+    return await staff_domain.is_access_revoked(principal.jti)
 
 
 def requires(*roles: str) -> Callable:
@@ -151,11 +137,16 @@ def requires(*roles: str) -> Callable:
 
 
 async def revoke_access_token(request: Request, principal: Principal) -> None:
-    """Deny this access token until it would expire anyway: recorded in the database, cached in Redis."""
+    """Deny this access token until it would expire anyway: recorded in the database, then pushed to every process."""
     await staff_domain.revoke_access(
         jti=principal.jti, kind=principal.kind, subject_id=principal.subject_id, expires_at=principal.expires_at
     )
-    await _cache_revocation(request, principal)
+    ctx = request.app.ctx
+    ctx.revoked.add(principal.jti, principal.expires_at)
+    try:
+        await ctx.redis.publish(ctx.keys(REVOKED_CHANNEL), f"{principal.jti}:{principal.expires_at}")
+    except (RedisError, OSError) as exc:
+        log.warning("revocation not broadcast (%s); other processes see it on their next poll", type(exc).__name__)
 
 
 def issue_member_token(*, secret: str, ttl: int, member_id: int, merchant_id: int) -> tuple[str, int]:

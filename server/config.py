@@ -100,6 +100,11 @@ class JobsSettings(_Section):
     scheduler: bool = True  # run the scheduled jobs in this process too (safe beside `python -m jobs.scheduler`)
 
 
+class CacheSettings(_Section):
+    poll_seconds: float = Field(5.0, gt=0)  # config versions / revocations re-read while pub/sub is up
+    fallback_poll_seconds: float = Field(1.0, gt=0)  # ... and while it is down or reconnecting
+
+
 class MerchantSeedSettings(_Section):
     code: str = "demo"
     name: str = "Demo Coffee"
@@ -118,6 +123,7 @@ class Settings(_Section):
     security: SecuritySettings = SecuritySettings()
     wechat: WeChatSettings = WeChatSettings()
     jobs: JobsSettings = JobsSettings()
+    cache: CacheSettings = CacheSettings()
     merchant: MerchantSeedSettings = MerchantSeedSettings()
 
     @property

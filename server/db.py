@@ -16,6 +16,7 @@ from server.config import Settings
 MODEL_MODULES = [  # every module of models/ that defines tables (app label "models")
     "models.kernel.outbox",
     "models.kernel.inbound",
+    "models.kernel.config_cache",
     "models.tenancy.merchants",
     "models.tenancy.staff",
     "models.tenancy.program",

@@ -20,6 +20,7 @@ from sanic import Sanic
 from tortoise import Tortoise
 from tortoise.transactions import in_transaction
 
+from models.kernel.config_cache import CONFIG
 from server import db
 from server.config import Settings, load_settings
 from server.seed import DEV_ADMIN_PASSWORD, SeedResult, seed_default_merchant
@@ -114,6 +115,8 @@ async def reset_state(app: Sanic) -> SeedResult:
     async with in_transaction() as conn:
         for table in app.ctx.test_tables:
             await conn.execute_query(f"DELETE FROM {table}")
+    CONFIG.clear()  # ids are reused and versions restart on the emptied tables: forget what this process cached
+    await app.ctx.revoked.load()
     redis = app.ctx.redis
     async for key in redis.scan_iter(match=app.ctx.settings.redis.key_prefix + "*", count=500):
         await redis.delete(key)

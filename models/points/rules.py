@@ -7,18 +7,18 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from tortoise.transactions import in_transaction
 
+from models.kernel.config_cache import CONFIG, config_change
 from models.kernel.errors import Unprocessable
 from models.kernel.hooks import Hook
-from models.tenancy.program import get_program, save_section
+from models.tenancy.program import get_program, write_section
 
 ExpiryPolicy = Literal["rolling_year", "end_of_next_year", "never"]
 MAX_POINTS = 1_000_000_000
 
 
 class _Rule(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, frozen=True)
 
 
 # listeners (merchant_id=) run in the transaction that saves new points rules; see server/wiring.py
@@ -124,6 +124,10 @@ def parse_rules(value: dict[str, Any]) -> PointsRules:
 
 async def get_points_rules(*, merchant_id: int) -> PointsRules:
     """The merchant's points rules; the defaults until they are first saved."""
+    return await CONFIG.get("points_rules", merchant_id, lambda: _load_points_rules(merchant_id))
+
+
+async def _load_points_rules(merchant_id: int) -> PointsRules:
     program = await get_program(merchant_id=merchant_id)
     return PointsRules.model_validate(program.points_rules or {})
 
@@ -131,8 +135,8 @@ async def get_points_rules(*, merchant_id: int) -> PointsRules:
 async def save_points_rules(*, merchant_id: int, value: dict[str, Any]) -> PointsRules:
     """Replace the merchant's points rules after validating all of them; nothing is saved when one is wrong."""
     rules = parse_rules(value)
-    async with in_transaction():
-        await save_section(merchant_id=merchant_id, section="points_rules", value=rules.model_dump(mode="json"))
+    async with config_change(merchant_id=merchant_id):
+        await write_section(merchant_id=merchant_id, section="points_rules", value=rules.model_dump(mode="json"))
         await RULES_CHANGED.emit(merchant_id=merchant_id)
     return rules
 

@@ -10,9 +10,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from tortoise import fields
 from tortoise.exceptions import IntegrityError
 from tortoise.models import Model
-from tortoise.transactions import in_transaction
 
 from models.kernel.cipher import cipher
+from models.kernel.config_cache import CONFIG, config_change
 from models.kernel.errors import Conflict, NotFound, Unprocessable
 from models.tenancy.visibility import Scope
 
@@ -108,8 +108,8 @@ async def get_merchant_by_code(*, code: str) -> Merchant | None:
 
 
 async def get_merchant(*, merchant_id: int) -> Merchant:
-    """The caller's merchant (it exists: tokens are only issued for existing merchants)."""
-    return await Merchant.get(id=merchant_id)
+    """The caller's merchant (it exists: tokens are only issued for existing merchants); cached: read-only."""
+    return await CONFIG.get("merchant", merchant_id, lambda: Merchant.get(id=merchant_id))
 
 
 async def create_store(*, merchant_id: int, code: str, name: str, address: str = "") -> Store:
@@ -155,7 +155,7 @@ async def upsert_wechat_account(
         )
     lookup = f"{kind}:{mch_id if kind == 'pay' else appid}"
     sealed = cipher().encrypt(json.dumps(secrets, sort_keys=True), context=lookup)
-    async with in_transaction():
+    async with config_change(merchant_id=merchant.id):
         # select_for_update works on the single-result queryset at runtime; Tortoise's stubs lack it
         account = await WechatAccount.get_or_none(lookup=lookup).select_for_update()  # type: ignore[attr-defined]
         if account is None:
@@ -198,16 +198,26 @@ async def find_wechat_account(*, kind: str, key: str | None = None) -> WechatAcc
     if key is not None:
         if not ACCOUNT_KEY.match(key):
             return None
-        return await WechatAccount.get_or_none(lookup=f"{kind}:{key}")
+        lookup = f"{kind}:{key}"
+        return await CONFIG.get_keyed(
+            "wechat_account",
+            lookup,
+            lambda: WechatAccount.get_or_none(lookup=lookup),
+            merchant_of=lambda account: account.merchant_id,
+        )
     return await WechatAccount.filter(kind=kind).order_by("merchant_id", "id").first()
 
 
 async def merchant_appids(*, merchant_id: int) -> set[str]:
     """Appids of the merchant's official account and mini-programs (the only ones its payments may name)."""
+    return set(await CONFIG.get("appids", merchant_id, lambda: _load_appids(merchant_id)))
+
+
+async def _load_appids(merchant_id: int) -> frozenset[str]:
     appids = await WechatAccount.filter(merchant_id=merchant_id, kind__in=("official", "miniprogram")).values_list(
         "appid", flat=True
     )
-    return {str(appid) for appid in appids if appid}
+    return frozenset(str(appid) for appid in appids if appid)
 
 
 async def merchant_client(gateway: Any, *, merchant_id: int, kind: str = "official") -> Any:
@@ -220,4 +230,8 @@ async def merchant_client(gateway: Any, *, merchant_id: int, kind: str = "offici
 
 async def merchant_zone(*, merchant_id: int) -> ZoneInfo:
     """The merchant's time zone: business days (expiry, sign-in, plan terms) are local to it."""
-    return ZoneInfo((await get_merchant(merchant_id=merchant_id)).timezone)
+    return await CONFIG.get("zone", merchant_id, lambda: _load_zone(merchant_id))
+
+
+async def _load_zone(merchant_id: int) -> ZoneInfo:
+    return ZoneInfo((await get_merchant(merchant_id=merchant_id)).timezone or "Asia/Shanghai")

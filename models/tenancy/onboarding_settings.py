@@ -7,8 +7,10 @@ from typing import Any
 from tortoise import fields
 from tortoise.exceptions import IntegrityError
 from tortoise.models import Model
+from tortoise.transactions import in_transaction
 
 from models.kernel import clock
+from models.kernel.config_cache import CONFIG, config_change
 
 
 class OnboardingSettings(Model):
@@ -39,7 +41,11 @@ SETTINGS_FIELDS = (
 
 
 async def get_onboarding_settings(*, merchant_id: int) -> OnboardingSettings:
-    """The merchant's settings, or the defaults (unsaved) when it never changed them."""
+    """The merchant's settings, or the defaults (unsaved) when it never changed them; cached: read-only."""
+    return await CONFIG.get("onboarding_settings", merchant_id, lambda: _load_settings(merchant_id))
+
+
+async def _load_settings(merchant_id: int) -> OnboardingSettings:
     found = await OnboardingSettings.get_or_none(merchant_id=merchant_id)
     return found if found is not None else OnboardingSettings(merchant_id=merchant_id)
 
@@ -49,16 +55,18 @@ async def update_onboarding_settings(*, merchant_id: int, changes: dict[str, Any
     unknown = set(changes) - set(SETTINGS_FIELDS)
     if unknown:
         raise ValueError(f"unknown settings {sorted(unknown)}")
-    for _ in range(2):
-        if changes and await OnboardingSettings.filter(merchant_id=merchant_id).update(
-            **changes, updated_at=clock.now()
-        ):
-            break
-        if await OnboardingSettings.exists(merchant_id=merchant_id):
-            break
-        try:
-            await OnboardingSettings.create(merchant_id=merchant_id, **changes)
-            break
-        except IntegrityError:
-            continue  # another request created it first: apply ours as an update
-    return await OnboardingSettings.get(merchant_id=merchant_id)
+    async with config_change(merchant_id=merchant_id):
+        for _ in range(2):
+            if changes and await OnboardingSettings.filter(merchant_id=merchant_id).update(
+                **changes, updated_at=clock.now()
+            ):
+                break
+            if await OnboardingSettings.exists(merchant_id=merchant_id):
+                break
+            try:
+                async with in_transaction():  # a savepoint: a lost insert race leaves the change's transaction usable
+                    await OnboardingSettings.create(merchant_id=merchant_id, **changes)
+                break
+            except IntegrityError:
+                continue  # another request created it first: apply ours as an update
+        return await OnboardingSettings.get(merchant_id=merchant_id)

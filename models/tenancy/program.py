@@ -8,6 +8,9 @@ from tortoise import fields
 from tortoise.exceptions import IntegrityError
 from tortoise.expressions import F
 from tortoise.models import Model
+from tortoise.transactions import in_transaction
+
+from models.kernel.config_cache import CONFIG, config_change
 
 
 class LoyaltyProgram(Model):
@@ -29,13 +32,23 @@ SECTIONS = ("points_rules", "signin_rules", "tier_policy")
 
 
 async def get_program(*, merchant_id: int) -> LoyaltyProgram:
-    """The merchant's program row (unsaved, all defaults, until a section is first changed)."""
+    """The merchant's program row (unsaved, all defaults, until a section is first changed); cached: read-only."""
+    return await CONFIG.get("program", merchant_id, lambda: _load_program(merchant_id))
+
+
+async def _load_program(merchant_id: int) -> LoyaltyProgram:
     program = await LoyaltyProgram.get_or_none(merchant_id=merchant_id)
     return program if program is not None else LoyaltyProgram(merchant_id=merchant_id)
 
 
 async def save_section(*, merchant_id: int, section: str, value: dict[str, Any]) -> LoyaltyProgram:
-    """Replace one validated section; concurrent first saves end in one row (the merchant_id is unique)."""
+    """Replace one validated section, as a configuration change of its own."""
+    async with config_change(merchant_id=merchant_id):
+        return await write_section(merchant_id=merchant_id, section=section, value=value)
+
+
+async def write_section(*, merchant_id: int, section: str, value: dict[str, Any]) -> LoyaltyProgram:
+    """Replace one section inside the caller's config_change; concurrent first saves end in one row."""
     if section not in SECTIONS:
         raise ValueError(f"unknown loyalty section {section!r}")
     for _ in range(2):
@@ -46,7 +59,8 @@ async def save_section(*, merchant_id: int, section: str, value: dict[str, Any])
             return await LoyaltyProgram.get(merchant_id=merchant_id)
         try:
             fresh: dict[str, Any] = {section: value}
-            return await LoyaltyProgram.create(merchant_id=merchant_id, **fresh)
+            async with in_transaction():  # a savepoint: a lost insert race leaves the change's transaction usable
+                return await LoyaltyProgram.create(merchant_id=merchant_id, **fresh)
         except IntegrityError:
             continue  # another request created it first: update that row
     raise AssertionError("unreachable")

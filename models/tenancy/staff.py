@@ -85,7 +85,7 @@ class RevokedToken(Model):
     kind = fields.CharField(max_length=8)  # "staff" | "member"
     subject_id = fields.IntField()
     expires_at = fields.DatetimeField(db_index=True)
-    created_at = fields.DatetimeField(auto_now_add=True)
+    created_at = fields.DatetimeField(auto_now_add=True, db_index=True)  # the poll behind pub/sub
 
     class Meta:
         table = "revoked_token"
@@ -201,6 +201,20 @@ async def revoke_access(*, jti: str, kind: str, subject_id: int, expires_at: int
 
 async def is_access_revoked(jti: str) -> bool:
     return await RevokedToken.exists(jti=jti)
+
+
+async def unexpired_revocations() -> list[tuple[str, int]]:
+    """(jti, expiry as epoch seconds) of every revoked token that has not expired: each process loads them at start."""
+    rows = await RevokedToken.filter(expires_at__gt=clock.now()).values_list("jti", "expires_at")
+    return [(str(jti), int(expires_at.timestamp())) for jti, expires_at in rows]
+
+
+async def revocations_since(since: float) -> list[tuple[str, int]]:
+    """(jti, expiry) of revocations recorded since an instant (epoch seconds): the poll behind the pub/sub feed."""
+    rows = await RevokedToken.filter(created_at__gte=datetime.fromtimestamp(since, tz=UTC)).values_list(
+        "jti", "expires_at"
+    )
+    return [(str(jti), int(expires_at.timestamp())) for jti, expires_at in rows]
 
 
 async def purge_auth_rows() -> tuple[int, int]:

@@ -9,6 +9,7 @@ from typing import Any
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
+from models.kernel.config_cache import config_change
 from models.kernel.errors import Conflict, NotFound, Unprocessable
 from models.ledger import books as ledger
 from models.tiers.growth import growth_since, lifetime_growth, window_start
@@ -60,7 +61,7 @@ def _check_ladder(tiers: list[Tier]) -> None:
 
 async def _save(*, merchant_id: int, tier: Tier, is_new: bool) -> Tier:
     async def work() -> Tier:
-        async with in_transaction():
+        async with config_change(merchant_id=merchant_id):
             others = [
                 t for t in await Tier.filter(merchant_id=merchant_id).select_for_update() if is_new or t.id != tier.id
             ]

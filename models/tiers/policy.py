@@ -11,7 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from models.kernel import clock
 from models.kernel.calendar import add_months
-from models.tenancy.merchants import get_merchant
+from models.kernel.config_cache import CONFIG
+from models.tenancy.merchants import merchant_zone
 from models.tenancy.program import get_program, save_section
 
 BASES = ("rolling_12m_growth", "lifetime_growth", "total_recharge", "paid_plan")
@@ -21,7 +22,7 @@ Basis = Literal["rolling_12m_growth", "lifetime_growth", "total_recharge", "paid
 class TierPolicy(BaseModel):
     """Stored in LoyaltyProgram.tier_policy; every field has the default a merchant starts with."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     fen_per_growth: int = Field(100, ge=1, le=100_000_000, description="Fen spent per growth point (rounded down)")
     profile_completion_growth: int = Field(0, ge=0, le=1_000_000, description="Growth for completing the profile")
@@ -45,8 +46,11 @@ def parse_policy(raw: dict) -> TierPolicy:
 
 async def get_policy(*, merchant_id: int) -> TierPolicy:
     """The merchant's tier policy (defaults until saved)."""
-    program = await get_program(merchant_id=merchant_id)
-    return parse_policy(program.tier_policy)
+    return await CONFIG.get("tier_policy", merchant_id, lambda: _load_policy(merchant_id))
+
+
+async def _load_policy(merchant_id: int) -> TierPolicy:
+    return parse_policy((await get_program(merchant_id=merchant_id)).tier_policy)
 
 
 async def save_policy(*, merchant_id: int, policy: TierPolicy) -> TierPolicy:
@@ -84,8 +88,7 @@ class LocalCalendar:
 
 async def local_calendar(*, merchant_id: int) -> LocalCalendar:
     """The merchant's calendar at the current (injectable) clock."""
-    merchant = await get_merchant(merchant_id=merchant_id)
-    return LocalCalendar(zone=ZoneInfo(merchant.timezone or "Asia/Shanghai"), now=clock.now())
+    return LocalCalendar(zone=await merchant_zone(merchant_id=merchant_id), now=clock.now())
 
 
 def keep_until_from(calendar: LocalCalendar, policy: TierPolicy) -> datetime:

@@ -11,6 +11,7 @@ from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
 from models.kernel import clock
+from models.kernel.config_cache import CONFIG
 from models.kernel.hooks import Hook
 from models.ledger import books as ledger
 from models.plans.terms import MemberPlan, PaidPlan
@@ -29,8 +30,12 @@ def rank_of(tier: Tier | None) -> int:
 
 
 async def active_tiers(*, merchant_id: int) -> list[Tier]:
-    """The merchant's active tiers, lowest rank first (empty: the merchant does not use tiers)."""
-    return await Tier.filter(merchant_id=merchant_id, is_active=True).order_by("rank")
+    """The merchant's active tiers, lowest rank first (empty: the merchant does not use tiers); the tiers are shared."""
+    return list(await CONFIG.get("active_tiers", merchant_id, lambda: _load_active_tiers(merchant_id)))
+
+
+async def _load_active_tiers(merchant_id: int) -> tuple[Tier, ...]:
+    return tuple(await Tier.filter(merchant_id=merchant_id, is_active=True).order_by("rank"))
 
 
 def tier_for_value(tiers: list[Tier], value: int) -> Tier | None:

@@ -11,6 +11,7 @@ import pytest
 
 from models.kernel import clock
 from models.kernel.cipher import cipher
+from models.kernel.config_cache import config_change
 from models.members.member_card import MemberCard
 from models.members.members import Member, register_wechat_member
 from models.members.timeline import MemberActivity
@@ -235,7 +236,8 @@ async def test_self_service_profile_card_and_balances(client, admin, demo):
     for book, delta in (("points", 120), ("balance", 3550)):
         body = {"delta": delta, "reason": "test", "idempotency_key": f"mp-{book}"}
         assert (await client.post(f"/api/members/{member_id}/{book}", json=body, headers=admin)).status_code == 200
-    await OnboardingSettings.create(merchant_id=demo.merchant.id, tier_name="金卡")
+    async with config_change(merchant_id=demo.merchant.id):  # as a writer of configuration would
+        await OnboardingSettings.create(merchant_id=demo.merchant.id, tier_name="金卡")
     missing = await client.get("/api/mp/me/card", headers=headers)
     assert (missing.status_code, error_of(missing)["code"]) == (404, "card.not_claimed")
     await MemberCard.create(merchant_id=demo.merchant.id, member_id=member_id, card_id="pCARD", code="123412341234")

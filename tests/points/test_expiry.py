@@ -10,6 +10,7 @@ import pytest
 from jobs.outbox import deliver_due
 from jobs.scheduler import run_job
 from models.kernel import clock
+from models.kernel.config_cache import config_change
 from models.kernel.outbox import OutboxMessage
 from models.ledger.books import PointsEntry
 from models.points.expiry import expire_due_lots, send_expiry_reminders
@@ -58,7 +59,8 @@ async def test_rolling_year_expires_at_the_merchant_local_midnight_after_a_year(
 
 
 async def test_end_of_next_year_follows_the_merchant_time_zone(client, admin, demo):
-    await Merchant.filter(id=demo.merchant.id).update(timezone="America/New_York")
+    async with config_change(merchant_id=demo.merchant.id):  # as a writer of configuration would
+        await Merchant.filter(id=demo.merchant.id).update(timezone="America/New_York")
     await put_rules(client, admin, expiry="end_of_next_year")
     pin(datetime(2026, 1, 1, 4, 30, tzinfo=UTC))  # still 2025-12-31 in New York (already 2026 in Shanghai)
     try:

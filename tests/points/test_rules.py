@@ -8,6 +8,7 @@ import pytest
 
 from models.checkout.purchases import Purchase
 from models.kernel import clock
+from models.kernel.config_cache import config_change
 from models.ledger.books import PointsEntry
 from models.points.lots import PointsLot
 from models.tenancy.program import LoyaltyProgram
@@ -116,9 +117,15 @@ async def test_purchase_points_round_down_skip_exclusions_add_bonus_and_follow_t
 
 
 async def test_tier_multiplier_applies_to_the_spend_rule_not_the_bonus(client, admin, demo):
-    await Tier.create(
-        merchant_id=demo.merchant.id, code="normal", name="Normal", rank=0, threshold=0, points_multiplier_permille=1500
-    )
+    async with config_change(merchant_id=demo.merchant.id):  # as a writer of configuration would
+        await Tier.create(
+            merchant_id=demo.merchant.id,
+            code="normal",
+            name="Normal",
+            rank=0,
+            threshold=0,
+            points_multiplier_permille=1500,
+        )
     await put_rules(client, admin, bonus_items=[{"sku": "BEANS", "points": 100}])
     member = await new_member(client, admin)
     bought = await buy(
