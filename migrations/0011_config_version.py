@@ -3,7 +3,7 @@ from tortoise.migrations import operations as ops
 from tortoise import fields
 
 class Migration(migrations.Migration):
-    dependencies = [('models', '0008_auth_lockout_revocation')]
+    dependencies = [('models', '0010_balance_legacy_lots')]
 
     initial = False
 
