@@ -25,10 +25,12 @@ from ceiling_wrk import Row, lua_script, wrk
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
-RAW_DB = "bench_ceiling"
-APP_DB = "bench_huiyuan"
+# HY_BENCH_DB_PREFIX=bench_wt_ keeps parallel runs (other worktrees) off each other's databases and Redis keys
+DB_PREFIX = os.environ.get("HY_BENCH_DB_PREFIX", "bench_")
+RAW_DB = f"{DB_PREFIX}ceiling"
+APP_DB = f"{DB_PREFIX}huiyuan"
 REDIS_URL = f"redis://{HOST}:6379/0"
-REDIS_PREFIX = "bench:"
+REDIS_PREFIX = f"{DB_PREFIX.rstrip('_')}:"
 ADMIN = {"username": "admin", "password": "huiyuan-demo"}  # server/seed.py DEV_ADMIN_PASSWORD
 SPREAD = 100
 READY_SECONDS = 120.0
@@ -96,11 +98,29 @@ def sql(*statements: str, db: str | None = None) -> list[tuple]:
 
 
 def prepare_raw_db() -> None:
-    from ceiling_apps import SCHEMA
+    from ceiling_apps import PURCHASE_SCHEMA, SCHEMA, purchase_seed
 
     sql(f"DROP DATABASE IF EXISTS {RAW_DB}", f"CREATE DATABASE {RAW_DB} CHARACTER SET utf8mb4")
     values = ",".join(f"({i}, 0)" for i in range(1, SPREAD + 1))
     sql(*SCHEMA, f"INSERT INTO account (id, balance) VALUES {values}", db=RAW_DB)
+    sql(*PURCHASE_SCHEMA, *purchase_seed(SPREAD), db=RAW_DB)
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    """User + system CPU seconds of the live processes in a process group (a server and its Sanic workers)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()  # after "pid (comm)": state ppid pgrp ... utime(12) stime(13)
+        if int(fields[2]) == pgid:
+            total += int(fields[11]) + int(fields[12])
+    return total / ticks
 
 
 def measure(
@@ -131,13 +151,13 @@ def ledger_rows() -> int:
     return int(sql("SELECT COUNT(*) FROM points_ledger", db=APP_DB)[0][0])
 
 
-def huiyuan_env(tmp: Path) -> dict[str, str]:
+def huiyuan_env(tmp: Path, db: str = APP_DB) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HUIYUAN_")}
     (tmp / "empty.yaml").write_text("{}\n")
     env.update(
         HUIYUAN_CONFIG=str(tmp / "empty.yaml"),  # ignore any local config.yaml: only these settings count
         HUIYUAN_ENVIRONMENT="development",
-        HUIYUAN_DATABASE__URL=f"mysql://root:@{HOST}:3306/{APP_DB}",
+        HUIYUAN_DATABASE__URL=f"mysql://root:@{HOST}:3306/{db}",
         HUIYUAN_REDIS__URL=REDIS_URL,
         HUIYUAN_REDIS__KEY_PREFIX=REDIS_PREFIX,
         HUIYUAN_SERVER__ACCESS_LOG="false",
@@ -244,8 +264,8 @@ def check_ledgers(env: dict[str, str]) -> int:
     return done.returncode
 
 
-def cleanup() -> None:
-    for db in (RAW_DB, APP_DB):
+def cleanup(dbs: tuple[str, ...] = (RAW_DB, APP_DB)) -> None:
+    for db in dbs:
         try:
             sql(f"DROP DATABASE IF EXISTS {db}")
         except pymysql.MySQLError as exc:

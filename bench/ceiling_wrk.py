@@ -66,6 +66,7 @@ class Row:
     socket_errors: int = 0
     statuses: list[str] = field(default_factory=list)
     note: str = ""
+    cpu_s: float = 0.0  # CPU seconds (user + system) of the server's process group during the measured run
 
 
 def to_ms(text: str) -> float:

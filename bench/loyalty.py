@@ -61,7 +61,7 @@ def baseline(args: argparse.Namespace, tmp: Path, services: list[Service]) -> li
     return rows
 
 
-def signed_notifies(member_ids: list[int], count: int, tag: str) -> tuple[list[str], str]:
+def signed_notifies(member_ids: list[int], count: int, tag: str, db: str = APP_DB) -> tuple[list[str], str]:
     """Insert `count` CREATED v2 orders and return their signed payment notifies and the notify path."""
     from server.config import Settings
     from wechat.paysign import v2_sign
@@ -69,7 +69,7 @@ def signed_notifies(member_ids: list[int], count: int, tag: str) -> tuple[list[s
 
     settings = Settings()
     appid, mch_id, key = settings.wechat.miniprogram.appid, settings.wechat.pay.mch_id, settings.wechat.pay.api_key
-    merchant_id = sql("SELECT id FROM merchant ORDER BY id LIMIT 1", db=APP_DB)[0][0]
+    merchant_id = sql("SELECT id FROM merchant ORDER BY id LIMIT 1", db=db)[0][0]
     rows, bodies = [], []
     for i in range(count):
         member_id = member_ids[i % len(member_ids)]
@@ -102,7 +102,7 @@ def signed_notifies(member_ids: list[int], count: int, tag: str) -> tuple[list[s
         "reconcile_failures, created_at, updated_at"
     )
     for start in range(0, len(rows), 2000):
-        sql(f"INSERT INTO pay_order ({columns}) VALUES {','.join(rows[start : start + 2000])}", db=APP_DB)
+        sql(f"INSERT INTO pay_order ({columns}) VALUES {','.join(rows[start : start + 2000])}", db=db)
     return bodies, f"/pay/notify/v2/{mch_id}"
 
 
