@@ -131,14 +131,18 @@ def measure(
     *,
     paths: list[str] | None = None,
     token: str | None = None,
+    pgid: int | None = None,
 ) -> Row:
-    """Warm up for a second, then measure; scripted rows (POST paths) get a fresh key tag per wrk run."""
+    """Warm up for a second, then measure; scripted rows (POST paths) get a fresh key tag per wrk run.
+    With pgid, the row also gets the CPU seconds that process group used during the measured run."""
     stamp = time.time_ns()
     warm = lua_script(tmp, paths=paths, token=token, tag=f"warm{stamp}") if paths else None
     wrk(name, url, args, warm, seconds=1)
     before = ledger_rows() if token else None
     script = lua_script(tmp, paths=paths, token=token, tag=f"run{stamp}") if paths else None
+    cpu = group_cpu_seconds(pgid) if pgid else 0.0
     row = wrk(name, url, args, script)
+    row.cpu_s = group_cpu_seconds(pgid) - cpu if pgid else 0.0
     if before is not None:
         row.note = (
             f"ledger rows +{ledger_rows() - before} for {row.requests - row.non2xx} 2xx (in-flight at stop add a few)"
@@ -216,15 +220,28 @@ def loadavg() -> str:
 
 
 def report(
-    rows: list[Row], args: argparse.Namespace, pairs: list[tuple[str, str, str]] | None = None, width: int = 36
+    rows: list[Row],
+    args: argparse.Namespace,
+    pairs: list[tuple[str, str, str]] | list[tuple[str, str, str, float]] | None = None,
+    width: int = 36,
 ) -> None:
-    """The table of rows, their notes, then each (label, top, bottom) ratio measured in this run."""
+    """The table of rows, their notes, then each (label, top, bottom[, target]) ratio measured in this run;
+    a target prints PASS when the ratio reaches it. Rows measured with a pgid show the server's CPU per request
+    and requests per server CPU-second (per core: comparable across worker counts on a box short of cores)."""
     print(f"\nwrk -t{args.threads} -c{args.connections} -d{args.duration}s --latency, 127.0.0.1; at end {loadavg()}")
-    print(f"{'row':<{width}}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'requests':>10}{'non-2xx':>9}{'sockerr':>9}")
+    print(
+        f"{'row':<{width}}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'requests':>10}{'non-2xx':>9}{'sockerr':>9}"
+        f"{'cpu ms/req':>11}{'req/cpu-s':>10}"
+    )
     for row in rows:
+        cpu = (
+            f"{row.cpu_s * 1000 / row.requests:>11.2f}{row.requests / row.cpu_s:>10.0f}"
+            if row.cpu_s and row.requests
+            else f"{'-':>11}{'-':>10}"
+        )
         print(
             f"{row.name:<{width}}{row.rps:>9.0f}{row.p50_ms:>9.2f}{row.p99_ms:>9.2f}"
-            f"{row.requests:>10}{row.non2xx:>9}{row.socket_errors:>9}"
+            f"{row.requests:>10}{row.non2xx:>9}{row.socket_errors:>9}{cpu}"
         )
     for row in rows:
         for line in [row.note, *row.statuses]:
@@ -244,9 +261,11 @@ def report(
                 "change_points, 100 members",
             ),
         ]
-    for label, top, bottom in pairs:
+    for label, top, bottom, *target in pairs:
         if top in by_name and bottom in by_name and by_name[bottom].rps:
-            print(f"  {label:<40} {by_name[top].rps / by_name[bottom].rps:6.3f}")
+            ratio = by_name[top].rps / by_name[bottom].rps
+            verdict = f"   target >= {target[0]:.2f}  {'PASS' if ratio >= target[0] else 'FAIL'}" if target else ""
+            print(f"  {label:<48} {ratio:6.3f}{verdict}")
 
 
 def check_ledgers(env: dict[str, str]) -> int:
