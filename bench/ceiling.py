@@ -195,6 +195,24 @@ def create_members(base: str) -> tuple[str, list[int]]:
     return token, ids
 
 
+# the tiers the loyalty benches run with: every purchase pays its tier multiplier and its rolling growth check;
+# gold is out of reach, so a bench never measures a stream of upgrades
+BENCH_TIERS = (
+    {"code": "normal", "name": "Normal", "rank": 0, "threshold": 0},
+    {"code": "silver", "name": "Silver", "rank": 1, "threshold": 1000, "points_multiplier_permille": 1200},
+    {"code": "gold", "name": "Gold", "rank": 2, "threshold": 10**12, "points_multiplier_permille": 1500},
+)
+
+
+def define_tiers(base: str, token: str) -> None:
+    """Give the demo merchant BENCH_TIERS through the API."""
+    with httpx.Client(base_url=base, timeout=10.0) as client:
+        for tier in BENCH_TIERS:
+            created = client.post("/api/tiers", json=tier, headers={"Authorization": f"Bearer {token}"})
+            if created.status_code != 201:
+                raise RuntimeError(f"create tier: {created.status_code} {created.text[:300]}")
+
+
 def machine() -> str:
     cpu = next(
         (

@@ -1,10 +1,11 @@
 """Cost per request against a member's history: 10, 10,000 and 100,000 ledger rows and lots.
 
 Run: .venv/bin/python bench/history.py [--requests 200] [--max-seconds 20] [--sizes 10,10000,100000] [--quick]
-Starts Huiyuan like bench/ceiling.py (MariaDB scratch database, local Redis, scheduler off), creates one member
-per history size through the API, gives each one purchase through the API (so its tier row exists), then
-builds the history with bulk SQL in build_history(). Then, one client, one request at a time, for each size:
-points read, spend 1 point, purchase, and a pay notify crediting a fresh recharge order of that member.
+Starts Huiyuan like bench/ceiling.py (MariaDB scratch database, local Redis, scheduler off), creates
+ceiling.BENCH_TIERS and one member per history size through the API, gives each member one purchase (so its
+tier row exists), then builds the history with bulk SQL in build_history(). Then, one client, one request at
+a time, for each size: points read, spend 1 point, purchase, and a pay notify crediting a fresh recharge
+order of that member.
 Printed: requests, median and p90 latency (ms), the server's CPU per request (utime+stime of its process
 group from /proc), and the ratio of the largest history to the smallest against issue 12's target (<= 1.5x).
 Then check-ledgers, which must be clean: every balance the builder touched equals its ledger's sum.
@@ -227,6 +228,7 @@ def main() -> int:
                 login = client.post("/api/auth/login", json=ADMIN)
                 login.raise_for_status()
                 staff = {"Authorization": f"Bearer {login.json()['access_token']}"}
+                ceiling.define_tiers(base, login.json()["access_token"])
                 members = {}
                 for size in sizes:
                     created = client.post("/api/members/", json={"name": f"History {size}"}, headers=staff)

@@ -169,7 +169,10 @@ def run(args: argparse.Namespace, tmp: Path, services: list[Service]) -> int:
     service, base = ceiling.start_huiyuan(1, env, tmp, services)
     pgid = service.proc.pid
     token, member_ids = ceiling.create_members(base)
-    print(f"created {len(member_ids)} members via the API\n")
+    ceiling.define_tiers(base, token)
+    print(
+        f"created {len(member_ids)} members and tiers {', '.join(t['code'] for t in ceiling.BENCH_TIERS)} via the API\n"
+    )
     rows.append(ceiling.measure("huiyuan /healthz", f"{base}/healthz", args, tmp, pgid=pgid))
     purchases = [f"/api/members/{m}/purchases" for m in member_ids]
     rows.append(measure(PURCHASE, base, args, tmp, pgid=pgid, paths=purchases, token=token, body=PURCHASE_BODY))

@@ -209,6 +209,7 @@ def main() -> int:
                 login = client.post("/api/auth/login", json=ADMIN)
                 login.raise_for_status()
                 staff = {"Authorization": f"Bearer {login.json()['access_token']}"}
+                ceiling.define_tiers(base, login.json()["access_token"])
                 results = run_paths(client, Trace(trace_path), staff, args.requests)
             report(results, args.verbose)
             print(
