@@ -339,11 +339,17 @@ def run(args: argparse.Namespace, tmp: Path, services: list[Service]) -> int:
     baseline.wait_ready(f"{base}/ping")
     print(f"raw pool: minsize={pool.pool_min} maxsize={pool.pool_max} (Huiyuan's database.pool_min/pool_max)\n")
     rows = [
-        measure("sanic ping", f"{base}/ping", args, tmp),
+        measure("sanic ping", f"{base}/ping", args, tmp, pgid=baseline.proc.pid),
         measure(
-            "raw aiomysql tx, 100 rows", base, args, tmp, token=None, paths=[f"/tx/{i}" for i in range(1, SPREAD + 1)]
+            "raw aiomysql tx, 100 rows",
+            base,
+            args,
+            tmp,
+            token=None,
+            paths=[f"/tx/{i}" for i in range(1, SPREAD + 1)],
+            pgid=baseline.proc.pid,
         ),
-        measure("raw aiomysql tx, 1 hot row", base, args, tmp, token=None, paths=["/tx/1"]),
+        measure("raw aiomysql tx, 1 hot row", base, args, tmp, token=None, paths=["/tx/1"], pgid=baseline.proc.pid),
     ]
     baseline.stop()
     env = huiyuan_env(tmp)
@@ -357,11 +363,16 @@ def run(args: argparse.Namespace, tmp: Path, services: list[Service]) -> int:
             token, member_ids = create_members(base)
             print(f"logged in as {ADMIN['username']}, created {len(member_ids)} members via the API\n")
         suffix = "" if workers == 1 else f" w{workers}"
-        rows.append(measure(f"huiyuan /healthz{suffix}", f"{base}/healthz", args, tmp))
+        pgid = service.proc.pid
+        rows.append(measure(f"huiyuan /healthz{suffix}", f"{base}/healthz", args, tmp, pgid=pgid))
         points = [f"/api/members/{m}/points" for m in member_ids]
-        rows.append(measure(f"change_points, 100 members{suffix}", base, args, tmp, token=token, paths=points))
+        rows.append(
+            measure(f"change_points, 100 members{suffix}", base, args, tmp, token=token, paths=points, pgid=pgid)
+        )
         if workers == 1:
-            rows.append(measure("change_points, 1 hot member", base, args, tmp, token=token, paths=points[:1]))
+            rows.append(
+                measure("change_points, 1 hot member", base, args, tmp, token=token, paths=points[:1], pgid=pgid)
+            )
         service.stop()
     report(rows, args)
     return check_ledgers(env)
