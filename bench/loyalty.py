@@ -1,11 +1,14 @@
-"""Loyalty and payment paths against the foundation's ceilings: earning points, reading them, and the pay notify.
+"""Loyalty and payment paths against same-run ceilings: earning points, reading them, and the pay notify.
 
-Run: .venv/bin/python bench/loyalty.py [--duration 10] [--connections 32] [--threads 1] [--quick]
-Rows measured in one run (wrk on 127.0.0.1): sanic ping and the raw aiomysql transaction (the ceilings, from
-bench/ceiling_apps.py), Huiyuan's /healthz, POST /api/members/<id>/purchases (a consumption record that earns
-points as an expiring lot and growth value), GET /api/members/<id>/points (balance, expiring soon, ledger page),
-and POST /pay/notify/v2/<mch_id> with signed XML for fresh CREATED orders (verify + settle + credit) and for
-orders already paid (verify + duplicate detection). Figures are relative: read the ratios.
+Run: .venv/bin/python bench/loyalty.py [--duration 10] [--connections 32] [--threads 1] [--workers 2] [--quick]
+Rows measured in one run (wrk on 127.0.0.1): the ceilings from bench/ceiling_apps.py (sanic ping, the raw
+aiomysql transaction, a bare-driver purchase doing a Huiyuan purchase's writes in one round trip and in one
+round trip per statement), Huiyuan's /healthz, POST /api/members/<id>/purchases, the points read as staff
+(GET /api/members/<id>/points) and as the member (GET /api/mp/me/points), a bare aiomysql read of the same
+pages, and POST /pay/notify/v2/<mch_id> with signed XML for fresh CREATED orders (verify + settle + credit) and
+for orders already paid (verify + duplicate detection). Then issue 12's target ratios with PASS/FAIL, with
+--workers N the member's read again on N workers (req/s and per server CPU-second), then check-ledgers.
+Figures are relative: read the ratios.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
@@ -160,6 +165,18 @@ def member_tokens(member_ids: list[int]) -> list[str]:
     ]
 
 
+def same_page(base: str, apps_base: str, member_id: int, token: str) -> str:
+    """Whether the bare read answers what Huiyuan answers for one member (balance, expiring soon, ledger ids)."""
+    huiyuan = httpx.get(f"{base}/api/mp/me/points", headers={"Authorization": f"Bearer {token}"}).json()
+    bare = httpx.get(f"{apps_base}/read/{member_id}").json()
+
+    def key(page: dict) -> tuple:
+        return page["balance"], page["expiring_soon"]["points"], [item["id"] for item in page["items"]]
+
+    verdict = "same page as Huiyuan's" if key(huiyuan) == key(bare) else "DIFFERS from Huiyuan's"
+    return f"member {member_id}: {verdict} (balance {bare['balance']}, {len(bare['items'])} ledger rows)"
+
+
 def run(args: argparse.Namespace, tmp: Path, services: list[Service]) -> int:
     print(ceiling.machine())
     rows = baseline(args, tmp, services)
@@ -178,14 +195,15 @@ def run(args: argparse.Namespace, tmp: Path, services: list[Service]) -> int:
     rows.append(measure(PURCHASE, base, args, tmp, pgid=pgid, paths=purchases, token=token, body=PURCHASE_BODY))
     reads = [f"/api/members/{m}/points" for m in member_ids]
     rows.append(measure(STAFF_READ, base, args, tmp, pgid=pgid, paths=reads, token=token, method="GET"))
-    own = {"paths": ["/api/mp/me/points"], "token": None, "tokens": member_tokens(member_ids), "method": "GET"}
+    tokens = member_tokens(member_ids)
+    own = {"paths": ["/api/mp/me/points"], "token": None, "tokens": tokens, "method": "GET"}
     rows.append(measure(OWN_READ, base, args, tmp, pgid=pgid, **own))
     # the bare read runs on Huiyuan's own tables right after, so it reads the very same pages
     apps, apps_base = start_apps(APP_DB, tmp, services, name="bare-read")
     bare_reads = [f"/read/{m}" for m in member_ids]
-    rows.append(
-        measure(BARE_READ, apps_base, args, tmp, pgid=apps.proc.pid, paths=bare_reads, token=None, method="GET")
-    )
+    row = measure(BARE_READ, apps_base, args, tmp, pgid=apps.proc.pid, paths=bare_reads, token=None, method="GET")
+    row.note = same_page(base, apps_base, member_ids[0], tokens[0])
+    rows.append(row)
     apps.stop()
     per_thread = max(4000, args.duration * 1500)
     fresh, path = signed_notifies(member_ids, per_thread * args.threads, "F")
