@@ -36,6 +36,7 @@ DB = f"{DB_PREFIX}history"
 ROWS_PER_INSERT = 5000
 TARGET = 1.5
 TWO_YEARS_S = 2 * 365 * 86400
+SPEND_RESERVE = 10_000  # points every member holds at least, so no spend cell runs out (a 409 costs less)
 WARM_UP = 3  # unmeasured requests per cell: connection pool, caches, the one tier change a big history causes
 
 
@@ -68,9 +69,9 @@ def insert_rows(cur: pymysql.cursors.Cursor, table: str, columns: str, rows: lis
 # ---- the history builder: extend HERE when a change adds tables a member's history lives in (growth buckets,
 # ---- per-month summaries, ...): whatever is written must keep check-ledgers clean and the lots covering balances.
 def build_history(*, merchant_id: int, member_id: int, rows: int) -> None:
-    """`rows` points ledger rows with an open lot each (expiries from 1 day to ~2 years, every 20th within 30
-    days), `rows` balance recharges with an open balance lot each, `rows` growth rows over the past 2 years;
-    the accounts and the tier's lifetime growth move by exactly what was added."""
+    """`rows` points ledger rows (at least SPEND_RESERVE points in all) with an open lot each (expiries from 1 day
+    to ~2 years, every 20th within 30 days), `rows` balance recharges with an open balance lot each, `rows` growth
+    rows over the past 2 years; the accounts and the tier's lifetime growth move by exactly what was added."""
     conn = pymysql.connect(host=HOST, port=3306, user="root", password="", database=DB, autocommit=False)
     try:
         with conn.cursor() as cur:
@@ -84,12 +85,14 @@ def build_history(*, merchant_id: int, member_id: int, rows: int) -> None:
                 " operator_staff_id, created_at"
             )
             points_rows, balance_rows, growth_rows = [], [], []
+            per_row = max(10, -(-SPEND_RESERVE // rows))
             for i in range(rows):
                 # created over the past two years, oldest first
                 ago = f"NOW(6) - INTERVAL {TWO_YEARS_S - i * TWO_YEARS_S // rows} SECOND"
-                points += 10
+                points += per_row
                 points_rows.append(
-                    f"({merchant_id},{member_id},10,{points},'earn','history','bench','{i}','{tag}:p{i}',NULL,{ago})"
+                    f"({merchant_id},{member_id},{per_row},{points},'earn','history','bench','{i}','{tag}:p{i}',"
+                    f"NULL,{ago})"
                 )
                 balance += 100
                 balance_rows.append(
@@ -208,7 +211,7 @@ def report(results: dict[int, dict[str, Cell]]) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=200, help="requests per size and operation (default 200)")
-    parser.add_argument("--max-seconds", type=float, default=20.0, help="stop a cell early after this (default 20)")
+    parser.add_argument("--max-seconds", type=float, default=15.0, help="stop a cell early after this (default 15)")
     parser.add_argument("--sizes", default="10,10000,100000", help="history sizes (default 10,10000,100000)")
     parser.add_argument("--quick", action="store_true", help="50 requests, 8 s per cell at most")
     args = parser.parse_args()
