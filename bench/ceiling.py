@@ -25,10 +25,12 @@ from ceiling_wrk import Row, lua_script, wrk
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
-RAW_DB = "bench_ceiling"
-APP_DB = "bench_huiyuan"
+# HY_BENCH_DB_PREFIX=bench_wt_ keeps parallel runs (other worktrees) off each other's databases and Redis keys
+DB_PREFIX = os.environ.get("HY_BENCH_DB_PREFIX", "bench_")
+RAW_DB = f"{DB_PREFIX}ceiling"
+APP_DB = f"{DB_PREFIX}huiyuan"
 REDIS_URL = f"redis://{HOST}:6379/0"
-REDIS_PREFIX = "bench:"
+REDIS_PREFIX = f"{DB_PREFIX.rstrip('_')}:"
 ADMIN = {"username": "admin", "password": "huiyuan-demo"}  # server/seed.py DEV_ADMIN_PASSWORD
 SPREAD = 100
 READY_SECONDS = 120.0
@@ -96,11 +98,29 @@ def sql(*statements: str, db: str | None = None) -> list[tuple]:
 
 
 def prepare_raw_db() -> None:
-    from ceiling_apps import SCHEMA
+    from ceiling_apps import PURCHASE_SCHEMA, SCHEMA, purchase_seed
 
     sql(f"DROP DATABASE IF EXISTS {RAW_DB}", f"CREATE DATABASE {RAW_DB} CHARACTER SET utf8mb4")
     values = ",".join(f"({i}, 0)" for i in range(1, SPREAD + 1))
     sql(*SCHEMA, f"INSERT INTO account (id, balance) VALUES {values}", db=RAW_DB)
+    sql(*PURCHASE_SCHEMA, *purchase_seed(SPREAD), db=RAW_DB)
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    """User + system CPU seconds of the live processes in a process group (a server and its Sanic workers)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()  # after "pid (comm)": state ppid pgrp ... utime(12) stime(13)
+        if int(fields[2]) == pgid:
+            total += int(fields[11]) + int(fields[12])
+    return total / ticks
 
 
 def measure(
@@ -111,14 +131,18 @@ def measure(
     *,
     paths: list[str] | None = None,
     token: str | None = None,
+    pgid: int | None = None,
 ) -> Row:
-    """Warm up for a second, then measure; scripted rows (POST paths) get a fresh key tag per wrk run."""
+    """Warm up for a second, then measure; scripted rows (POST paths) get a fresh key tag per wrk run.
+    With pgid, the row also gets the CPU seconds that process group used during the measured run."""
     stamp = time.time_ns()
     warm = lua_script(tmp, paths=paths, token=token, tag=f"warm{stamp}") if paths else None
     wrk(name, url, args, warm, seconds=1)
     before = ledger_rows() if token else None
     script = lua_script(tmp, paths=paths, token=token, tag=f"run{stamp}") if paths else None
+    cpu = group_cpu_seconds(pgid) if pgid else 0.0
     row = wrk(name, url, args, script)
+    row.cpu_s = group_cpu_seconds(pgid) - cpu if pgid else 0.0
     if before is not None:
         row.note = (
             f"ledger rows +{ledger_rows() - before} for {row.requests - row.non2xx} 2xx (in-flight at stop add a few)"
@@ -131,13 +155,13 @@ def ledger_rows() -> int:
     return int(sql("SELECT COUNT(*) FROM points_ledger", db=APP_DB)[0][0])
 
 
-def huiyuan_env(tmp: Path) -> dict[str, str]:
+def huiyuan_env(tmp: Path, db: str = APP_DB) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HUIYUAN_")}
     (tmp / "empty.yaml").write_text("{}\n")
     env.update(
         HUIYUAN_CONFIG=str(tmp / "empty.yaml"),  # ignore any local config.yaml: only these settings count
         HUIYUAN_ENVIRONMENT="development",
-        HUIYUAN_DATABASE__URL=f"mysql://root:@{HOST}:3306/{APP_DB}",
+        HUIYUAN_DATABASE__URL=f"mysql://root:@{HOST}:3306/{db}",
         HUIYUAN_REDIS__URL=REDIS_URL,
         HUIYUAN_REDIS__KEY_PREFIX=REDIS_PREFIX,
         HUIYUAN_SERVER__ACCESS_LOG="false",
@@ -171,6 +195,24 @@ def create_members(base: str) -> tuple[str, list[int]]:
     return token, ids
 
 
+# the tiers the loyalty benches run with: every purchase pays its tier multiplier and its rolling growth check;
+# gold is out of reach, so a bench never measures a stream of upgrades
+BENCH_TIERS = (
+    {"code": "normal", "name": "Normal", "rank": 0, "threshold": 0},
+    {"code": "silver", "name": "Silver", "rank": 1, "threshold": 1000, "points_multiplier_permille": 1200},
+    {"code": "gold", "name": "Gold", "rank": 2, "threshold": 10**12, "points_multiplier_permille": 1500},
+)
+
+
+def define_tiers(base: str, token: str) -> None:
+    """Give the demo merchant BENCH_TIERS through the API."""
+    with httpx.Client(base_url=base, timeout=10.0) as client:
+        for tier in BENCH_TIERS:
+            created = client.post("/api/tiers", json=tier, headers={"Authorization": f"Bearer {token}"})
+            if created.status_code != 201:
+                raise RuntimeError(f"create tier: {created.status_code} {created.text[:300]}")
+
+
 def machine() -> str:
     cpu = next(
         (
@@ -196,15 +238,28 @@ def loadavg() -> str:
 
 
 def report(
-    rows: list[Row], args: argparse.Namespace, pairs: list[tuple[str, str, str]] | None = None, width: int = 36
+    rows: list[Row],
+    args: argparse.Namespace,
+    pairs: list[tuple[str, str, str]] | list[tuple[str, str, str, float]] | None = None,
+    width: int = 36,
 ) -> None:
-    """The table of rows, their notes, then each (label, top, bottom) ratio measured in this run."""
+    """The table of rows, their notes, then each (label, top, bottom[, target]) ratio measured in this run;
+    a target prints PASS when the ratio reaches it. Rows measured with a pgid show the server's CPU per request
+    and requests per server CPU-second (per core: comparable across worker counts on a box short of cores)."""
     print(f"\nwrk -t{args.threads} -c{args.connections} -d{args.duration}s --latency, 127.0.0.1; at end {loadavg()}")
-    print(f"{'row':<{width}}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'requests':>10}{'non-2xx':>9}{'sockerr':>9}")
+    print(
+        f"{'row':<{width}}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'requests':>10}{'non-2xx':>9}{'sockerr':>9}"
+        f"{'cpu ms/req':>11}{'req/cpu-s':>10}"
+    )
     for row in rows:
+        cpu = (
+            f"{row.cpu_s * 1000 / row.requests:>11.2f}{row.requests / row.cpu_s:>10.0f}"
+            if row.cpu_s and row.requests
+            else f"{'-':>11}{'-':>10}"
+        )
         print(
             f"{row.name:<{width}}{row.rps:>9.0f}{row.p50_ms:>9.2f}{row.p99_ms:>9.2f}"
-            f"{row.requests:>10}{row.non2xx:>9}{row.socket_errors:>9}"
+            f"{row.requests:>10}{row.non2xx:>9}{row.socket_errors:>9}{cpu}"
         )
     for row in rows:
         for line in [row.note, *row.statuses]:
@@ -224,9 +279,11 @@ def report(
                 "change_points, 100 members",
             ),
         ]
-    for label, top, bottom in pairs:
+    for label, top, bottom, *target in pairs:
         if top in by_name and bottom in by_name and by_name[bottom].rps:
-            print(f"  {label:<40} {by_name[top].rps / by_name[bottom].rps:6.3f}")
+            ratio = by_name[top].rps / by_name[bottom].rps
+            verdict = f"   target >= {target[0]:.2f}  {'PASS' if ratio >= target[0] else 'FAIL'}" if target else ""
+            print(f"  {label:<48} {ratio:6.3f}{verdict}")
 
 
 def check_ledgers(env: dict[str, str]) -> int:
@@ -244,8 +301,8 @@ def check_ledgers(env: dict[str, str]) -> int:
     return done.returncode
 
 
-def cleanup() -> None:
-    for db in (RAW_DB, APP_DB):
+def cleanup(dbs: tuple[str, ...] = (RAW_DB, APP_DB)) -> None:
+    for db in dbs:
         try:
             sql(f"DROP DATABASE IF EXISTS {db}")
         except pymysql.MySQLError as exc:
@@ -282,11 +339,17 @@ def run(args: argparse.Namespace, tmp: Path, services: list[Service]) -> int:
     baseline.wait_ready(f"{base}/ping")
     print(f"raw pool: minsize={pool.pool_min} maxsize={pool.pool_max} (Huiyuan's database.pool_min/pool_max)\n")
     rows = [
-        measure("sanic ping", f"{base}/ping", args, tmp),
+        measure("sanic ping", f"{base}/ping", args, tmp, pgid=baseline.proc.pid),
         measure(
-            "raw aiomysql tx, 100 rows", base, args, tmp, token=None, paths=[f"/tx/{i}" for i in range(1, SPREAD + 1)]
+            "raw aiomysql tx, 100 rows",
+            base,
+            args,
+            tmp,
+            token=None,
+            paths=[f"/tx/{i}" for i in range(1, SPREAD + 1)],
+            pgid=baseline.proc.pid,
         ),
-        measure("raw aiomysql tx, 1 hot row", base, args, tmp, token=None, paths=["/tx/1"]),
+        measure("raw aiomysql tx, 1 hot row", base, args, tmp, token=None, paths=["/tx/1"], pgid=baseline.proc.pid),
     ]
     baseline.stop()
     env = huiyuan_env(tmp)
@@ -300,11 +363,16 @@ def run(args: argparse.Namespace, tmp: Path, services: list[Service]) -> int:
             token, member_ids = create_members(base)
             print(f"logged in as {ADMIN['username']}, created {len(member_ids)} members via the API\n")
         suffix = "" if workers == 1 else f" w{workers}"
-        rows.append(measure(f"huiyuan /healthz{suffix}", f"{base}/healthz", args, tmp))
+        pgid = service.proc.pid
+        rows.append(measure(f"huiyuan /healthz{suffix}", f"{base}/healthz", args, tmp, pgid=pgid))
         points = [f"/api/members/{m}/points" for m in member_ids]
-        rows.append(measure(f"change_points, 100 members{suffix}", base, args, tmp, token=token, paths=points))
+        rows.append(
+            measure(f"change_points, 100 members{suffix}", base, args, tmp, token=token, paths=points, pgid=pgid)
+        )
         if workers == 1:
-            rows.append(measure("change_points, 1 hot member", base, args, tmp, token=token, paths=points[:1]))
+            rows.append(
+                measure("change_points, 1 hot member", base, args, tmp, token=token, paths=points[:1], pgid=pgid)
+            )
         service.stop()
     report(rows, args)
     return check_ledgers(env)

@@ -16,6 +16,7 @@ LUA = """
 local paths = {%(paths)s}
 local bodies = {%(bodies)s}
 local headers = {["Content-Type"] = "%(content_type)s"%(auth)s}
+local tokens = {%(tokens)s}
 local tag = "%(tag)s"
 local threads = {}
 function setup(thread)
@@ -28,6 +29,9 @@ sample = ""
 function request()
   counter = counter + 1
   local path = paths[(counter %% #paths) + 1]
+  if #tokens > 0 then
+    headers["Authorization"] = "Bearer " .. tokens[(counter %% #tokens) + 1]
+  end
   if "%(method)s" == "GET" then
     return wrk.format("GET", path, headers)
   end
@@ -66,6 +70,7 @@ class Row:
     socket_errors: int = 0
     statuses: list[str] = field(default_factory=list)
     note: str = ""
+    cpu_s: float = 0.0  # CPU seconds (user + system) of the server's process group during the measured run
 
 
 def to_ms(text: str) -> float:
@@ -102,9 +107,11 @@ def lua_script(
     bodies: list[str] | None = None,
     per_thread: int = 0,
     content_type: str = "application/json",
+    tokens: list[str] | None = None,
 ) -> Path:
     """A wrk script over paths; the body is a Lua expression of tag/tid/counter, or taken in turn from bodies
-    (thread t starts at t*per_thread, so threads do not replay each other's bodies)."""
+    (thread t starts at t*per_thread, so threads do not replay each other's bodies); `tokens`, when given, are
+    sent in turn as the bearer token (one per member for the member's own reads)."""
     path = tmp / f"{tag}.lua"
     path.write_text(
         LUA
@@ -117,6 +124,7 @@ def lua_script(
             "body": body,
             "per_thread": per_thread,
             "content_type": content_type,
+            "tokens": ", ".join(json.dumps(t) for t in tokens or []),
         }
     )
     return path
