@@ -6,6 +6,7 @@ import json
 import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -63,7 +64,7 @@ def _v2_payment_sign_ok(fields: Mapping[str, str], api_key: str) -> bool:
     return v2_verify(fields, key=api_key, sign_type="MD5") or v2_verify(fields, key=api_key, sign_type="HMAC-SHA256")
 
 
-def verify_v2(body: bytes, *, mch_id: str, api_key: str, appids: set[str]) -> tuple[str, dict[str, str]]:
+def verify_v2(body: bytes, *, mch_id: str, api_key: str, appids: AbstractSet[str]) -> tuple[str, dict[str, str]]:
     """Verify a v2 pay or refund notify of mch_id; return ("transaction" | "refund", fields)."""
     if not api_key:
         raise ValueError("api_key is required to verify a v2 notify")
@@ -118,7 +119,7 @@ def verify_v3(
     api_v3_key: str,
     platform_public_key_pem: str,
     platform_public_key_id: str,
-    appids: set[str],
+    appids: AbstractSet[str],
     now: datetime,
 ) -> tuple[str, dict[str, Any], str]:
     """Verify and decrypt a v3 notify of mch_id; return (kind, resource, notify id)."""

@@ -46,7 +46,9 @@ async def reverse_spend(
     """Give a debit's points back to the lots it took them from, except lots expired by now; each point once."""
     debit = await ledger.PointsEntry.get_or_none(id=debit_entry_id, merchant_id=merchant_id, member_id=member_id)
     if debit is None:
-        raise Unprocessable("no such points debit for this member", code="points.debit_not_found", field="debit_entry_id")
+        raise Unprocessable(
+            "no such points debit for this member", code="points.debit_not_found", field="debit_entry_id"
+        )
     if debit.delta >= 0 or debit.kind in ("expire", "reverse"):
         raise Unprocessable("only a spend can be reversed", code="points.not_reversible", field="debit_entry_id")
 
