@@ -21,7 +21,7 @@ from tests.payments.wallet_helpers import (
     staff_change,
 )
 
-LEGACY_LOTS_SQL = importlib.import_module("migrations.0009_balance_legacy_lots").LEGACY_LOTS_SQL
+LEGACY_LOTS_SQL = importlib.import_module("migrations.0010_balance_legacy_lots").LEGACY_LOTS_SQL
 
 
 async def test_a_paid_recharge_is_principal_plus_bonus_and_spending_takes_both_pro_rata(app, client, admin, demo):
