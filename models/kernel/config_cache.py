@@ -173,6 +173,6 @@ async def config_change(*, merchant_id: int) -> AsyncIterator[None]:
     if _in_transaction():
         raise RuntimeError("config_change must own its transaction (it is announced after the commit)")
     async with in_transaction():
+        version = await _bump(merchant_id)  # first: its row lock serializes a merchant's changes
         yield
-        version = await _bump(merchant_id)
     await CONFIG.committed(merchant_id, version)
