@@ -76,8 +76,12 @@ async def _earned_today(*, merchant_id: int, member_id: int, occurred_at: dateti
     return int(rows[0]["total"] or 0) if rows else 0
 
 
-async def _finish(purchase: Purchase) -> None:
-    """Earn what a settled purchase earns; each step is keyed by the purchase, so a retry completes a crash."""
+async def _finish(purchase: Purchase, *, fresh: bool = False) -> None:
+    """Earn what a settled purchase earns; each step is keyed by the purchase, so a retry completes a crash.
+
+    fresh: the purchase row was inserted in this transaction, so no row can carry its keys yet: no savepoints
+    (a used key would raise and roll the whole purchase back, never half-write it).
+    """
     if purchase.status != "settled":
         return
     reason = f"Purchase {purchase.order_no}"
@@ -90,6 +94,7 @@ async def _finish(purchase: Purchase) -> None:
             idempotency_key=f"purchase:{purchase.id}",
             ref_type="purchase",
             ref_id=str(purchase.id),
+            savepoint=not fresh,
         )
     if purchase.growth > 0:
         await earning.add_growth(
@@ -102,6 +107,7 @@ async def _finish(purchase: Purchase) -> None:
             ref_type="purchase",
             ref_id=str(purchase.id),
             occurred_at=purchase.occurred_at,
+            savepoint=not fresh,
         )
 
 
@@ -162,7 +168,7 @@ async def record_purchase_once(
                 growth=growth_amount,
                 occurred_at=when,
             )
-            await _finish(purchase)
+            await _finish(purchase, fresh=True)
             return purchase
 
     try:

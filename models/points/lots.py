@@ -202,6 +202,7 @@ async def earn_points(
     ref_id: str = "",
     operator_staff_id: int | None = None,
     expires_at: datetime | None = None,
+    savepoint: bool = True,  # False inside a caller's transaction that a failure rolls back whole (books.py)
 ) -> ledger.LedgerResult:
     """Credit points as a new lot expiring by the merchant's policy (or at expires_at); a repeated key is a replay."""
     _positive(points)
@@ -219,6 +220,7 @@ async def earn_points(
             ref_type=ref_type,
             ref_id=ref_id,
             operator_staff_id=operator_staff_id,
+            savepoint=savepoint,
         )
     finally:
         _expiry_override.reset(token)

@@ -26,8 +26,13 @@ async def add_growth(
     ref_type: str = "",
     ref_id: str = "",
     occurred_at: datetime | None = None,
+    savepoint: bool = True,
 ) -> bool:
-    """Record growth once per idempotency key (False on a replay); crossing a tier upgrades the member at once."""
+    """Record growth once per idempotency key (False on a replay); crossing a tier upgrades the member at once.
+
+    savepoint=False, inside a caller's transaction whose key cannot have been used yet (a purchase just inserted):
+    no SAVEPOINT/RELEASE, and a used key raises IntegrityError, rolling the caller's whole transaction back.
+    """
     ledger.validate_change(
         name="growth",
         unit="growth",
@@ -40,30 +45,42 @@ async def add_growth(
 
     at = occurred_at or clock.now()
 
+    async def record() -> None:
+        await GrowthEntry.create(
+            merchant_id=merchant_id,
+            member_id=member_id,
+            delta=delta,
+            kind=kind,
+            reason=reason.strip()[:255],
+            idempotency_key=idempotency_key,
+            ref_type=ref_type,
+            ref_id=ref_id,
+            occurred_at=at,
+        )
+
     async def work() -> bool:
         async with in_transaction():
             try:
                 async with in_transaction():  # a savepoint: a replayed key leaves the outer transaction usable
-                    await GrowthEntry.create(
-                        merchant_id=merchant_id,
-                        member_id=member_id,
-                        delta=delta,
-                        kind=kind,
-                        reason=reason.strip()[:255],
-                        idempotency_key=idempotency_key,
-                        ref_type=ref_type,
-                        ref_id=ref_id,
-                        occurred_at=at,
-                    )
+                    await record()
             except IntegrityError:
                 return False
-            await tier_rules.locked_member_tier(merchant_id=merchant_id, member_id=member_id)
-            # under the member's tier row lock, so two growth rows of one member never race for a new bucket
-            await add_to_bucket(merchant_id=merchant_id, member_id=member_id, occurred_at=at, delta=delta)
-            await MemberTier.filter(member_id=member_id).update(growth_total=F("growth_total") + delta)
-            await tier_rules.upgrade_in_transaction(
-                merchant_id=merchant_id, member_id=member_id, detail=f"growth {delta:+d}: {reason.strip()}"[:255]
-            )
+            await _count(merchant_id=merchant_id, member_id=member_id, delta=delta, at=at, reason=reason)
         return True
 
+    if not savepoint and ledger.in_outer_transaction():
+        await record()
+        await _count(merchant_id=merchant_id, member_id=member_id, delta=delta, at=at, reason=reason)
+        return True
     return await ledger.retrying(work, what="growth change")
+
+
+async def _count(*, merchant_id: int, member_id: int, delta: int, at: datetime, reason: str) -> None:
+    """A new growth row's effects, in its transaction: the bucket, the lifetime total and an immediate upgrade."""
+    await tier_rules.locked_member_tier(merchant_id=merchant_id, member_id=member_id)
+    # under the member's tier row lock, so two growth rows of one member never race for a new bucket
+    await add_to_bucket(merchant_id=merchant_id, member_id=member_id, occurred_at=at, delta=delta)
+    await MemberTier.filter(member_id=member_id).update(growth_total=F("growth_total") + delta)
+    await tier_rules.upgrade_in_transaction(
+        merchant_id=merchant_id, member_id=member_id, detail=f"growth {delta:+d}: {reason.strip()}"[:255]
+    )

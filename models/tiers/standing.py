@@ -201,7 +201,7 @@ async def upgrade_in_transaction(*, merchant_id: int, member_id: int, detail: st
 
 async def reevaluate(*, merchant_id: int, member_id: int, reason: str) -> None:
     """Upgrade the member at once if any basis (growth, recharge, a paid plan) now earns a higher tier; never down."""
-    if not await Tier.exists(merchant_id=merchant_id, is_active=True):
+    if not await active_tiers(merchant_id=merchant_id):  # the cached list: no read when the merchant has no tiers
         return
 
     async def work() -> None:
