@@ -66,8 +66,9 @@ def insert_rows(cur: pymysql.cursors.Cursor, table: str, columns: str, rows: lis
         cur.execute(f"INSERT INTO {table} ({columns}) VALUES {','.join(rows[start : start + ROWS_PER_INSERT])}")
 
 
-# ---- the history builder: extend HERE when a change adds tables a member's history lives in (growth buckets,
-# ---- per-month summaries, ...): whatever is written must keep check-ledgers clean and the lots covering balances.
+# ---- the history builder: extend HERE when a change adds tables a member's history lives in (like the growth
+# ---- buckets and the recharge total below): whatever is written must keep check-ledgers clean and the lots
+# ---- covering balances.
 def build_history(*, merchant_id: int, member_id: int, rows: int) -> None:
     """`rows` points ledger rows (at least SPEND_RESERVE points in all) with an open lot each (expiries from 1 day
     to ~2 years, every 20th within 30 days), `rows` balance recharges with an open balance lot each, `rows` growth
@@ -131,6 +132,20 @@ def build_history(*, merchant_id: int, member_id: int, rows: int) -> None:
             cur.execute(f"UPDATE balance_account SET balance = {balance} WHERE member_id = {member_id}")
             cur.execute(
                 f"UPDATE member_tier SET growth_total = growth_total + {10 * rows} WHERE member_id = {member_id}"
+            )
+            # what the server keeps beside those ledgers: daily growth buckets and the running recharge total
+            day = "YEAR(occurred_at) * 10000 + MONTH(occurred_at) * 100 + DAYOFMONTH(occurred_at)"
+            cur.execute(f"DELETE FROM growth_bucket WHERE member_id = {member_id}")
+            cur.execute(
+                "INSERT INTO growth_bucket (merchant_id, member_id, day, total)"
+                f" SELECT {merchant_id}, member_id, {day}, SUM(delta) FROM growth_ledger"
+                f" WHERE member_id = {member_id} GROUP BY member_id, {day}"
+            )
+            cur.execute(f"DELETE FROM recharge_total WHERE member_id = {member_id}")
+            cur.execute(
+                "INSERT INTO recharge_total (merchant_id, member_id, total)"
+                f" SELECT {merchant_id}, member_id, SUM(delta) FROM balance_ledger WHERE member_id = {member_id}"
+                " AND (kind = 'recharge' OR (kind = 'refund' AND delta < 0)) GROUP BY member_id"
             )
         conn.commit()
     finally:

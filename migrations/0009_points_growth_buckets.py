@@ -29,14 +29,14 @@ async def fill_legacy_lots(client: Any) -> None:
 
 
 async def fill_growth_buckets(client: Any) -> None:
-    """Every member's growth per UTC month, summed from growth_ledger (occurred_at is stored in UTC)."""
+    """Every member's growth per UTC day, summed from growth_ledger (occurred_at is stored in UTC)."""
     if client.capabilities.dialect == "mysql":
-        month = "EXTRACT(YEAR_MONTH FROM occurred_at)"
+        day = "(YEAR(occurred_at) * 10000 + MONTH(occurred_at) * 100 + DAYOFMONTH(occurred_at))"
     else:
-        month = "CAST(strftime('%Y%m', occurred_at) AS INTEGER)"
+        day = "CAST(strftime('%Y%m%d', occurred_at) AS INTEGER)"
     await client.execute_query(
-        "INSERT INTO growth_bucket (merchant_id, member_id, month, total)"
-        f" SELECT MIN(merchant_id), member_id, {month}, SUM(delta) FROM growth_ledger GROUP BY member_id, {month}"
+        "INSERT INTO growth_bucket (merchant_id, member_id, day, total)"
+        f" SELECT MIN(merchant_id), member_id, {day}, SUM(delta) FROM growth_ledger GROUP BY member_id, {day}"
     )
 
 
@@ -65,10 +65,10 @@ class Migration(migrations.Migration):
                 ('id', fields.BigIntField(generated=True, primary_key=True, unique=True, db_index=True)),
                 ('merchant_id', fields.IntField()),
                 ('member_id', fields.IntField()),
-                ('month', fields.IntField()),
+                ('day', fields.IntField()),
                 ('total', fields.BigIntField(default=0)),
             ],
-            options={'table': 'growth_bucket', 'app': 'models', 'unique_together': (('member_id', 'month'),), 'pk_attr': 'id', 'table_description': "A member's growth per UTC month (YYYYMM), kept with every growth row: rolling windows read months, not rows."},
+            options={'table': 'growth_bucket', 'app': 'models', 'unique_together': (('member_id', 'day'),), 'pk_attr': 'id', 'table_description': "A member's growth per UTC day (YYYYMMDD), kept with every growth row: rolling windows read days, not rows."},
             bases=['Model'],
         ),
         ops.CreateModel(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from tortoise import connections
@@ -31,28 +31,28 @@ async def _sum_delta(query: QuerySet[Any]) -> int:
     return int(rows[0]["total"] or 0) if rows else 0
 
 
-def utc_month(moment: datetime) -> int:
-    """The UTC calendar month of a moment as YYYYMM, the key of a growth bucket."""
+def utc_day(moment: datetime) -> int:
+    """The UTC calendar day of a moment as YYYYMMDD, the key of a growth bucket."""
     at = moment.astimezone(UTC)
-    return at.year * 100 + at.month
+    return at.year * 10000 + at.month * 100 + at.day
 
 
-def _next_utc_month(moment: datetime) -> datetime:
+def _next_utc_midnight(moment: datetime) -> datetime:
     at = moment.astimezone(UTC)
-    return datetime(at.year + at.month // 12, at.month % 12 + 1, 1, tzinfo=UTC)
+    return datetime(at.year, at.month, at.day, tzinfo=UTC) + timedelta(days=1)
 
 
 async def growth_since(*, member_id: int, since: datetime) -> int:
     """Growth earned at or after `since` (UTC).
 
-    Exactly the sum of the growth rows since then, read as the rows of since's own UTC month and the monthly
-    buckets after it: one month of rows and a year of buckets, however long the member's history.
+    Exactly the sum of the growth rows since then, read as the rows of since's own UTC day and the daily buckets
+    after it: one day of rows and at most a window's days of buckets, however long the member's history.
     """
     rows = await _sum_delta(
-        GrowthEntry.filter(member_id=member_id, occurred_at__gte=since, occurred_at__lt=_next_utc_month(since))
+        GrowthEntry.filter(member_id=member_id, occurred_at__gte=since, occurred_at__lt=_next_utc_midnight(since))
     )
     buckets = (
-        await GrowthBucket.filter(member_id=member_id, month__gt=utc_month(since))
+        await GrowthBucket.filter(member_id=member_id, day__gt=utc_day(since))
         .annotate(total_sum=Sum("total"))
         .values("total_sum")
     )
@@ -64,10 +64,10 @@ _ADD_TO_TOTAL = {
     (
         "growth_bucket",
         "mysql",
-    ): "INSERT INTO growth_bucket (member_id, month, merchant_id, total) VALUES (%s, %s, %s, %s)"
+    ): "INSERT INTO growth_bucket (member_id, day, merchant_id, total) VALUES (%s, %s, %s, %s)"
     " ON DUPLICATE KEY UPDATE total = total + VALUES(total)",
-    ("growth_bucket", "sqlite"): "INSERT INTO growth_bucket (member_id, month, merchant_id, total) VALUES (?, ?, ?, ?)"
-    " ON CONFLICT (member_id, month) DO UPDATE SET total = total + excluded.total",
+    ("growth_bucket", "sqlite"): "INSERT INTO growth_bucket (member_id, day, merchant_id, total) VALUES (?, ?, ?, ?)"
+    " ON CONFLICT (member_id, day) DO UPDATE SET total = total + excluded.total",
     ("recharge_total", "mysql"): "INSERT INTO recharge_total (member_id, merchant_id, total) VALUES (%s, %s, %s)"
     " ON DUPLICATE KEY UPDATE total = total + VALUES(total)",
     ("recharge_total", "sqlite"): "INSERT INTO recharge_total (member_id, merchant_id, total) VALUES (?, ?, ?)"
@@ -81,10 +81,10 @@ async def _add_to_total(*, table: str, values: tuple[int, ...], delta: int) -> N
 
 
 async def add_to_bucket(*, merchant_id: int, member_id: int, occurred_at: datetime, delta: int) -> None:
-    """Add a growth row's delta to its member's bucket for the row's UTC month (in the row's transaction)."""
+    """Add a growth row's delta to its member's bucket for the row's UTC day (in the row's transaction)."""
     await _add_to_total(
         table="growth_bucket",
-        values=(member_id, utc_month(occurred_at), merchant_id),
+        values=(member_id, utc_day(occurred_at), merchant_id),
         delta=delta,
     )
 

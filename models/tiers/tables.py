@@ -100,17 +100,17 @@ class GrowthEntry(Model):
 
 
 class GrowthBucket(Model):
-    """A member's growth per UTC month (YYYYMM), kept with every growth row: rolling windows read months, not rows."""
+    """A member's growth per UTC day (YYYYMMDD), kept with every growth row: rolling windows read days, not rows."""
 
     id = fields.BigIntField(primary_key=True)
     merchant_id = fields.IntField()
     member_id = fields.IntField()
-    month = fields.IntField()  # UTC calendar month of occurred_at, e.g. 202703
+    day = fields.IntField()  # UTC calendar day of occurred_at, e.g. 20270315
     total = fields.BigIntField(default=0)
 
     class Meta:
         table = "growth_bucket"
-        unique_together = (("member_id", "month"),)
+        unique_together = (("member_id", "day"),)
 
 
 class RechargeTotal(Model):

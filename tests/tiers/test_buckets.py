@@ -1,4 +1,4 @@
-"""Growth in monthly buckets and the running recharge total give exactly the answers of summing the ledgers."""
+"""Growth in daily buckets and the running recharge total give exactly the answers of summing the ledgers."""
 
 from __future__ import annotations
 
@@ -27,10 +27,10 @@ async def _plain_growth(member_id: int, since: datetime) -> int:
 
 
 async def _buckets(member_id: int) -> list[tuple[int, int]]:
-    return list(await GrowthBucket.filter(member_id=member_id).order_by("month").values_list("month", "total"))
+    return list(await GrowthBucket.filter(member_id=member_id).order_by("day").values_list("day", "total"))
 
 
-async def test_bucketed_growth_equals_the_plain_sum_across_month_boundaries_and_zones(client, admin, demo):
+async def test_bucketed_growth_equals_the_plain_sum_across_day_and_month_boundaries_and_zones(client, admin, demo):
     member_id = await new_member(client, admin, merchant_id=demo.merchant.id, phone="13900000900")
     # each side of UTC and Shanghai month ends, a reversal, and a year and more of history
     moments = [
@@ -58,7 +58,7 @@ async def test_bucketed_growth_equals_the_plain_sum_across_month_boundaries_and_
                 idempotency_key=f"b{next(_keys)}",
                 occurred_at=at,
             )
-    assert (await _buckets(member_id))[0] == (202601, 10 + 11 - 1 + 12 - 2)
+    assert (await _buckets(member_id))[0] == (20260131, 10 + 11 - 1 + 12 - 2)
     calendar = LocalCalendar(SHANGHAI, datetime(2027, 2, 15, tzinfo=UTC))
     starts = [window_start(calendar, date(2027, m, d)) for m in (1, 2, 3) for d in (1, 2, 28)]
     starts += [
