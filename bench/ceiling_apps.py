@@ -175,30 +175,24 @@ def create_app(*, db: str, pool_min: int, pool_max: int) -> Sanic:
     app.config.HEALTH = False
     fallback_keys = count(1)
 
+    async def pool(*, autocommit: bool) -> aiomysql.Pool:
+        return await aiomysql.create_pool(
+            host="127.0.0.1",
+            port=3306,
+            user="root",
+            password="",
+            db=db,
+            minsize=pool_min,
+            maxsize=pool_max,
+            autocommit=autocommit,
+            charset="utf8mb4",
+        )
+
     @app.before_server_start
     async def open_pool(app: Sanic) -> None:
-        app.ctx.pool = await aiomysql.create_pool(
-            host="127.0.0.1",
-            port=3306,
-            user="root",
-            password="",
-            db=db,
-            minsize=pool_min,
-            maxsize=pool_max,
-            autocommit=False,
-            charset="utf8mb4",
-        )
-        app.ctx.read_pool = await aiomysql.create_pool(
-            host="127.0.0.1",
-            port=3306,
-            user="root",
-            password="",
-            db=db,
-            minsize=pool_min,
-            maxsize=pool_max,
-            autocommit=True,  # a read-only page: no transaction to end, a fresh snapshot per statement
-            charset="utf8mb4",
-        )
+        app.ctx.pool = await pool(autocommit=False)
+        # a read-only page: no transaction to end, a fresh snapshot per statement
+        app.ctx.read_pool = await pool(autocommit=True)
 
     @app.after_server_stop
     async def close_pool(app: Sanic) -> None:
