@@ -38,7 +38,8 @@ class PointsLot(Model):
 
     class Meta:
         table = "points_lot"
-        indexes = (("member_id", "status", "expires_at", "id"), ("status", "expires_at", "id"))
+        # remaining in the member index: spending order and the expiring-soon SUM read the index alone
+        indexes = (("member_id", "status", "expires_at", "id", "remaining"), ("status", "expires_at", "id"))
 
 
 class PointsLotUse(Model):
