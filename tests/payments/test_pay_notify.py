@@ -252,7 +252,7 @@ async def test_forged_v3_notifies_are_401_and_not_dispatched(client, settings):
         "body tampered after signing": (body.replace(b'"TRANSACTION.SUCCESS"', b'"TRANSACTION.SUCCESZ"'), headers),
         "wrong serial": _v3_request(settings, _transaction(settings), serial="PUB_KEY_ID_OTHER"),
         "stale timestamp": _v3_request(settings, _transaction(settings), timestamp=int(time.time()) - 301),
-        "future timestamp": _v3_request(settings, _transaction(settings), timestamp=int(time.time()) + 301),
+        "future timestamp": _v3_request(settings, _transaction(settings), timestamp=int(time.time()) + 360),
         "mchid mismatch": _v3_request(settings, _transaction(settings, mchid="1900000999")),
         "unknown appid": _v3_request(settings, _transaction(settings, appid="wx00000000unknown")),
         "no signature headers": (body, {"Content-Type": "application/json"}),
