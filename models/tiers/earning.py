@@ -77,10 +77,11 @@ async def add_growth(
 
 async def _count(*, merchant_id: int, member_id: int, delta: int, at: datetime, reason: str) -> None:
     """A new growth row's effects, in its transaction: the bucket, the lifetime total and an immediate upgrade."""
-    await tier_rules.locked_member_tier(merchant_id=merchant_id, member_id=member_id)
+    row = await tier_rules.locked_member_tier(merchant_id=merchant_id, member_id=member_id)
     # under the member's tier row lock, so two growth rows of one member never race for a new bucket
     await add_to_bucket(merchant_id=merchant_id, member_id=member_id, occurred_at=at, delta=delta)
     await MemberTier.filter(member_id=member_id).update(growth_total=F("growth_total") + delta)
+    row.growth_total += delta  # the row stays locked: what the update wrote, without reading it back
     await tier_rules.upgrade_in_transaction(
-        merchant_id=merchant_id, member_id=member_id, detail=f"growth {delta:+d}: {reason.strip()}"[:255]
+        merchant_id=merchant_id, member_id=member_id, detail=f"growth {delta:+d}: {reason.strip()}"[:255], row=row
     )

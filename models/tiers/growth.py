@@ -6,6 +6,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from tortoise import connections
+from tortoise.expressions import Subquery
 from tortoise.functions import Sum
 from tortoise.queryset import QuerySet
 
@@ -48,15 +49,13 @@ async def growth_since(*, member_id: int, since: datetime) -> int:
     Exactly the sum of the growth rows since then, read as the rows of since's own UTC day and the daily buckets
     after it: one day of rows and at most a window's days of buckets, however long the member's history.
     """
-    rows = await _sum_delta(
+    later = GrowthBucket.filter(member_id=member_id, day__gt=utc_day(since)).annotate(t=Sum("total")).values("t")
+    found = await (
         GrowthEntry.filter(member_id=member_id, occurred_at__gte=since, occurred_at__lt=_next_utc_midnight(since))
-    )
-    buckets = (
-        await GrowthBucket.filter(member_id=member_id, day__gt=utc_day(since))
-        .annotate(total_sum=Sum("total"))
-        .values("total_sum")
-    )
-    return rows + (int(buckets[0]["total_sum"] or 0) if buckets else 0)
+        .annotate(rows=Sum("delta"), buckets=Subquery(later))
+        .values("rows", "buckets")
+    )  # one statement: the day's rows, the later days' buckets as a subquery
+    return int(found[0]["rows"] or 0) + int(found[0]["buckets"] or 0) if found else 0
 
 
 # total += delta on a member's row, created at delta: one upsert statement per dialect, in the caller's transaction

@@ -175,12 +175,18 @@ async def apply_move(
     return change
 
 
-async def upgrade_in_transaction(*, merchant_id: int, member_id: int, detail: str) -> TierChange | None:
-    """Inside the caller's transaction: move the member up at once if their basis or a plan earns a higher tier."""
+async def upgrade_in_transaction(
+    *, merchant_id: int, member_id: int, detail: str, row: MemberTier | None = None
+) -> TierChange | None:
+    """Inside the caller's transaction: move the member up at once if their basis or a plan earns a higher tier.
+
+    row: the member's tier row when the caller already holds it locked in this transaction (saves the re-read).
+    """
     tiers = await active_tiers(merchant_id=merchant_id)
     if not tiers:
         return None
-    row = await locked_member_tier(merchant_id=merchant_id, member_id=member_id)
+    if row is None:
+        row = await locked_member_tier(merchant_id=merchant_id, member_id=member_id)
     policy, calendar = await get_policy(merchant_id=merchant_id), await local_calendar(merchant_id=merchant_id)
     current = current_of(row, tiers)
     target = await target_of(policy=policy, calendar=calendar, tiers=tiers, member_id=member_id, as_of=calendar.today)
