@@ -115,14 +115,6 @@ class DeadPage:
     next_cursor: str | None
 
 
-def _as_utc(value: Any) -> datetime | None:
-    """An aggregate's datetime as the driver returns it (SQLite: text; MySQL: naive UTC) made aware."""
-    if value is None:
-        return None
-    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
 def _seconds_since(moment: datetime | None, now: datetime) -> int | None:
     return None if moment is None else max(0, int((now - moment).total_seconds()))
 
@@ -150,10 +142,10 @@ async def _topic_states(*, merchant_id: int | None, with_delivered: bool) -> lis
     for row in rows:
         topic = row["topic"]
         counts.setdefault(topic, dict.fromkeys(shown, 0))[row["status"]] = int(row["n"])
-        created = _as_utc(row.get("first_created"))
+        created = clock.as_utc(row.get("first_created"))
         if row["status"] in ("pending", "processing") and created is not None:
             oldest[topic] = min(created, oldest.get(topic, created))
-        due = _as_utc(row.get("first_due"))
+        due = clock.as_utc(row.get("first_due"))
         if row["status"] == "pending" and due is not None:
             first_due[topic] = due
     return [

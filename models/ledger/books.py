@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -182,7 +182,7 @@ async def _change(
         # savepoint=False inside a caller's transaction: no SAVEPOINT/RELEASE; any failure aborts that whole transaction
         own = savepoint or not in_outer_transaction()
         try:
-            async with in_transaction() if own else _in_callers_transaction():
+            async with in_transaction() if own else nullcontext():  # as it is, no savepoint
                 guard = book.account.filter(member_id=member_id, merchant_id=merchant_id)
                 if delta < 0:
                     guard = guard.filter(balance__gte=-delta)
@@ -225,12 +225,6 @@ async def _change(
             raise
 
     return await retrying(apply, what=f"{book.name} change")
-
-
-@asynccontextmanager
-async def _in_callers_transaction() -> AsyncIterator[None]:
-    """Run in the caller's open transaction as it is (no savepoint)."""
-    yield
 
 
 T = TypeVar("T")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from contextvars import ContextVar
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from tortoise import fields
@@ -291,7 +291,7 @@ async def points_summary(
     )
     balance = int(row[0]["held"] or 0) if row else 0
     expiring = int(row[0]["soon"] or 0) if row else 0
-    first = _aware(row[0]["first"]) if row else None
+    first = clock.as_utc(row[0]["first"]) if row else None
     expires_on = None
     if first is not None:
         zone = await merchant_zone(merchant_id=merchant_id)
@@ -306,14 +306,6 @@ async def points_summary(
         entries=entries,  # type: ignore[arg-type]
         next_before_id=entries[-1].id if len(entries) == limit else None,
     )
-
-
-def _aware(value: Any) -> datetime | None:
-    """An aggregate's datetime as aware UTC (SQLite hands back text, MySQL a naive UTC datetime)."""
-    if value is None:
-        return None
-    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 async def quote_points_cash(*, merchant_id: int, member_id: int, order_amount: int) -> tuple[int, int]:

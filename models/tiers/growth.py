@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
 
 from tortoise import connections
 from tortoise.expressions import Subquery
 from tortoise.functions import Sum
-from tortoise.queryset import QuerySet
 
 from models.kernel.calendar import add_months
 from models.ledger import books as ledger
@@ -25,11 +23,6 @@ async def growth_for_amount(*, merchant_id: int, amount: int) -> int:
         return 0
     policy = await get_policy(merchant_id=merchant_id)
     return amount // policy.fen_per_growth
-
-
-async def _sum_delta(query: QuerySet[Any]) -> int:
-    rows = await query.annotate(total=Sum("delta")).values("total")
-    return int(rows[0]["total"] or 0) if rows else 0
 
 
 def utc_day(moment: datetime) -> int:
