@@ -187,8 +187,9 @@ async def put_rules(request: Request, body: PointsRules):
     description="201 the first time, 200 for a repeat of the order number (nothing earned twice).",
 )
 async def add_purchase(request: Request, member_id: int, body: PurchaseIn):
-    merchant_id = await _visible(request, member_id)
-    scope = request.ctx.principal.store_scope
+    principal = request.ctx.principal
+    merchant_id = int(principal.merchant_id)
+    scope = principal.store_scope
     if scope is not None and body.store_id not in (None, scope):
         raise Forbidden("staff of one store record purchases of that store", code="auth.store_scope", field="store_id")
     purchase, created = await record_purchase_once(
@@ -199,6 +200,7 @@ async def add_purchase(request: Request, member_id: int, body: PurchaseIn):
         items=[item.model_dump() for item in body.items],
         store_id=body.store_id or scope,
         occurred_at=body.occurred_at,
+        scope=scope_of(principal),  # the member must be visible: checked in the purchase's own reads (404)
     )
     return ok(PurchaseOut.model_validate(purchase), status=201 if created else 200)
 

@@ -71,11 +71,17 @@ OUTBOX_TOPICS: dict[str, outbox_jobs.Deliver] = {
 }
 
 # Domain hooks: listeners run in order inside the transaction of the change.
-LEDGER_ENTRY_WRITTEN = (  # (book, entry) after every new points or stored-value ledger row
-    points_lots.on_ledger_entry,  # points: a credit opens a lot, a debit consumes lots
-    balance_lots.on_ledger_entry,  # stored value: principal and bonus lots
-    card_sync.on_ledger_entry,  # the WeChat card shows the new points / balance
-    tier_growth.on_ledger_entry,  # stored value: recharges and refunds kept as the total_recharge tier basis
+# (book, entry) after every new points or stored-value ledger row: each listener with its batched form, which
+# returns the same work as statements for a row written by a batched write (models.kernel.sqlpath), or None
+LEDGER_ENTRY_WRITTEN = (
+    # points: a credit opens a lot, a debit consumes lots
+    (points_lots.on_ledger_entry, points_lots.entry_statements),
+    # stored value: principal and bonus lots
+    (balance_lots.on_ledger_entry, balance_lots.entry_statements),
+    # the WeChat card shows the new points / balance
+    (card_sync.on_ledger_entry, card_sync.entry_statements),
+    # stored value: recharges and refunds kept as the total_recharge tier basis
+    (tier_growth.on_ledger_entry, tier_growth.entry_statements),
 )
 TIER_CHANGED = (card_sync.on_tier_changed,)  # (merchant_id=, member_id=) after every recorded tier move
 POINTS_RULES_CHANGED = (card_template.on_points_rules_changed,)  # (merchant_id=): the card shows the bonus rule
@@ -102,7 +108,8 @@ SCHEDULED_JOBS: Mapping[str, JobSpec] = {
 
 def install() -> None:
     """Install the domain hooks' listeners (idempotent); every process calls this before any domain work."""
-    ledger_books.ENTRY_WRITTEN.install(LEDGER_ENTRY_WRITTEN)
+    ledger_books.ENTRY_WRITTEN.install(listener for listener, _ in LEDGER_ENTRY_WRITTEN)
+    ledger_books.ENTRY_STATEMENTS.install(batched for _, batched in LEDGER_ENTRY_WRITTEN)
     tier_standing.TIER_CHANGED.install(TIER_CHANGED)
     points_rules.RULES_CHANGED.install(POINTS_RULES_CHANGED)
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from models.cards.template import official_client, wechat_errors
+from models.kernel import clock, sqlpath
 from models.kernel.outbox import OutboxMessage, enqueue
+from models.kernel.sqlpath import Stmt
 from models.ledger import books as ledger
 from models.members.member_card import MemberCard
 from models.tiers.standing import tier_name
@@ -21,6 +23,41 @@ RECORD_REASON_CHARS = 24
 async def on_ledger_entry(book: str, entry: ledger._Entry) -> None:
     """Every points or balance change of a member with an activated card queues one card sync (coalesced)."""
     await enqueue_card_sync(merchant_id=entry.merchant_id, member_id=entry.member_id, book=book)
+
+
+async def entry_statements(book: str, entry: ledger.NewEntry) -> list[Stmt] | None:
+    """on_ledger_entry for a batched write: enqueue_card_sync as two conditional statements.
+
+    The pending sync (if any) of a member with an activated card learns this book; else one is queued, through
+    the outbox in the same transaction, exactly when enqueue_card_sync would queue it.
+    """
+    key, now = f"card:{entry.member_id}", sqlpath.db_time(clock.now())
+    activated = "EXISTS (SELECT 1 FROM member_card c WHERE c.member_id = %s AND c.status = 'activated')"
+    if sqlpath.dialect() == "mysql":
+        learn = (
+            "UPDATE outbox_message SET payload = JSON_ARRAY_APPEND(payload, '$.books', %s)"
+            " WHERE coalesce_key = %s AND status = 'pending' AND NOT JSON_CONTAINS(payload, JSON_QUOTE(%s), '$.books')"
+        )
+    else:
+        learn = (
+            "UPDATE outbox_message SET payload = json_insert(payload, '$.books[#]', %s)"
+            " WHERE coalesce_key = %s AND status = 'pending'"
+            " AND NOT EXISTS (SELECT 1 FROM json_each(payload, '$.books') WHERE value = %s)"
+        )
+    payload = OutboxMessage._meta.fields_map["payload"].to_db_value(
+        {"member_id": entry.member_id, "books": [book]}, OutboxMessage
+    )
+    return [
+        Stmt(f"{learn} AND {activated}", (book, key, book, entry.member_id)),
+        Stmt(
+            "INSERT INTO outbox_message (merchant_id, topic, payload, coalesce_key, status, attempts, next_attempt_at,"
+            " locked_until, last_error, created_at, delivered_at)"
+            " SELECT %s, %s, %s, %s, 'pending', 0, %s, NULL, '', %s, NULL FROM member_card c"
+            " WHERE c.member_id = %s AND c.status = 'activated' AND NOT EXISTS (SELECT 1 FROM outbox_message o"
+            " WHERE o.coalesce_key = %s AND o.status = 'pending') LIMIT 1",
+            (entry.merchant_id, SYNC_TOPIC, payload, key, now, now, entry.member_id, key),
+        ),
+    ]
 
 
 async def on_tier_changed(*, merchant_id: int, member_id: int) -> None:

@@ -12,15 +12,18 @@ from tortoise.functions import Sum
 from tortoise.models import Model
 from tortoise.transactions import in_transaction
 
-from models.kernel import clock
+from models.kernel import clock, sqlpath
 from models.kernel.errors import Conflict, NotFound, Unprocessable
+from models.kernel.sqlpath import Ref, Stmt
 from models.ledger import books as ledger
 from models.points.lots import PointsLot, consume_lots, earn_points
 from models.points.rules import get_points_rules, local_day, local_midnight, purchase_points
 from models.tenancy.merchants import Store, merchant_zone
+from models.tenancy.visibility import Scope
 from models.tiers import earning
 from models.tiers import standing as tier_rules
-from models.tiers.growth import growth_for_amount
+from models.tiers.growth import basis_sql, counts_in_basis, growth_for_amount, growth_statements
+from models.tiers.policy import get_policy, local_calendar
 
 MAX_AMOUNT = 10**12  # fen
 
@@ -121,6 +124,238 @@ async def _existing(*, merchant_id: int, member_id: int, order_no: str, amount: 
     return purchase
 
 
+class _Repeat(Exception):
+    """The order number is already recorded: leave the batched write and answer from the earlier purchase."""
+
+
+class _NotBatchable(Exception):
+    """A listener cannot batch this purchase's ledger row: write it through the ORM path instead."""
+
+
+def _lock_statement(*, merchant_id: int, member_id: int) -> Stmt:
+    # the account row lock serialises a member's purchases (the daily cap, the balance); the tier row's serialises
+    # their growth rows, so the basis figure read next is exact
+    lock = " FOR UPDATE" if sqlpath.dialect() == "mysql" else ""
+    return Stmt(
+        "SELECT a.id, t.id, t.tier_id FROM points_account a LEFT JOIN member_tier t ON t.member_id = a.member_id"  # noqa: S608
+        " WHERE a.member_id = %s AND a.merchant_id = %s" + lock,
+        (member_id, merchant_id),
+        rows=True,
+    )
+
+
+async def _record_batched(
+    *,
+    merchant_id: int,
+    member_id: int,
+    order_no: str,
+    amount: int,
+    items: list[dict[str, Any]],
+    store_id: int | None,
+    when: datetime,
+    scope: Scope | None,
+) -> Purchase:
+    """A fresh purchase as one deliberate SQL path: BEGIN, one round trip of locks and reads, one of writes + COMMIT.
+
+    The same rows and guards as the ORM path: the (merchant_id, order_no) key makes the order exactly-once, the
+    ledger and growth keys theirs; what the rules need is read under the member's account and tier row locks.
+    A member whose tier may go up gets upgrade_in_transaction (the ORM) before the COMMIT.
+    """
+    rules = await get_points_rules(merchant_id=merchant_id)  # configuration: cached per process
+    tiers = await tier_rules.active_tiers(merchant_id=merchant_id)
+    policy = await get_policy(merchant_id=merchant_id)
+    calendar = await local_calendar(merchant_id=merchant_id)
+    growth_amount = amount // policy.fen_per_growth
+    visible = "SELECT 1 FROM member WHERE id = %s AND merchant_id = %s"
+    visible_params: tuple[Any, ...] = (member_id, merchant_id)
+    if scope is not None and scope.limited:
+        visible, visible_params = visible + " AND origin_store_id = %s", (*visible_params, scope.store_id)
+    columns = [f"({visible})", "(SELECT id FROM purchase WHERE merchant_id = %s AND order_no = %s)"]
+    params: list[Any] = [*visible_params, merchant_id, order_no]
+    columns.append("(SELECT 1 FROM store WHERE id = %s AND merchant_id = %s)")
+    params += [store_id, merchant_id]
+    multiplier_sql, multiplier_params = tier_rules.plans_sql(member_id=member_id, now=when, column="multiplier")
+    columns.append(multiplier_sql)
+    params += multiplier_params
+    if rules.daily_cap is not None:
+        zone = calendar.zone
+        day = local_day(when, zone)
+        columns.append(
+            "(SELECT COALESCE(SUM(points), 0) FROM purchase WHERE merchant_id = %s AND member_id = %s"
+            " AND status = 'settled' AND occurred_at >= %s AND occurred_at < %s)"
+        )
+        params += [
+            merchant_id,
+            member_id,
+            sqlpath.db_time(local_midnight(day, zone)),
+            sqlpath.db_time(local_midnight(day + timedelta(days=1), zone)),
+        ]
+    len_probe = 0
+    if tiers and growth_amount > 0:
+        for sql, values in (
+            basis_sql(policy=policy, calendar=calendar, member_id=member_id),
+            tier_rules.plans_sql(member_id=member_id, now=calendar.now, column="tiers"),
+        ):
+            columns.append(sql)
+            params += values
+            len_probe += len(values)
+    reads = Stmt("SELECT " + ", ".join(columns), tuple(params), rows=True)
+
+    async with in_transaction():
+        locked, found = (await sqlpath.run([_lock_statement(merchant_id=merchant_id, member_id=member_id), reads])).rows
+        figures = list(found[0])
+        is_visible, earlier, store_ok, plan_multiplier = figures[:4]
+        rest = figures[4:]
+        if not is_visible:
+            raise NotFound("member not found", code="member.not_found")
+        if earlier is not None:
+            raise _Repeat
+        if store_id is not None and not store_ok:
+            raise Unprocessable("no such store", code="purchase.store_invalid", field="store_id")
+        if not locked:
+            raise Conflict("member has no points account", code="points.no_account")
+        _, tier_row_id, tier_id = locked[0]
+        tier = tier_rules.tier_by_id(tiers, tier_id) if tiers else None
+        multiplier = max(
+            tier.points_multiplier_permille if tier is not None else 1000,
+            int(plan_multiplier) if plan_multiplier is not None else 0,
+        )
+        points = purchase_points(rules, amount=amount, items=items, store_id=store_id, multiplier_permille=multiplier)
+        if rules.daily_cap is not None:
+            used = int(rest.pop(0))
+            if points > 0:
+                points = max(0, min(points, rules.daily_cap - used))
+        now = clock.now()
+        items_field = Purchase._meta.fields_map["items"]
+        statements = [
+            Stmt(
+                "INSERT INTO purchase (merchant_id, member_id, store_id, order_no, amount, items, points, growth,"
+                " status, occurred_at, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 'settled', %s, %s)",
+                (
+                    merchant_id,
+                    member_id,
+                    store_id,
+                    order_no,
+                    amount,
+                    items_field.to_db_value(items, Purchase),
+                    points,
+                    growth_amount,
+                    sqlpath.db_time(when),
+                    sqlpath.db_time(now),
+                ),
+                capture="purchase",
+            )
+        ]
+        reason, key, ref = f"Purchase {order_no}", Ref("purchase", prefix="purchase:"), Ref("purchase")
+        if points > 0:
+            credit = await ledger.credit_statements(
+                ledger.NewEntry(
+                    book="points",
+                    merchant_id=merchant_id,
+                    member_id=member_id,
+                    delta=points,
+                    kind="earn",
+                    reason=reason,
+                    idempotency_key=key,
+                    ref_type="purchase",
+                    ref_id=ref,
+                    at=now,
+                )
+            )
+            if credit is None:
+                raise _NotBatchable
+            statements += credit
+        upgrade, reread = False, False
+        if growth_amount > 0:
+            statements += growth_statements(
+                merchant_id=merchant_id,
+                member_id=member_id,
+                delta=growth_amount,
+                kind="spend",
+                reason=reason,
+                idempotency_key=key,
+                ref_type="purchase",
+                ref_id=ref,
+                occurred_at=when,
+            )
+            if tiers and tier_row_id is None:
+                # no tier row to lock yet: the batch's upsert makes (or waits for) it, then reads the figures again
+                reread = True
+                statements.append(Stmt("SELECT " + ", ".join(columns[-2:]), tuple(params[-len_probe:]), rows=True))
+            elif tiers:
+                basis, plan_tiers = rest[0], rest[1]
+                if basis is not None and counts_in_basis(policy=policy, calendar=calendar, occurred_at=when):
+                    basis = int(basis) + growth_amount
+                upgrade = tier_rules.upgrade_due(
+                    tiers=tiers, tier_id=tier_id, basis=None if basis is None else int(basis), plan_tier_ids=plan_tiers
+                )
+        done = await sqlpath.run(statements, commit=not (upgrade or reread))
+        if reread:
+            basis, plan_tiers = done.rows[-1][0]
+            upgrade = tier_rules.upgrade_due(
+                tiers=tiers, tier_id=None, basis=None if basis is None else int(basis), plan_tier_ids=plan_tiers
+            )
+        if upgrade:
+            await tier_rules.upgrade_in_transaction(
+                merchant_id=merchant_id, member_id=member_id, detail=f"growth {growth_amount:+d}: {reason}"[:255]
+            )
+    return Purchase(
+        id=done.ids["purchase"],
+        merchant_id=merchant_id,
+        member_id=member_id,
+        store_id=store_id,
+        order_no=order_no,
+        amount=amount,
+        items=items,
+        points=points,
+        growth=growth_amount,
+        status="settled",
+        occurred_at=when,
+        created_at=now,
+    )
+
+
+async def _record_orm(
+    *,
+    merchant_id: int,
+    member_id: int,
+    order_no: str,
+    amount: int,
+    items: list[dict[str, Any]],
+    store_id: int | None,
+    when: datetime,
+) -> Purchase:
+    """The same purchase through the ORM (a ledger listener that cannot batch): several round trips, same rows."""
+    async with in_transaction():
+        await ledger.PointsAccount.filter(member_id=member_id, merchant_id=merchant_id).select_for_update().first()
+        rules = await get_points_rules(merchant_id=merchant_id)
+        points = purchase_points(
+            rules,
+            amount=amount,
+            items=items,
+            store_id=store_id,
+            multiplier_permille=await multiplier_permille(merchant_id=merchant_id, member_id=member_id),
+        )
+        if rules.daily_cap is not None and points > 0:
+            zone = await merchant_zone(merchant_id=merchant_id)
+            used = await _earned_today(merchant_id=merchant_id, member_id=member_id, occurred_at=when, zone=zone)
+            points = max(0, min(points, rules.daily_cap - used))
+        growth_amount = int(await growth_for_amount(merchant_id=merchant_id, amount=amount))
+        purchase = await Purchase.create(
+            merchant_id=merchant_id,
+            member_id=member_id,
+            store_id=store_id,
+            order_no=order_no,
+            amount=amount,
+            items=items,
+            points=points,
+            growth=growth_amount,
+            occurred_at=when,
+        )
+        await _finish(purchase, fresh=True)
+        return purchase
+
+
 async def record_purchase_once(
     *,
     merchant_id: int,
@@ -130,50 +365,36 @@ async def record_purchase_once(
     items: list[dict[str, Any]],
     store_id: int | None = None,
     occurred_at: datetime | None = None,
+    scope: Scope | None = None,
 ) -> tuple[Purchase, bool]:
-    """record_purchase, also telling whether this call created the record (False: a repeat of the order)."""
+    """record_purchase, also telling whether this call created the record (False: a repeat of the order).
+
+    scope: the staff principal's; the member must be visible in it (404 member.not_found), checked in the
+    purchase's own reads.
+    """
     _check_input(order_no=order_no, amount=amount, items=items)
-    if store_id is not None and not await Store.exists(id=store_id, merchant_id=merchant_id):
-        raise Unprocessable("no such store", code="purchase.store_invalid", field="store_id")
-    earlier = await _existing(merchant_id=merchant_id, member_id=member_id, order_no=order_no, amount=amount)
-    if earlier is not None:
-        return earlier, False
     when = occurred_at or clock.now()
+    args: dict[str, Any] = dict(
+        merchant_id=merchant_id,
+        member_id=member_id,
+        order_no=order_no,
+        amount=amount,
+        items=items,
+        store_id=store_id,
+        when=when,
+    )
 
     async def work() -> Purchase:
-        async with in_transaction():
-            # the account row lock serialises a member's purchases, so the daily cap holds under concurrency
-            await ledger.PointsAccount.filter(member_id=member_id, merchant_id=merchant_id).select_for_update().first()
-            rules = await get_points_rules(merchant_id=merchant_id)
-            points = purchase_points(
-                rules,
-                amount=amount,
-                items=items,
-                store_id=store_id,
-                multiplier_permille=await multiplier_permille(merchant_id=merchant_id, member_id=member_id),
-            )
-            if rules.daily_cap is not None and points > 0:
-                zone = await merchant_zone(merchant_id=merchant_id)
-                used = await _earned_today(merchant_id=merchant_id, member_id=member_id, occurred_at=when, zone=zone)
-                points = max(0, min(points, rules.daily_cap - used))
-            growth_amount = int(await growth_for_amount(merchant_id=merchant_id, amount=amount))
-            purchase = await Purchase.create(
-                merchant_id=merchant_id,
-                member_id=member_id,
-                store_id=store_id,
-                order_no=order_no,
-                amount=amount,
-                items=items,
-                points=points,
-                growth=growth_amount,
-                occurred_at=when,
-            )
-            await _finish(purchase, fresh=True)
-            return purchase
+        try:
+            return await _record_batched(**args, scope=scope)
+        except _NotBatchable:
+            if store_id is not None and not await Store.exists(id=store_id, merchant_id=merchant_id):
+                raise Unprocessable("no such store", code="purchase.store_invalid", field="store_id") from None
+            return await _record_orm(**args)
 
     try:
         return await ledger.retrying(work, what="purchase"), True
-    except IntegrityError:
+    except (IntegrityError, _Repeat):
         earlier = await _existing(merchant_id=merchant_id, member_id=member_id, order_no=order_no, amount=amount)
         if earlier is None:
             raise

@@ -12,6 +12,8 @@ from tortoise.expressions import F
 from tortoise.functions import Sum
 from tortoise.models import Model
 
+from models.kernel import sqlpath
+from models.kernel.sqlpath import Ref, Stmt
 from models.ledger import books as ledger
 
 
@@ -250,6 +252,35 @@ async def _reversed_debit(entry: ledger._Entry) -> int | None:
         return None
     debit = await ledger.BalanceEntry.get_or_none(id=int(entry.ref_id), member_id=entry.member_id, delta__lt=0)
     return debit.id if debit is not None else None
+
+
+async def entry_statements(book: str, entry: ledger.NewEntry) -> list[Stmt] | None:
+    """on_ledger_entry for a batched credit: its own lot as one INSERT (debits and reversals: None, the ORM path)."""
+    if book != "balance":
+        return []
+    if entry.delta < 0 or entry.kind == "reverse" or isinstance(entry.ref_id, Ref):
+        return None
+    principal = entry.delta if entry.kind in PRINCIPAL_KINDS else 0
+    order_id = int(entry.ref_id) if entry.ref_type == "pay_order" and entry.ref_id.isdigit() else None
+    return [
+        Stmt(
+            "INSERT INTO balance_lot (merchant_id, member_id, entry_id, source, order_id, principal, bonus,"
+            " principal_remaining, bonus_remaining, status, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s,"
+            " 'open', %s)",
+            (
+                entry.merchant_id,
+                entry.member_id,
+                Ref("entry"),
+                entry.kind[:8],
+                order_id,
+                principal,
+                entry.delta - principal,
+                principal,
+                entry.delta - principal,
+                sqlpath.db_time(entry.at),
+            ),
+        )
+    ]
 
 
 async def on_ledger_entry(book: str, entry: ledger._Entry) -> None:

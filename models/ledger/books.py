@@ -7,6 +7,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TypeVar
 
 from tortoise import connections, fields
@@ -17,8 +18,10 @@ from tortoise.functions import Sum
 from tortoise.models import Model
 from tortoise.transactions import in_transaction
 
+from models.kernel import sqlpath
 from models.kernel.errors import Conflict, Unprocessable
-from models.kernel.hooks import Hook
+from models.kernel.hooks import Hook, StatementHook
+from models.kernel.sqlpath import Ref, Stmt
 
 log = logging.getLogger("huiyuan.ledger")
 
@@ -105,6 +108,79 @@ BALANCE = _Book("balance", BalanceAccount, BalanceEntry, BALANCE_KINDS, "fen")
 Within = Callable[["_Entry"], Awaitable[None]]
 # listeners (book name, entry) run inside the transaction of every new ledger row; see server/wiring.py
 ENTRY_WRITTEN = Hook("ledger.entry_written")
+# the same listeners as statements, for a ledger row written by a batched write (credit_statements below)
+ENTRY_STATEMENTS = StatementHook("ledger.entry_statements")
+
+
+@dataclass(frozen=True)
+class NewEntry:
+    """A ledger row a batched write is about to insert: its id will be Ref("entry") in the batch."""
+
+    book: str
+    merchant_id: int
+    member_id: int
+    delta: int
+    kind: str
+    reason: str
+    idempotency_key: str | Ref
+    ref_type: str
+    ref_id: str | Ref
+    at: datetime
+
+
+def _table(model: type[Model]) -> str:
+    return str(model._meta.db_table)
+
+
+async def credit_statements(entry: NewEntry) -> list[Stmt] | None:
+    """The statements of a credit to an account the caller holds locked in this transaction (checked to exist).
+
+    The same writes as change_points/change_balance for a credit: the account's balance, one ledger row carrying
+    the new balance (read from the locked row in the same statement) and every ENTRY_WRITTEN listener's
+    statements. None when a listener cannot batch it: write through change_points/change_balance instead.
+    The idempotency key is the ledger's unique key, as on the ORM path: a used key fails the batch.
+    """
+    book = POINTS if entry.book == "points" else BALANCE
+    if entry.delta <= 0:
+        raise ValueError("credit_statements writes credits only")
+    validate_change(
+        name=book.name,
+        unit=book.unit,
+        kinds=book.kinds,
+        delta=entry.delta,
+        kind=entry.kind,
+        reason=entry.reason,
+        idempotency_key=entry.idempotency_key if isinstance(entry.idempotency_key, str) else "batched",
+    )
+    listeners = await ENTRY_STATEMENTS.collect(book.name, entry)
+    if listeners is None:
+        return None
+    account, ledger_table = _table(book.account), _table(book.entry)
+    when = sqlpath.db_time(entry.at)
+    return [
+        Stmt(
+            f"UPDATE {account} SET balance = balance + %s WHERE member_id = %s AND merchant_id = %s",  # noqa: S608
+            (entry.delta, entry.member_id, entry.merchant_id),
+        ),
+        Stmt(
+            f"INSERT INTO {ledger_table} (merchant_id, member_id, delta, balance_after, kind, reason, ref_type, ref_id,"  # noqa: S608
+            " idempotency_key, operator_staff_id, created_at)"
+            f" SELECT merchant_id, member_id, %s, balance, %s, %s, %s, %s, %s, NULL, %s FROM {account}"
+            " WHERE member_id = %s",
+            (
+                entry.delta,
+                entry.kind,
+                entry.reason.strip(),
+                entry.ref_type,
+                entry.ref_id,
+                entry.idempotency_key,
+                when,
+                entry.member_id,
+            ),
+            capture="entry",
+        ),
+        *listeners,
+    ]
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,9 @@ from typing import Any
 
 from tortoise.transactions import in_transaction
 
-from models.kernel import clock
+from models.kernel import clock, sqlpath
+from models.kernel.errors import Conflict
+from models.kernel.sqlpath import Stmt
 from models.ledger import books as ledger
 from models.payments.orders import PayOrder, record_anomaly
 from models.plans import terms as plans
@@ -56,6 +58,82 @@ async def _deliver_goods(order: PayOrder) -> None:
             )
     elif order.kind == "plan":
         await plans.start_plan_term(order=order)
+
+
+def _batchable(order: PayOrder) -> bool:
+    """A plain recharge settles as a batched write; plans and tier-gift packages through the ORM."""
+    return order.kind == "recharge" and not isinstance(order.snapshot.get("gift_tier_id"), int)
+
+
+async def _settle_batched(order: PayOrder, *, transaction_id: str, amount: int) -> tuple[bool, bool]:
+    """CREATED -> PAID and the goods as two round trips, the second with the COMMIT: (won, tier may go up).
+
+    The same guard (the conditional UPDATE's row count), the same ledger rows, keys and listeners' work as
+    _deliver_goods (models.ledger.books.credit_statements). The first round trip also locks the accounts the
+    credits go to (pay order -> accounts, the ORM path's order) and proves they exist; the batch ends by reading
+    what the tier check needs.
+    """
+    credits = [
+        (book, delta, kind, reason, key)
+        for book, delta, kind, reason, key in (
+            ("balance", order.amount, "recharge", "储值充值", "recharge"),
+            ("balance", order.bonus_balance, "gift", "充值赠送", "recharge-bonus"),
+            ("points", order.bonus_points, "gift", "充值赠送积分", "recharge-points"),
+        )
+        if delta > 0
+    ]
+    lock = " FOR UPDATE" if sqlpath.dialect() == "mysql" else ""
+    now = clock.now()
+    first = await sqlpath.run(
+        [
+            Stmt(
+                "UPDATE pay_order SET status = 'PAID', transaction_id = %s, paid_at = %s"
+                " WHERE id = %s AND status = 'CREATED' AND amount = %s",
+                (transaction_id, sqlpath.db_time(now), order.id, amount),
+            ),
+            *(
+                Stmt(
+                    f"SELECT id FROM {book}_account WHERE member_id = %s AND merchant_id = %s{lock}",  # noqa: S608
+                    (order.member_id, order.merchant_id),
+                    rows=True,
+                )
+                for book in sorted({book for book, *_ in credits})
+            ),
+        ]
+    )
+    if first.counts[0] != 1:  # the row count is the exactly-once guard
+        return False, False
+    order.status, order.transaction_id, order.paid_at = "PAID", transaction_id, now
+    for book, found in zip(sorted({book for book, *_ in credits}), first.rows, strict=True):
+        if not found:
+            raise Conflict(f"member has no {book} account", code=f"{book}.no_account")
+    statements: list[Stmt] = []
+    for book, delta, kind, reason, key in credits:
+        credit = await ledger.credit_statements(
+            ledger.NewEntry(
+                book=book,
+                merchant_id=order.merchant_id,
+                member_id=order.member_id,
+                delta=delta,
+                kind=kind,
+                reason=reason,
+                idempotency_key=f"{key}:{order.id}",
+                ref_type="pay_order",
+                ref_id=str(order.id),
+                at=now,
+            )
+        )
+        if credit is None:  # a listener cannot batch it: the same credits through the ORM, in this transaction
+            await _deliver_goods(order)
+            return True, True
+        statements += credit
+    probe = await tier_rules.upgrade_probe(merchant_id=order.merchant_id, member_id=order.member_id)
+    if probe is not None:
+        statements.append(probe)
+    done = await sqlpath.run(statements, commit=True)
+    if probe is None:
+        return True, False
+    return True, await tier_rules.probe_says_upgrade(merchant_id=order.merchant_id, row=done.rows[-1][0])
 
 
 async def _after_settled(order: PayOrder) -> None:
@@ -116,21 +194,29 @@ async def settle_paid(
     if order.status != "CREATED":  # a replay: no state leads back to CREATED, so this read is the answer
         return await _settled_before(order, transaction_id, anomaly, detail)
 
+    upgrade = True  # the tier re-evaluation after the commit: unless the batched path read it is not due
+
     async def settle() -> bool:
+        nonlocal upgrade
         async with in_transaction():
+            if _batchable(order):
+                won, upgrade = await _settle_batched(order, transaction_id=transaction_id, amount=amount)
+                return won
             paid_at = clock.now()
-            won = await PayOrder.filter(id=order.id, status="CREATED", amount=amount).update(
+            won_orm = await PayOrder.filter(id=order.id, status="CREATED", amount=amount).update(
                 status="PAID", transaction_id=transaction_id, paid_at=paid_at
             )
-            if won != 1:  # the row count is the exactly-once guard
+            if won_orm != 1:  # the row count is the exactly-once guard
                 return False
             order.status, order.transaction_id, order.paid_at = "PAID", transaction_id, paid_at
             await _deliver_goods(order)
+            upgrade = True
         return True
 
     if await ledger.retrying(settle, what=f"settle pay order {order.id}"):
         log.info("pay order %s settled from %s (%s)", order.id, source, transaction_id)
-        await _after_settled(order)
+        if upgrade:
+            await _after_settled(order)
         return SETTLED
     return await _settled_before(await PayOrder.get(id=order.id), transaction_id, anomaly, detail)
 

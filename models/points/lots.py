@@ -13,8 +13,9 @@ from tortoise.expressions import F, Q, Subquery
 from tortoise.functions import Min, Sum
 from tortoise.models import Model
 
-from models.kernel import clock
+from models.kernel import clock, sqlpath
 from models.kernel.errors import Unprocessable
+from models.kernel.sqlpath import Ref, Stmt
 from models.ledger import books as ledger
 from models.points.rules import cash_quote, expiry_for, get_points_rules, last_valid_day
 from models.tenancy.merchants import merchant_zone
@@ -189,6 +190,32 @@ async def on_ledger_entry(book: str, entry: ledger._Entry) -> None:
         await _new_lot(entry)
     else:
         await consume_lots(entry, -entry.delta)
+
+
+async def entry_statements(book: str, entry: ledger.NewEntry) -> list[Stmt] | None:
+    """on_ledger_entry for a batched credit: the new lot as one INSERT (a debit cannot be batched: None)."""
+    if book != "points" or entry.kind in _SELF_MANAGED:
+        return []
+    if entry.delta < 0:
+        return None
+    rules = await get_points_rules(merchant_id=entry.merchant_id)
+    zone = await merchant_zone(merchant_id=entry.merchant_id)
+    expires_at = expiry_for(rules.expiry, earned_at=clock.now(), zone=zone)
+    return [
+        Stmt(
+            "INSERT INTO points_lot (merchant_id, member_id, entry_id, amount, remaining, expired, expires_at, status,"
+            " created_at) VALUES (%s, %s, %s, %s, %s, 0, %s, 'open', %s)",
+            (
+                entry.merchant_id,
+                entry.member_id,
+                Ref("entry"),
+                entry.delta,
+                entry.delta,
+                sqlpath.db_time(expires_at) if expires_at is not None else None,
+                sqlpath.db_time(entry.at),
+            ),
+        )
+    ]
 
 
 async def earn_points(

@@ -10,13 +10,14 @@ from tortoise.exceptions import IntegrityError
 from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
-from models.kernel import clock
+from models.kernel import clock, sqlpath
 from models.kernel.config_cache import CONFIG
 from models.kernel.hooks import Hook
+from models.kernel.sqlpath import Stmt
 from models.ledger import books as ledger
 from models.plans.terms import MemberPlan, PaidPlan
 from models.tenancy.onboarding_settings import get_onboarding_settings
-from models.tiers.growth import basis_value
+from models.tiers.growth import basis_sql, basis_value
 from models.tiers.policy import LocalCalendar, TierPolicy, get_policy, keep_until_from, local_calendar
 from models.tiers.tables import MemberTier, Tier, TierChange, TierGiftGrant
 
@@ -66,6 +67,65 @@ class Target:
     tier: Tier | None
     source: str  # "basis" | "plan"
     value: int | None  # the basis figure (None for paid_plan)
+
+
+def plans_sql(*, member_id: int, now: datetime, column: str) -> tuple[str, tuple[object, ...]]:
+    """A column of the member's running plans as one SQL expression for a batched write's pre-read.
+
+    column "tiers": their tier ids, comma-separated (NULL: none); "multiplier": the largest points multiplier.
+    """
+    picked = "GROUP_CONCAT(p.tier_id)" if column == "tiers" else "MAX(p.points_multiplier_permille)"
+    return (
+        f"(SELECT {picked} FROM member_plan mp JOIN paid_plan p ON p.id = mp.plan_id WHERE mp.member_id = %s"  # noqa: S608
+        " AND mp.status = 'active' AND mp.starts_at <= %s AND (mp.ends_at IS NULL OR mp.ends_at > %s))",
+        (member_id, sqlpath.db_time(now), sqlpath.db_time(now)),
+    )
+
+
+def tier_by_id(tiers: list[Tier], tier_id: int | None) -> Tier | None:
+    """current_of for a tier id read with raw SQL (None: no row or no tier yet)."""
+    for tier in tiers:
+        if tier_id is not None and tier.id == tier_id:
+            return tier
+    return tier_for_value(tiers, 0)
+
+
+def upgrade_due(*, tiers: list[Tier], tier_id: int | None, basis: int | None, plan_tier_ids: str | None) -> bool:
+    """Whether upgrade_in_transaction would move a member up, from figures a batched write pre-read under the
+    member's locks (basis already including what the write adds); without tiers, never."""
+    if not tiers:
+        return False
+    by_id = {t.id: t for t in tiers}
+    by_basis = tier_for_value(tiers, basis if basis is not None else 0)
+    plan_tiers = [by_id[int(i)] for i in (plan_tier_ids or "").split(",") if i and int(i) in by_id]
+    best_plan = max(plan_tiers, key=rank_of, default=None)
+    target = best_plan if rank_of(best_plan) > rank_of(by_basis) else by_basis
+    return rank_of(target) > rank_of(tier_by_id(tiers, tier_id))
+
+
+async def upgrade_probe(*, merchant_id: int, member_id: int) -> Stmt | None:
+    """A statement that reads, at the end of a batched write, what upgrade_due needs (None: no tiers to reach)."""
+    if not await active_tiers(merchant_id=merchant_id):
+        return None
+    policy, calendar = await get_policy(merchant_id=merchant_id), await local_calendar(merchant_id=merchant_id)
+    basis, basis_params = basis_sql(policy=policy, calendar=calendar, member_id=member_id)
+    plans, plans_params = plans_sql(member_id=member_id, now=calendar.now, column="tiers")
+    return Stmt(
+        f"SELECT (SELECT tier_id FROM member_tier WHERE member_id = %s), {basis}, {plans}",  # noqa: S608
+        (member_id, *basis_params, *plans_params),
+        rows=True,
+    )
+
+
+async def probe_says_upgrade(*, merchant_id: int, row: tuple[Any, ...]) -> bool:
+    """upgrade_due from the row an upgrade_probe statement read."""
+    tier_id, basis, plan_tier_ids = row
+    return upgrade_due(
+        tiers=await active_tiers(merchant_id=merchant_id),
+        tier_id=tier_id,
+        basis=None if basis is None else int(basis),
+        plan_tier_ids=plan_tier_ids,
+    )
 
 
 async def target_of(

@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from models.ledger.books import BalanceAccount, BalanceEntry, PointsAccount, PointsEntry
+from models.tiers.tables import GrowthBucket, MemberTier, RechargeTotal
 
 
 async def _member(client, admin, **profile) -> int:
@@ -167,3 +168,24 @@ async def test_check_ledgers_passes_then_reports_a_tampered_balance(client, admi
     broken = await asyncio.to_thread(_check_ledgers, settings)
     assert broken.returncode == 1
     assert f"MISMATCH points member={member_id} balance=999 ledger_sum=25" in broken.stdout
+
+
+async def test_check_ledgers_also_recomputes_growth_buckets_and_recharge_totals(client, admin, settings):
+    member_id = await _member(client, admin)
+    bought = {"order_no": "CL-1", "amount": 12_345}
+    assert (await client.post(f"/api/members/{member_id}/purchases", json=bought, headers=admin)).status_code == 201
+    recharge = {"delta": 500, "kind": "recharge", "reason": "储值", "idempotency_key": "cl-r"}
+    assert (await client.post(f"/api/members/{member_id}/balance", json=recharge, headers=admin)).status_code == 200
+    clean = await asyncio.to_thread(_check_ledgers, settings)
+    assert clean.returncode == 0 and "0 mismatches" in clean.stdout, clean.stdout + clean.stderr
+    assert "running totals checked" in clean.stdout
+
+    await MemberTier.filter(member_id=member_id).update(growth_total=1)
+    await GrowthBucket.filter(member_id=member_id).update(total=7)
+    await RechargeTotal.filter(member_id=member_id).update(total=3)
+    broken = await asyncio.to_thread(_check_ledgers, settings)
+    assert broken.returncode == 1
+    day = (await GrowthBucket.get(member_id=member_id)).day
+    assert f"MISMATCH growth_total member={member_id} kept=1 ledger_sum=123" in broken.stdout
+    assert f"MISMATCH growth_bucket:{day} member={member_id} kept=7 ledger_sum=123" in broken.stdout
+    assert f"MISMATCH recharge_total member={member_id} kept=3 ledger_sum=500" in broken.stdout

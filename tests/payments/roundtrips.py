@@ -42,6 +42,11 @@ async def sql_statements() -> AsyncIterator[list[str]]:
         await client._connection.set_trace_callback(None)
 
 
+def split_batches(statements: list[str]) -> list[str]:
+    """Each statement of a multi-statement round trip (models.kernel.sqlpath joins them with ";\\n") on its own."""
+    return [part for sql in statements for part in sql.split(";\n")]
+
+
 def touching(statements: list[str], table: str) -> list[str]:
     """The statements that name a table (as `table` or "table")."""
     pattern = re.compile(rf"[`\"\s]{re.escape(table)}[`\"\s]", re.IGNORECASE)

@@ -1,0 +1,85 @@
+"""models.kernel.sqlpath: a batch is all or nothing, ids flow between its statements, and a missing row fails."""
+
+from __future__ import annotations
+
+import pytest
+from tortoise.exceptions import IntegrityError
+from tortoise.transactions import in_transaction
+
+from models.checkout.purchases import Purchase
+from models.kernel import clock, sqlpath
+from models.kernel.sqlpath import Ref, Stmt
+from models.ledger.books import PointsAccount
+from models.points.lots import PointsLot
+from tests.points.helpers import buy, new_member
+
+INSERT_PURCHASE = (
+    "INSERT INTO purchase (merchant_id, member_id, store_id, order_no, amount, items, points, growth, status,"
+    " occurred_at, created_at) SELECT merchant_id, member_id, NULL, %s, 1, '[]', 0, 0, 'settled', %s, %s"
+    " FROM points_account WHERE member_id = %s"
+)
+
+
+def _purchase(order_no: str, member_id: int, **extra) -> Stmt:
+    now = sqlpath.db_time(clock.now())
+    return Stmt(INSERT_PURCHASE, (order_no, now, now, member_id), **extra)
+
+
+async def test_an_error_mid_batch_undoes_what_ran_before_it_and_the_next_request_works(client, admin):
+    member = await new_member(client, admin)
+    await buy(client, admin, member, "K-1", 10_000)
+    with pytest.raises(IntegrityError):
+        async with in_transaction():
+            await sqlpath.run(
+                [
+                    Stmt("UPDATE points_account SET balance = balance + 1000 WHERE member_id = %s", (member,)),
+                    _purchase("K-1", member),  # the (merchant_id, order_no) key is taken: the batch stops here
+                    Stmt("UPDATE points_account SET balance = balance + 1 WHERE member_id = %s", (member,)),
+                ],
+                commit=True,
+            )
+    assert (await PointsAccount.get(member_id=member)).balance == 10
+    assert (await buy(client, admin, member, "K-2", 10_000))["points"] == 10  # the connection is fine
+
+
+async def test_ids_flow_to_later_statements_and_counts_are_per_statement(client, admin):
+    member = await new_member(client, admin)
+    async with in_transaction():
+        done = await sqlpath.run(
+            [
+                _purchase("K-3", member, capture="purchase"),
+                Stmt(
+                    "UPDATE purchase SET order_no = %s WHERE id = %s", (Ref("purchase", prefix="K-3-"), Ref("purchase"))
+                ),
+                Stmt("SELECT order_no FROM purchase WHERE id = %s", (Ref("purchase"),), rows=True),
+                Stmt("UPDATE points_account SET balance = balance WHERE member_id = %s", (-1,)),
+            ]
+        )
+    purchase = await Purchase.get(member_id=member)
+    assert done.ids == {"purchase": purchase.id}
+    assert purchase.order_no == f"K-3-{purchase.id}" and done.rows == [[(purchase.order_no,)]]
+    assert done.counts == [1, 1, 1, 0]
+
+
+async def test_a_capture_that_inserted_nothing_fails_the_statement_that_needs_its_id(client, admin):
+    member = await new_member(client, admin)
+    with pytest.raises(IntegrityError):
+        async with in_transaction():
+            await sqlpath.run(
+                [
+                    _purchase("K-4", -1, capture="entry"),  # no account -1: nothing inserted, the id is NULL
+                    Stmt(
+                        "INSERT INTO points_lot (merchant_id, member_id, entry_id, amount, remaining, expired,"
+                        " expires_at, status, created_at) SELECT merchant_id, member_id, %s, 1, 1, 0, NULL, 'open',"
+                        " updated_at FROM points_account WHERE member_id = %s",
+                        (Ref("entry"), member),
+                    ),
+                ],
+                commit=True,
+            )
+    assert await PointsLot.filter(member_id=member).count() == 0
+
+
+async def test_a_batch_needs_the_callers_transaction(app):
+    with pytest.raises(Exception, match="in_transaction"):
+        await sqlpath.run([Stmt("SELECT 1", rows=True)])
