@@ -201,7 +201,7 @@ async def _record_batched(
             len_probe += len(values)
     reads = Stmt("SELECT " + ", ".join(columns), tuple(params), rows=True)
 
-    async with in_transaction():
+    async with sqlpath.transaction():  # BEGIN rides with the first round trip
         locked, found = (await sqlpath.run([_lock_statement(merchant_id=merchant_id, member_id=member_id), reads])).rows
         figures = list(found[0])
         is_visible, earlier, store_ok, plan_multiplier = figures[:4]

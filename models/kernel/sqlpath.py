@@ -27,8 +27,16 @@ from typing import Any
 
 import pymysql.err
 from tortoise import connections
-from tortoise.backends.base.client import TransactionalDBClient
+from tortoise.backends.base.client import (
+    ConnectionWrapper,
+    NestedTransactionContext,
+    TransactionalDBClient,
+    TransactionContext,
+    TransactionContextPooled,
+)
+from tortoise.backends.mysql.client import TransactionWrapper
 from tortoise.exceptions import IntegrityError, OperationalError, TransactionManagementError
+from tortoise.transactions import in_transaction
 
 PLACEHOLDER = "%s"
 
@@ -66,6 +74,70 @@ def db_time(moment: datetime) -> datetime:
     return moment.astimezone(UTC)
 
 
+class _BeginFirst(ConnectionWrapper):
+    """The connection of a lazily begun transaction: an ORM statement sends the BEGIN first if nothing has."""
+
+    async def __aenter__(self) -> Any:
+        connection = await super().__aenter__()
+        client: _LazyBegin = self.client  # type: ignore[assignment]
+        if not client.begun:
+            try:
+                await connection.begin()
+            except BaseException:
+                self._lock.release()
+                raise
+            client.begun = True
+        return connection
+
+
+class _Nested(NestedTransactionContext):
+    """A savepoint inside a lazily begun transaction: the transaction is begun first."""
+
+    def __init__(self, parent: _LazyBegin) -> None:
+        super().__init__(TransactionWrapper(parent))
+        self.parent = parent
+
+    async def __aenter__(self) -> TransactionalDBClient:
+        async with self.parent.acquire_connection():
+            pass
+        return await super().__aenter__()
+
+
+class _LazyBegin(TransactionWrapper):
+    """A MySQL transaction whose BEGIN travels with its first statement: the batch's first round trip carries
+    START TRANSACTION (see run), an ORM statement sends BEGIN on its own; one that sent nothing ends silently."""
+
+    begun = False
+
+    async def begin(self) -> None:
+        self._finalized = False
+        self.begun = False
+
+    def acquire_connection(self) -> Any:
+        return _BeginFirst(self._lock, self)
+
+    def _in_transaction(self) -> TransactionContext:
+        return _Nested(self)
+
+    async def commit(self) -> None:
+        if self.begun:
+            await super().commit()
+        self._finalized = True
+
+    async def rollback(self) -> None:
+        if self.begun:
+            await super().rollback()
+        self._finalized = True
+
+
+def transaction() -> Any:
+    """in_transaction() for a hot write: on MySQL the BEGIN is not a round trip of its own (see _LazyBegin)."""
+    client = connections.get("default")
+    if client.capabilities.dialect == "mysql" and not isinstance(client, TransactionalDBClient):
+        return TransactionContextPooled(_LazyBegin(client), client._pool_init_lock)
+    return in_transaction()
+
+
 def _client() -> TransactionalDBClient:
     client = connections.get("default")
     if not isinstance(client, TransactionalDBClient):
@@ -82,10 +154,10 @@ async def run(statements: Sequence[Stmt], *, commit: bool = False) -> BatchResul
 
 
 def _render_mysql(
-    statements: Sequence[Stmt], *, commit: bool
+    statements: Sequence[Stmt], *, commit: bool, begin: bool = False
 ) -> tuple[str, list[Any], list[int], list[str], list[int]]:
     """(batch text, its params, result index of each rows=True statement, captured names, index of each stmt)."""
-    texts: list[str] = []
+    texts: list[str] = ["START TRANSACTION"] if begin else []
     params: list[Any] = []
     row_results: list[int] = []
     captured: list[str] = []
@@ -124,7 +196,10 @@ def _render_mysql(
 
 
 async def _run_mysql(client: TransactionalDBClient, statements: Sequence[Stmt], *, commit: bool) -> BatchResult:
-    text, params, row_results, captured, positions = _render_mysql(statements, commit=commit)
+    begin = isinstance(client, _LazyBegin) and not client.begun
+    text, params, row_results, captured, positions = _render_mysql(statements, commit=commit, begin=begin)
+    if begin:
+        client.begun = True  # type: ignore[attr-defined]  # sent: a failure below must roll back
     results: dict[int, list[tuple[Any, ...]]] = {}
     counts: list[int] = []
     try:

@@ -6,8 +6,6 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from tortoise.transactions import in_transaction
-
 from models.kernel import clock, sqlpath
 from models.kernel.errors import Conflict
 from models.kernel.sqlpath import Stmt
@@ -198,7 +196,7 @@ async def settle_paid(
 
     async def settle() -> bool:
         nonlocal upgrade
-        async with in_transaction():
+        async with sqlpath.transaction():  # BEGIN rides with the first round trip
             if _batchable(order):
                 won, upgrade = await _settle_batched(order, transaction_id=transaction_id, amount=amount)
                 return won
