@@ -158,10 +158,6 @@ def create_app(settings: Settings, *, name: str = "huiyuan", wechat_transport: A
             response.body = json.dumps(publish_openapi(json.loads(response.body or b"{}"))).encode()
             response.headers["content-length"] = str(len(response.body))
 
-    @app.on_request(priority=90)  # type: ignore[call-arg]  # sanic's stub omits priority
-    async def attach_request_id(request: Request) -> None:
-        request.ctx.request_id = request.headers.get("x-request-id") or request.id.hex  # type: ignore[union-attr]
-
     return app
 
 
