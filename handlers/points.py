@@ -18,9 +18,10 @@ from models.members import members
 from models.points import signin
 from models.points.activities import award_activity
 from models.points.expiry import reverse_spend
-from models.points.lots import points_summary, quote_points_cash, spend_points
+from models.points.lots import quote_points_cash, spend_points
+from models.points.reads import points_page
 from models.points.rules import PointsRules, get_points_rules, save_points_rules
-from server.api import Out, Schema, endpoint, ok, parse_body
+from server.api import Out, Schema, endpoint, json_datetime, ok, parse_body
 from server.auth import ADMINS, ALL_STAFF, MANAGERS, MEMBER, scope_of
 
 points_bp = Blueprint("points")
@@ -111,16 +112,28 @@ class QuoteOut(Out):
     fen: int = Field(description="What those points are worth")
 
 
-async def _summary(merchant_id: int, member_id: int, query: LedgerQuery) -> PointsOut:
-    summary = await points_summary(
-        merchant_id=merchant_id, member_id=member_id, before_id=query.before_id, limit=query.limit
-    )
-    return PointsOut(
-        balance=summary.balance,
-        expiring_soon=ExpiringOut(points=summary.expiring_points, expires_on=summary.expires_on),
-        items=[PointsItem.model_validate(e) for e in summary.entries],
-        next_before_id=summary.next_before_id,
-    )
+async def _summary(merchant_id: int, member_id: int, query: LedgerQuery) -> dict[str, Any]:
+    """PointsOut's JSON, built straight from the rows (the same fields and values pydantic would write)."""
+    page = await points_page(merchant_id=merchant_id, member_id=member_id, before_id=query.before_id, limit=query.limit)
+    return {
+        "balance": page.balance,
+        "expiring_soon": {
+            "points": page.expiring_points,
+            "expires_on": page.expires_on.isoformat() if page.expires_on is not None else None,
+        },
+        "items": [
+            {
+                "id": id_,
+                "delta": delta,
+                "kind": kind,
+                "reason": reason,
+                "created_at": json_datetime(created_at),
+                "balance_after": balance_after,
+            }
+            for id_, delta, kind, reason, created_at, balance_after in page.entries
+        ],
+        "next_before_id": page.next_before_id,
+    }
 
 
 def _change_out(result: LedgerResult) -> ChangeOut:

@@ -8,7 +8,7 @@ import inspect
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from typing import Annotated, Any
 from urllib.parse import unquote
 
@@ -237,6 +237,12 @@ def endpoint(
         return documented
 
     return decorator
+
+
+def json_datetime(value: datetime) -> str:
+    """A datetime as pydantic's JSON mode writes it (ISO 8601, "Z" for UTC): for bodies built without a model."""
+    text = value.isoformat()
+    return f"{text[:-6]}Z" if text.endswith("+00:00") else text
 
 
 def ok(payload: BaseModel | dict, *, status: int = 200):

@@ -11,6 +11,8 @@ from sanic import HTTPResponse, Sanic
 from sanic.exceptions import PayloadTooLarge
 from sanic.request import Request
 from sanic_ext import Extend
+from sanic_ext.extensions.http.extension import HTTPExtension
+from sanic_ext.extensions.openapi.extension import OpenAPIExtension
 from swagger_ui_bundle import swagger_ui_path
 
 from handlers import register_blueprints
@@ -64,7 +66,13 @@ def create_app(settings: Settings, *, name: str = "huiyuan", wechat_transport: A
     app.config.HEALTH = False
     app.ctx.settings = settings
     app.ctx.keys = Keys(settings.redis.key_prefix)
-    Extend(app, config={"oas_autodoc": False, "cors": False, "health": False})
+    # only the extensions used: the built-in dependency injection would run a signal on every request for nothing
+    Extend(
+        app,
+        built_in_extensions=False,
+        extensions=[OpenAPIExtension, HTTPExtension],
+        config={"oas_autodoc": False, "cors": False, "health": False},
+    )
     app.ext.openapi.describe(
         "Huiyuan",
         version="0.1.0",
@@ -157,10 +165,6 @@ def create_app(settings: Settings, *, name: str = "huiyuan", wechat_transport: A
         if request.route is not None and request.route.name.endswith(".openapi.spec") and response.status == 200:
             response.body = json.dumps(publish_openapi(json.loads(response.body or b"{}"))).encode()
             response.headers["content-length"] = str(len(response.body))
-
-    @app.on_request(priority=90)  # type: ignore[call-arg]  # sanic's stub omits priority
-    async def attach_request_id(request: Request) -> None:
-        request.ctx.request_id = request.headers.get("x-request-id") or request.id.hex  # type: ignore[union-attr]
 
     return app
 

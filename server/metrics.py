@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from datetime import datetime
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from sanic import Sanic
@@ -48,8 +49,18 @@ class Metrics:
             ["topic"],
             registry=self.registry,
         )
+        # the labelled children per (method, route, status): prometheus' labels() lookup costs more than the update
+        self._children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
         self._outbox_sampled_at: datetime | None = None
         self._outbox_lock = asyncio.Lock()
+
+    def observe(self, method: str, route: str, status: str, seconds: float) -> None:
+        children = self._children.get((method, route, status))
+        if children is None:
+            children = self.requests.labels(method, route, status), self.latency.labels(method, route)
+            self._children[(method, route, status)] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     async def render(self) -> bytes:
         self._sample_pool()
@@ -105,8 +116,7 @@ def install(app: Sanic) -> Metrics:
         if started is None:
             return
         route = request.route.path if request.route else "unmatched"
-        metrics.requests.labels(request.method, route, str(response.status)).inc()
-        metrics.latency.labels(request.method, route).observe(time.perf_counter() - started)
+        metrics.observe(request.method, route, str(response.status), time.perf_counter() - started)
 
     @app.get("/metrics", name="metrics")
     @openapi.definition(

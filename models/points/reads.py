@@ -1,0 +1,93 @@
+"""The member's points page read without the ORM: parameterized SQL on the connection, rows as tuples.
+
+The hot read of `GET /api/mp/me/points` (and the staff view): the balance and the expiring-soon figure in one
+statement, the ledger page in another; on MySQL both go in one multi-statement round trip. No model object is
+built per row; the handler turns the tuples into the JSON body.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from tortoise import connections
+
+from models.kernel import clock
+from models.points.lots import EXPIRING_SOON_DAYS
+from models.points.rules import last_valid_day
+from models.tenancy.merchants import merchant_zone
+
+# The tables of ledger.PointsAccount, PointsLot and ledger.PointsEntry (tests/points/test_reads.py checks the names).
+# The balance as a subquery of the one aggregate over points_lot's (member_id, status, expires_at, id, remaining)
+# index; the page on points_ledger's (member_id, id). Per dialect (placeholders) and whether before_id is given.
+_SUMMARY = {
+    "mysql": "SELECT (SELECT balance FROM points_account WHERE member_id = %s), COALESCE(SUM(remaining), 0),"
+    " MIN(expires_at) FROM points_lot WHERE member_id = %s AND status = 'open' AND expires_at <= %s",
+    "sqlite": "SELECT (SELECT balance FROM points_account WHERE member_id = ?), COALESCE(SUM(remaining), 0),"
+    " MIN(expires_at) FROM points_lot WHERE member_id = ? AND status = 'open' AND expires_at <= ?",
+}
+_PAGE = {
+    ("mysql", False): "SELECT id, delta, kind, reason, created_at, balance_after FROM points_ledger"
+    " WHERE merchant_id = %s AND member_id = %s ORDER BY id DESC LIMIT %s",
+    ("mysql", True): "SELECT id, delta, kind, reason, created_at, balance_after FROM points_ledger"
+    " WHERE merchant_id = %s AND member_id = %s AND id < %s ORDER BY id DESC LIMIT %s",
+    ("sqlite", False): "SELECT id, delta, kind, reason, created_at, balance_after FROM points_ledger"
+    " WHERE merchant_id = ? AND member_id = ? ORDER BY id DESC LIMIT ?",
+    ("sqlite", True): "SELECT id, delta, kind, reason, created_at, balance_after FROM points_ledger"
+    " WHERE merchant_id = ? AND member_id = ? AND id < ? ORDER BY id DESC LIMIT ?",
+}
+# MySQL: the summary and the page as one multi-statement round trip (aiomysql always allows them)
+_BATCH = {before: f"{_SUMMARY['mysql']};\n{_PAGE[('mysql', before)]}" for before in (False, True)}
+
+
+# a ledger row of the page: id, delta, kind, reason, created_at (aware UTC), balance_after
+EntryRow = tuple[int, int, str, str, datetime, int]
+
+
+@dataclass(frozen=True)
+class PointsPage:
+    balance: int
+    expiring_points: int  # open points that expire within EXPIRING_SOON_DAYS
+    expires_on: date | None  # the last merchant-local day the earliest of them can be used
+    entries: list[EntryRow]  # newest first
+    next_before_id: int | None
+
+
+async def points_page(*, merchant_id: int, member_id: int, before_id: int | None = None, limit: int = 50) -> PointsPage:
+    """Why a member has their points: the balance, what expires within 30 days, and a page of the ledger."""
+    client = connections.get("default")
+    dialect = client.capabilities.dialect
+    soon = clock.now() + timedelta(days=EXPIRING_SOON_DAYS)
+    summary_args: list[Any] = [member_id, member_id, soon]
+    page_args: list[Any] = [merchant_id, member_id, *((before_id,) if before_id else ()), limit]
+    if dialect == "mysql":
+        async with client.acquire_connection() as connection, connection.cursor() as cursor:
+            await cursor.execute(_BATCH[bool(before_id)], summary_args + page_args)  # one round trip, two results
+            head = await cursor.fetchone()
+            await cursor.nextset()
+            raw = await cursor.fetchall()
+        entries: list[EntryRow] = [(i, d, k, r, c.replace(tzinfo=UTC), b) for i, d, k, r, c, b in raw]
+    else:
+        head = (await client.execute_query(_SUMMARY[dialect], summary_args))[1][0]
+        raw = (await client.execute_query(_PAGE[(dialect, bool(before_id))], page_args))[1]
+        entries = [(i, d, k, r, _utc(c), b) for i, d, k, r, c, b in raw]
+    held, expiring, first = head if head is not None else (0, 0, None)
+    expires_on = None
+    first_at = clock.as_utc(first)
+    if first_at is not None:
+        expires_on = last_valid_day(first_at, await merchant_zone(merchant_id=merchant_id))
+    return PointsPage(
+        balance=int(held or 0),
+        expiring_points=int(expiring or 0),
+        expires_on=expires_on,
+        entries=entries,
+        next_before_id=entries[-1][0] if len(entries) == limit else None,
+    )
+
+
+def _utc(value: Any) -> datetime:
+    """A stored timestamp (SQLite: ISO text) as aware UTC, as the ORM's DatetimeField reads it."""
+    moment = clock.as_utc(value)
+    assert moment is not None  # created_at is NOT NULL
+    return moment.astimezone(UTC)
