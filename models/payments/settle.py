@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
+
+from tortoise import connections
 
 from models.kernel import clock, sqlpath
 from models.kernel.errors import Conflict
@@ -24,7 +29,57 @@ ALREADY_PAID = "already_paid"
 PAID_STATUSES = ("PAID", "REFUNDING", "REFUNDED")
 
 
-async def _deliver_goods(order: PayOrder) -> None:
+@dataclass
+class OrderHead:
+    """The columns of a pay order that settling reads: a notify's order read without building the ORM row."""
+
+    id: int
+    merchant_id: int
+    member_id: int
+    kind: str
+    amount: int
+    bonus_balance: int
+    bonus_points: int
+    status: str
+    mch_id: str
+    appid: str
+    transaction_id: str
+    snapshot: dict[str, Any]
+    paid_at: datetime | None = None
+
+
+_HEAD = (
+    "SELECT id, member_id, kind, amount, bonus_balance, bonus_points, status, mch_id, appid, transaction_id, snapshot"
+    " FROM pay_order WHERE out_trade_no = %s AND merchant_id = %s"
+)
+
+
+async def order_head(*, merchant_id: int, out_trade_no: str) -> OrderHead | None:
+    """The order a notify names, as one parameterized SELECT of the columns settling needs."""
+    client = connections.get("default")
+    sql = _HEAD if client.capabilities.dialect == "mysql" else _HEAD.replace("%s", "?")
+    _, rows = await client.execute_query(sql, [out_trade_no, merchant_id])
+    if not rows:
+        return None
+    row = rows[0]
+    snapshot = row["snapshot"]
+    return OrderHead(
+        id=int(row["id"]),
+        merchant_id=merchant_id,
+        member_id=int(row["member_id"]),
+        kind=row["kind"],
+        amount=int(row["amount"]),
+        bonus_balance=int(row["bonus_balance"]),
+        bonus_points=int(row["bonus_points"]),
+        status=row["status"],
+        mch_id=row["mch_id"],
+        appid=row["appid"],
+        transaction_id=row["transaction_id"],
+        snapshot=json.loads(snapshot) if isinstance(snapshot, str | bytes) else dict(snapshot or {}),
+    )
+
+
+async def _deliver_goods(order: PayOrder | OrderHead) -> None:
     """Credit what the order sold; runs inside the settling transaction, re-runnable (idempotency keys)."""
 
     async def credit(change: Any, delta: int, kind: str, reason: str, key: str) -> None:
@@ -55,15 +110,15 @@ async def _deliver_goods(order: PayOrder) -> None:
                 detail=f"recharge package, pay order {order.id}",
             )
     elif order.kind == "plan":
-        await plans.start_plan_term(order=order)
+        await plans.start_plan_term(order=order if isinstance(order, PayOrder) else await PayOrder.get(id=order.id))
 
 
-def _batchable(order: PayOrder) -> bool:
+def _batchable(order: OrderHead) -> bool:
     """A plain recharge settles as a batched write; plans and tier-gift packages through the ORM."""
     return order.kind == "recharge" and not isinstance(order.snapshot.get("gift_tier_id"), int)
 
 
-async def _settle_batched(order: PayOrder, *, transaction_id: str, amount: int) -> tuple[bool, bool]:
+async def _settle_batched(order: OrderHead, *, transaction_id: str, amount: int) -> tuple[bool, bool]:
     """CREATED -> PAID and the goods as two round trips, the second with the COMMIT: (won, tier may go up).
 
     The same guard (the conditional UPDATE's row count), the same ledger rows, keys and listeners' work as
@@ -134,7 +189,7 @@ async def _settle_batched(order: PayOrder, *, transaction_id: str, amount: int) 
     return True, await tier_rules.probe_says_upgrade(merchant_id=order.merchant_id, row=done.rows[-1][0])
 
 
-async def _after_settled(order: PayOrder) -> None:
+async def _after_settled(order: PayOrder | OrderHead) -> None:
     """Side work after the commit: tier re-evaluation (its own transactions; a failure never unpays the order)."""
 
     try:
@@ -176,7 +231,7 @@ async def settle_paid(
             kind, merchant_id=merchant_id, transaction_id=transaction_id, out_trade_no=out_trade_no, detail=detail
         )
 
-    order = await PayOrder.get_or_none(out_trade_no=out_trade_no, merchant_id=merchant_id)
+    order = await order_head(merchant_id=merchant_id, out_trade_no=out_trade_no)
     if order is None:
         return await anomaly("unknown_order", detail)
     expected = {"mch_id": order.mch_id, "appid": order.appid, "amount": order.amount, "order_id": order.id}
@@ -206,8 +261,8 @@ async def settle_paid(
             )
             if won_orm != 1:  # the row count is the exactly-once guard
                 return False
+            await _deliver_goods(await PayOrder.get(id=order.id))  # plans and tier gifts: the whole row
             order.status, order.transaction_id, order.paid_at = "PAID", transaction_id, paid_at
-            await _deliver_goods(order)
             upgrade = True
         return True
 
@@ -220,7 +275,10 @@ async def settle_paid(
 
 
 async def _settled_before(
-    current: PayOrder, transaction_id: str, anomaly: Callable[[str, dict[str, Any]], Awaitable[str]], detail: dict
+    current: PayOrder | OrderHead,
+    transaction_id: str,
+    anomaly: Callable[[str, dict[str, Any]], Awaitable[str]],
+    detail: dict,
 ) -> str:
     """An order someone else moved on from CREATED: the same payment again, or a conflict for staff."""
     if current.status in PAID_STATUSES and current.transaction_id == transaction_id:

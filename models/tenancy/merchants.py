@@ -65,8 +65,16 @@ class WechatAccount(Model):
         table = "wechat_account"
 
     def secrets(self) -> dict[str, str]:
-        """Decrypted secrets (secret, token, encoding_aes_key, api_key, api_v3_key…)."""
-        return json.loads(cipher().decrypt(self.secrets_enc, context=self.lookup))
+        """Decrypted secrets (secret, token, encoding_aes_key, api_key, api_v3_key…); a ciphertext is decrypted
+        once per process (every pay notify and callback verifies with them)."""
+        key = (self.lookup, self.secrets_enc)
+        found = _DECRYPTED.get(key)
+        if found is None:
+            found = json.loads(cipher().decrypt(self.secrets_enc, context=self.lookup))
+            if len(_DECRYPTED) >= DECRYPTED_MAX:
+                _DECRYPTED.clear()
+            _DECRYPTED[key] = found
+        return dict(found)
 
     def message_mode_of(self, account_secrets: dict[str, str] | None = None) -> str:
         """The account's message mode; an unset one is safe with a 43-character EncodingAESKey, else plaintext."""
@@ -75,6 +83,8 @@ class WechatAccount(Model):
         return default_message_mode(self.secrets() if account_secrets is None else account_secrets)
 
 
+DECRYPTED_MAX = 1024  # accounts' decrypted secrets kept per process, by (lookup, ciphertext)
+_DECRYPTED: dict[tuple[str, str], dict[str, str]] = {}
 ACCOUNT_KINDS = ("official", "miniprogram", "pay")
 ACCOUNT_KEY = re.compile(r"^[A-Za-z0-9_-]{1,32}$")  # appids and mch_ids
 MESSAGE_MODES = ("plaintext", "compatible", "safe")  # WeChat's 明文 / 兼容 / 安全 模式
