@@ -36,7 +36,10 @@ CONFIG_READ = re.compile(
 )
 TX_CONTROL = re.compile(r"^\s*(BEGIN|START\s+TRANSACTION|COMMIT|ROLLBACK|SAVEPOINT|RELEASE\s+SAVEPOINT)\b", re.I)
 QUIET_SECONDS = 0.15
-BACKGROUND_TASKS = ("outbox-worker",)  # asyncio task names of server/app.py's in-process workers
+BACKGROUND_TASKS = (
+    "outbox-worker",
+    "pushed-state-listener",
+)  # asyncio task names of server/app.py's in-process workers
 # (path label, SQL target, statements); notify covers the fresh credit and the replay
 TARGETS = {"purchase": 4, "notify": 4, "points read": 2}
 
@@ -216,7 +219,8 @@ def main() -> int:
                 "\nsql: round trips in all; tx: BEGIN/COMMIT/ROLLBACK/SAVEPOINT/RELEASE; cfg: SELECTs on "
                 + ", ".join(CONFIG_TABLES)
                 + "; other: SET/PING/INIT_DB; redis rt: sends (a pipeline is one), cmds: commands in them;"
-                + " bg: the outbox worker's round trips meanwhile (left out of the other columns)"
+                + " bg: the in-process workers' round trips meanwhile (outbox worker, configuration and revocation"
+                + " listener), left out of the other columns; tx counts a batch that begins with START TRANSACTION"
             )
             ceiling.check_ledgers(env)
         finally:
