@@ -4,8 +4,8 @@ Run: .venv/bin/python bench/history.py [--requests 200] [--max-seconds 20] [--si
 Starts Huiyuan like bench/ceiling.py (MariaDB scratch database, local Redis, scheduler off), creates
 ceiling.BENCH_TIERS and one member per history size through the API, gives each member one purchase (so its
 tier row exists), then builds the history with bulk SQL in build_history(). Then, one client, one request at
-a time, for each size: points read, spend 1 point, purchase, and a pay notify crediting a fresh recharge
-order of that member.
+a time, for each size: points read (a page of PAGE = 10 ledger rows for every member), spend 1 point,
+purchase, and a pay notify crediting a fresh recharge order of that member.
 Printed: requests, median and p90 latency (ms), the server's CPU per request (utime+stime of its process
 group from /proc), and the ratio of the largest history to the smallest against issue 12's target (<= 1.5x).
 Then check-ledgers, which must be clean: every balance the builder touched equals its ledger's sum.
@@ -36,6 +36,7 @@ DB = f"{DB_PREFIX}history"
 ROWS_PER_INSERT = 5000
 TARGET = 1.5
 TWO_YEARS_S = 2 * 365 * 86400
+PAGE = 10  # ledger rows per points read, whatever the member's history
 SPEND_RESERVE = 10_000  # points every member holds at least, so no spend cell runs out (a 409 costs less)
 WARM_UP = 3  # unmeasured requests per cell: connection pool, caches, the one tier change a big history causes
 
@@ -190,7 +191,8 @@ def measure_member(
         return client.post(f"/api/members/{member}/purchases", json=body, headers=staff)
 
     sends: dict[str, Callable[[int], httpx.Response]] = {
-        "points read": lambda i: client.get(f"/api/members/{member}/points", headers=staff),
+        # the same page size for every member (the smallest has 10 rows): the cell measures history, not the page
+        "points read": lambda i: client.get(f"/api/members/{member}/points?limit={PAGE}", headers=staff),
         "spend 1 point": spend,
         "purchase": purchase,
         "notify credit": lambda i: client.post(notify_path, content=bodies[i + WARM_UP], headers=xml),

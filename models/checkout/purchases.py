@@ -289,7 +289,7 @@ async def _record_batched(
                 upgrade = tier_rules.upgrade_due(
                     tiers=tiers, tier_id=tier_id, basis=None if basis is None else int(basis), plan_tier_ids=plan_tiers
                 )
-        done = await sqlpath.run(statements, commit=not (upgrade or reread))
+        done = await sqlpath.run(statements, commit=not (upgrade or reread), keep=("purchase",))
         if reread:
             basis, plan_tiers = done.rows[-1][0]
             upgrade = tier_rules.upgrade_due(

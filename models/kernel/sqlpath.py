@@ -20,7 +20,7 @@ of the code itself, never a value; every value is a bound parameter.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -145,31 +145,51 @@ def _client() -> TransactionalDBClient:
     return client
 
 
-async def run(statements: Sequence[Stmt], *, commit: bool = False) -> BatchResult:
-    """Run the statements in order in the current transaction; with commit=True the batch also ends it."""
+async def run(statements: Sequence[Stmt], *, commit: bool = False, keep: Collection[str] | None = None) -> BatchResult:
+    """Run the statements in order in the current transaction; with commit=True the batch also ends it.
+
+    keep: the captured ids to return (None: all). On MySQL an id comes back in its statement's OK packet, and one
+    only the next statement reads needs no session variable.
+    """
     client = _client()
     if client.capabilities.dialect == "mysql":
-        return await _run_mysql(client, statements, commit=commit)
-    return await _run_sqlite(client, statements)
+        return await _run_mysql(client, statements, commit=commit, keep=keep)
+    result = await _run_sqlite(client, statements)
+    if keep is not None:
+        result.ids = {name: found for name, found in result.ids.items() if name in keep}
+    return result
+
+
+def _needs_variable(statements: Sequence[Stmt], index: int) -> bool:
+    """Whether statement `index`'s captured id must be kept in a session variable: a statement after the next
+    one refers to it (the next one can read LAST_INSERT_ID() itself; the caller gets it from the OK packet)."""
+    name = statements[index].capture
+    for later in statements[index + 2 :]:
+        if any(isinstance(value, Ref) and value.name == name for value in later.params):
+            return True
+        if later.capture == name:
+            return False
+    return False
 
 
 def _render_mysql(
     statements: Sequence[Stmt], *, commit: bool, begin: bool = False
-) -> tuple[str, list[Any], list[int], list[str], list[int]]:
-    """(batch text, its params, result index of each rows=True statement, captured names, index of each stmt)."""
+) -> tuple[str, list[Any], list[int], list[int]]:
+    """(batch text, its params, result index of each rows=True statement, result index of each statement)."""
     texts: list[str] = ["START TRANSACTION"] if begin else []
     params: list[Any] = []
     row_results: list[int] = []
-    captured: list[str] = []
     positions: list[int] = []
-    for stmt in statements:
+    # NULL unless the insert made exactly one row: a dependent NOT NULL column then fails the batch
+    inline: dict[str, str] = {}  # captures read by the next statement only: no variable
+    for index, stmt in enumerate(statements):
         parts = stmt.sql.split(PLACEHOLDER)
         if len(parts) - 1 != len(stmt.params):
             raise ValueError(f"{len(stmt.params)} params for {len(parts) - 1} placeholders in {stmt.sql[:60]!r}")
         text = [parts[0]]
         for value, rest in zip(stmt.params, parts[1:], strict=True):
             if isinstance(value, Ref):
-                variable = f"@hy_{value.name}"
+                variable = inline.get(value.name, f"@hy_{value.name}")
                 if value.prefix:
                     text.append(f"CONCAT({PLACEHOLDER}, {variable})")
                     params.append(value.prefix)
@@ -183,25 +203,27 @@ def _render_mysql(
             row_results.append(len(texts))
         positions.append(len(texts))
         texts.append("".join(text))
+        inline = {}
         if stmt.capture is not None:
-            # NULL unless it inserted exactly one row: a dependent NOT NULL column then fails the batch
-            texts.append(f"SET @hy_{stmt.capture} = IF(ROW_COUNT() = 1, LAST_INSERT_ID(), NULL)")
-            captured.append(stmt.capture)
-    if captured:
-        row_results.append(len(texts))
-        texts.append("SELECT " + ", ".join(f"@hy_{name}" for name in captured))
+            if _needs_variable(statements, index):
+                texts.append(f"SET @hy_{stmt.capture} = IF(ROW_COUNT() = 1, LAST_INSERT_ID(), NULL)")
+            else:
+                inline[stmt.capture] = "IF(ROW_COUNT() = 1, LAST_INSERT_ID(), NULL)"
     if commit:
         texts.append("COMMIT")
-    return ";\n".join(texts), params, row_results, captured, positions
+    return ";\n".join(texts), params, row_results, positions
 
 
-async def _run_mysql(client: TransactionalDBClient, statements: Sequence[Stmt], *, commit: bool) -> BatchResult:
+async def _run_mysql(
+    client: TransactionalDBClient, statements: Sequence[Stmt], *, commit: bool, keep: Collection[str] | None
+) -> BatchResult:
     begin = isinstance(client, _LazyBegin) and not client.begun
-    text, params, row_results, captured, positions = _render_mysql(statements, commit=commit, begin=begin)
+    text, params, row_results, positions = _render_mysql(statements, commit=commit, begin=begin)
     if begin:
         client.begun = True  # type: ignore[attr-defined]  # sent: a failure below must roll back
     results: dict[int, list[tuple[Any, ...]]] = {}
     counts: list[int] = []
+    insert_ids: list[int] = []
     try:
         async with client.acquire_connection() as connection, connection.cursor() as cursor:
             await cursor.execute(text, params)
@@ -210,6 +232,7 @@ async def _run_mysql(client: TransactionalDBClient, statements: Sequence[Stmt], 
                 if index in row_results:
                     results[index] = list(await cursor.fetchall())
                 counts.append(int(cursor.rowcount))
+                insert_ids.append(int(cursor.lastrowid or 0))  # each statement's OK packet carries its insert id
                 index += 1
                 if not await cursor.nextset():
                     break
@@ -219,11 +242,11 @@ async def _run_mysql(client: TransactionalDBClient, statements: Sequence[Stmt], 
         raise OperationalError(exc) from exc
     if commit:
         client._finalized = True  # type: ignore[attr-defined]  # the batch's COMMIT ended it: the context must not
-    rows = [results[i] for i in row_results]
     ids: dict[str, int | None] = {}
-    if captured:
-        ids = dict(zip(captured, (None if v is None else int(v) for v in rows.pop()[0]), strict=True))
-    return BatchResult(ids=ids, rows=rows, counts=[counts[i] for i in positions])
+    for stmt, at in zip(statements, positions, strict=True):
+        if stmt.capture is not None and (keep is None or stmt.capture in keep):
+            ids[stmt.capture] = insert_ids[at] if counts[at] == 1 else None
+    return BatchResult(ids=ids, rows=[results[i] for i in row_results], counts=[counts[i] for i in positions])
 
 
 def _ref_value(ref: Ref, ids: dict[str, int | None]) -> Any:

@@ -183,7 +183,7 @@ async def _settle_batched(order: OrderHead, *, transaction_id: str, amount: int)
     probe = await tier_rules.upgrade_probe(merchant_id=order.merchant_id, member_id=order.member_id)
     if probe is not None:
         statements.append(probe)
-    done = await sqlpath.run(statements, commit=True)
+    done = await sqlpath.run(statements, commit=True, keep=())
     if probe is None:
         return True, False
     return True, await tier_rules.probe_says_upgrade(merchant_id=order.merchant_id, row=done.rows[-1][0])

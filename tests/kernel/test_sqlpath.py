@@ -61,7 +61,8 @@ async def test_ids_flow_to_later_statements_and_counts_are_per_statement(client,
     assert done.counts == [1, 1, 1, 0]
 
 
-async def test_a_capture_that_inserted_nothing_fails_the_statement_that_needs_its_id(client, admin):
+@pytest.mark.parametrize("keep", [None, ()], ids=["kept in a variable", "read by the next statement"])
+async def test_a_capture_that_inserted_nothing_fails_the_statement_that_needs_its_id(client, admin, keep):
     member = await new_member(client, admin)
     with pytest.raises(IntegrityError):
         async with in_transaction():
@@ -76,8 +77,24 @@ async def test_a_capture_that_inserted_nothing_fails_the_statement_that_needs_it
                     ),
                 ],
                 commit=True,
+                keep=keep,
             )
     assert await PointsLot.filter(member_id=member).count() == 0
+
+
+async def test_an_id_read_by_the_next_statement_only_needs_no_variable(client, admin):
+    member = await new_member(client, admin)
+    statements = [
+        _purchase("K-5", member, capture="purchase"),
+        Stmt("UPDATE purchase SET order_no = %s WHERE id = %s", (Ref("purchase", prefix="K-5-"), Ref("purchase"))),
+    ]
+    if sqlpath.dialect() == "mysql":
+        text, *_ = sqlpath._render_mysql(statements, commit=False)
+        assert "@hy_purchase" not in text and text.count("LAST_INSERT_ID()") == 2
+    async with in_transaction():
+        done = await sqlpath.run(statements, keep=())
+    purchase = await Purchase.get(member_id=member)
+    assert done.ids == {} and purchase.order_no == f"K-5-{purchase.id}"
 
 
 async def test_a_batch_needs_the_callers_transaction(app):
