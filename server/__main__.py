@@ -8,6 +8,7 @@ import asyncio
 import json
 import sys
 import time
+from collections.abc import AsyncIterator
 from functools import partial
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from sanic.worker.loader import AppLoader
 
 from models.kernel.cipher import DataCipher, set_cipher
 from models.kernel.errors import DomainError
-from models.ledger.books import find_mismatches
+from models.ledger.books import Mismatch, find_mismatches
 from models.members import import_worker, imports
 from models.members.import_upload import file_chunks
 from models.tenancy import wechat_setup
@@ -143,22 +144,26 @@ async def _async_ok(coro) -> int:
     return 0
 
 
-async def _check_ledgers() -> int:
-    checked = totals = mismatches = 0
-    async for item in find_mismatches():
+async def _count_mismatches(found: AsyncIterator[Mismatch | int], *, progress: str, kept: str) -> tuple[int, int]:
+    """Print a checker's mismatches and its progress; (rows checked, mismatches)."""
+    checked = mismatches = 0
+    async for item in found:
         if isinstance(item, int):
             checked += item
-            print(f"\rchecked {checked} accounts", end="", file=sys.stderr, flush=True)
+            print(f"\r{progress.format(checked)}", end="", file=sys.stderr, flush=True)
             continue
         mismatches += 1
-        print(f"\nMISMATCH {item.book} member={item.member_id} balance={item.balance} ledger_sum={item.ledger_sum}")
-    async for item in find_total_mismatches():  # the running totals the tier checks read instead of the ledgers
-        if isinstance(item, int):
-            totals += item
-            print(f"\rchecked the growth and recharge totals of {totals} members", end="", file=sys.stderr, flush=True)
-            continue
-        mismatches += 1
-        print(f"\nMISMATCH {item.book} member={item.member_id} kept={item.balance} ledger_sum={item.ledger_sum}")
+        print(f"\nMISMATCH {item.book} member={item.member_id} {kept}={item.balance} ledger_sum={item.ledger_sum}")
+    return checked, mismatches
+
+
+async def _check_ledgers() -> int:
+    checked, wrong = await _count_mismatches(find_mismatches(), progress="checked {} accounts", kept="balance")
+    # the running totals the tier checks read instead of the ledgers
+    totals, wrong_totals = await _count_mismatches(
+        find_total_mismatches(), progress="checked the growth and recharge totals of {} members", kept="kept"
+    )
+    mismatches = wrong + wrong_totals
     print(
         f"\n{checked} accounts checked, {totals} members' running totals checked, {mismatches} mismatches", flush=True
     )

@@ -79,28 +79,35 @@ async def order_head(*, merchant_id: int, out_trade_no: str) -> OrderHead | None
     )
 
 
+def _recharge_credits(order: PayOrder | OrderHead) -> list[tuple[str, int, str, str, str]]:
+    """What a recharge order credits, as (book, amount, kind, reason, key prefix); each key is "<prefix>:<order id>"."""
+    return [
+        credit
+        for credit in (
+            ("balance", order.amount, "recharge", "储值充值", "recharge"),
+            ("balance", order.bonus_balance, "gift", "充值赠送", "recharge-bonus"),
+            ("points", order.bonus_points, "gift", "充值赠送积分", "recharge-points"),
+        )
+        if credit[1] > 0
+    ]
+
+
 async def _deliver_goods(order: PayOrder | OrderHead) -> None:
     """Credit what the order sold; runs inside the settling transaction, re-runnable (idempotency keys)."""
-
-    async def credit(change: Any, delta: int, kind: str, reason: str, key: str) -> None:
-        await change(
-            merchant_id=order.merchant_id,
-            member_id=order.member_id,
-            delta=delta,
-            kind=kind,
-            reason=reason,
-            idempotency_key=f"{key}:{order.id}",
-            ref_type="pay_order",
-            ref_id=str(order.id),
-            savepoint=False,  # the keys are the order's own, written once after CREATED -> PAID: nothing to replay
-        )
-
     if order.kind == "recharge":
-        await credit(ledger.change_balance, order.amount, "recharge", "储值充值", "recharge")
-        if order.bonus_balance > 0:
-            await credit(ledger.change_balance, order.bonus_balance, "gift", "充值赠送", "recharge-bonus")
-        if order.bonus_points > 0:
-            await credit(ledger.change_points, order.bonus_points, "gift", "充值赠送积分", "recharge-points")
+        for book, delta, kind, reason, key in _recharge_credits(order):
+            change = ledger.change_balance if book == "balance" else ledger.change_points
+            await change(
+                merchant_id=order.merchant_id,
+                member_id=order.member_id,
+                delta=delta,
+                kind=kind,
+                reason=reason,
+                idempotency_key=f"{key}:{order.id}",
+                ref_type="pay_order",
+                ref_id=str(order.id),
+                savepoint=False,  # the order's own keys, written once after CREATED -> PAID: nothing to replay
+            )
         gift_tier_id = order.snapshot.get("gift_tier_id")
         if isinstance(gift_tier_id, int):
             await gift_tier_in_transaction(
@@ -126,15 +133,7 @@ async def _settle_batched(order: OrderHead, *, transaction_id: str, amount: int)
     credits go to (pay order -> accounts, the ORM path's order) and proves they exist; the batch ends by reading
     what the tier check needs.
     """
-    credits = [
-        (book, delta, kind, reason, key)
-        for book, delta, kind, reason, key in (
-            ("balance", order.amount, "recharge", "储值充值", "recharge"),
-            ("balance", order.bonus_balance, "gift", "充值赠送", "recharge-bonus"),
-            ("points", order.bonus_points, "gift", "充值赠送积分", "recharge-points"),
-        )
-        if delta > 0
-    ]
+    credits = _recharge_credits(order)
     lock = " FOR UPDATE" if sqlpath.dialect() == "mysql" else ""
     now = clock.now()
     first = await sqlpath.run(
