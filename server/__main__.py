@@ -19,6 +19,7 @@ from models.kernel.errors import DomainError
 from models.ledger.books import find_mismatches
 from models.members import import_worker, imports
 from models.members.import_upload import file_chunks
+from models.points.lots import find_expiry_mismatches
 from models.tenancy import wechat_setup
 from models.tenancy.merchants import find_wechat_account, get_merchant_by_code
 from models.tiers.growth import find_total_mismatches
@@ -159,8 +160,18 @@ async def _check_ledgers() -> int:
             continue
         mismatches += 1
         print(f"\nMISMATCH {item.book} member={item.member_id} kept={item.balance} ledger_sum={item.ledger_sum}")
+    expiring = 0
+    async for item in find_expiry_mismatches():  # the points per expiry instant the points page reads
+        if isinstance(item, int):
+            expiring += item
+            print(f"\rchecked the points expiry totals of {expiring} members", end="", file=sys.stderr, flush=True)
+            continue
+        mismatches += 1
+        print(f"\nMISMATCH {item.book} member={item.member_id} kept={item.balance} ledger_sum={item.ledger_sum}")
     print(
-        f"\n{checked} accounts checked, {totals} members' running totals checked, {mismatches} mismatches", flush=True
+        f"\n{checked} accounts checked, {totals} members' running totals checked, {expiring} members' points expiry"
+        f" totals checked, {mismatches} mismatches",
+        flush=True,
     )
     return 1 if mismatches else 0
 
