@@ -44,7 +44,7 @@ async def _build(args: argparse.Namespace, merchant_id: int, earned_at) -> int:
 
     from models.ledger.books import PointsAccount, PointsEntry
     from models.members.members import Member
-    from models.points.lots import PointsLot
+    from models.points.lots import PointsExpiry, PointsLot
 
     per_member, extra = divmod(args.lots, args.members)
     total, lot_no, started = 0, 0, time.monotonic()
@@ -96,6 +96,12 @@ async def _build(args: argparse.Namespace, merchant_id: int, earned_at) -> int:
                 for e in entries
             ]
             await PointsLot.bulk_create(lots, batch_size=2000)
+            expiry = [  # the points page's per-instant totals: every lot of a member expires at the same instant
+                PointsExpiry(merchant_id=merchant_id, member_id=m, expires_at=earned_at + timedelta(days=365), points=b)
+                for m, b in balances.items()
+                if b
+            ]
+            await PointsExpiry.bulk_create(expiry, batch_size=2000)
             total += 100 * len(entries)
         if (first // 1000) % 10 == 0:
             rate = lot_no / max(time.monotonic() - started, 1e-9)
@@ -132,10 +138,11 @@ async def run(args: argparse.Namespace, url: str) -> int:
     from models.kernel.cipher import DataCipher, set_cipher
     from models.ledger.books import PointsAccount, find_mismatches
     from models.points.expiry import expire_due_lots
-    from models.points.lots import PointsLot
-    from server import db
+    from models.points.lots import PointsExpiry, PointsLot, find_expiry_mismatches
+    from server import db, wiring
     from server.seed import seed_default_merchant
 
+    wiring.install()  # the ledger's listeners (the lots a debit consumes), as every server process does
     settings = _settings(url)
     set_cipher(DataCipher(settings.security.data_key))
     await db.init_db(settings)
@@ -173,6 +180,10 @@ async def run(args: argparse.Namespace, url: str) -> int:
         mismatches = [m async for m in find_mismatches() if not isinstance(m, int)]
         print(f"ledger check: {len(mismatches)} mismatches")
         failures += bool(mismatches)
+        expiry_rows = await PointsExpiry.all().count()
+        expiry_off = [m async for m in find_expiry_mismatches() if not isinstance(m, int)]
+        print(f"points expiry totals: {expiry_rows} rows left (must be 0), {len(expiry_off)} mismatches")
+        failures += expiry_rows != 0 or bool(expiry_off)
         again = await expire_due_lots(now=clock.now())
         print(f"second run expired {again} lots (must be 0)")
         failures += again != 0

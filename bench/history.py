@@ -68,8 +68,8 @@ def insert_rows(cur: pymysql.cursors.Cursor, table: str, columns: str, rows: lis
 
 
 # ---- the history builder: extend HERE when a change adds tables a member's history lives in (like the growth
-# ---- buckets and the recharge total below): whatever is written must keep check-ledgers clean and the lots
-# ---- covering balances.
+# ---- buckets, the recharge total and the points expiry totals below): whatever is written must keep
+# ---- check-ledgers clean and the lots covering balances.
 def build_history(*, merchant_id: int, member_id: int, rows: int) -> None:
     """`rows` points ledger rows (at least SPEND_RESERVE points in all) with an open lot each (expiries from 1 day
     to ~2 years, every 20th within 30 days), `rows` balance recharges with an open balance lot each, `rows` growth
@@ -141,6 +141,14 @@ def build_history(*, merchant_id: int, member_id: int, rows: int) -> None:
                 "INSERT INTO growth_bucket (merchant_id, member_id, day, total)"
                 f" SELECT {merchant_id}, member_id, {day}, SUM(delta) FROM growth_ledger"
                 f" WHERE member_id = {member_id} GROUP BY member_id, {day}"
+            )
+            # the open points per expiry instant the points page reads (models/points/lots.py PointsExpiry)
+            cur.execute(f"DELETE FROM points_expiry WHERE member_id = {member_id}")
+            cur.execute(
+                "INSERT INTO points_expiry (merchant_id, member_id, expires_at, points)"
+                f" SELECT {merchant_id}, member_id, expires_at, SUM(remaining) FROM points_lot"
+                f" WHERE member_id = {member_id} AND status = 'open' AND expires_at IS NOT NULL"
+                " GROUP BY member_id, expires_at HAVING SUM(remaining) > 0"
             )
             cur.execute(f"DELETE FROM recharge_total WHERE member_id = {member_id}")
             cur.execute(

@@ -20,6 +20,7 @@ from models.kernel.errors import DomainError
 from models.ledger.books import Mismatch, find_mismatches
 from models.members import import_worker, imports
 from models.members.import_upload import file_chunks
+from models.points.lots import find_expiry_mismatches
 from models.tenancy import wechat_setup
 from models.tenancy.merchants import find_wechat_account, get_merchant_by_code
 from models.tiers.growth import find_total_mismatches
@@ -163,9 +164,15 @@ async def _check_ledgers() -> int:
     totals, wrong_totals = await _count_mismatches(
         find_total_mismatches(), progress="checked the growth and recharge totals of {} members", kept="kept"
     )
-    mismatches = wrong + wrong_totals
+    # the points per expiry instant the points page reads
+    expiring, wrong_expiry = await _count_mismatches(
+        find_expiry_mismatches(), progress="checked the points expiry totals of {} members", kept="kept"
+    )
+    mismatches = wrong + wrong_totals + wrong_expiry
     print(
-        f"\n{checked} accounts checked, {totals} members' running totals checked, {mismatches} mismatches", flush=True
+        f"\n{checked} accounts checked, {totals} members' running totals checked, {expiring} members' points expiry"
+        f" totals checked, {mismatches} mismatches",
+        flush=True,
     )
     return 1 if mismatches else 0
 

@@ -15,7 +15,7 @@ from models.kernel import clock
 from models.kernel.errors import Conflict, Unprocessable
 from models.kernel.outbox import enqueue
 from models.ledger import books as ledger
-from models.points.lots import PointsLot, PointsLotUse, PointsReminder
+from models.points.lots import PointsLot, PointsLotUse, PointsReminder, change_expiry
 from models.points.rules import get_points_rules, local_day, local_midnight
 from models.tenancy.merchants import Merchant
 
@@ -86,6 +86,11 @@ async def reverse_spend(
                 for use, give in plan:
                     await PointsLotUse.filter(id=use.id).update(restored=F("restored") + give)
                     await PointsLot.filter(id=use.lot_id).update(remaining=F("remaining") + give, status="open")
+                await change_expiry(
+                    merchant_id=merchant_id,
+                    member_id=member_id,
+                    changes=[(lots[use.lot_id].expires_at, give) for use, give in plan],
+                )
 
             return await ledger.change_points(
                 merchant_id=merchant_id,
@@ -134,6 +139,11 @@ async def expire_member_lots(*, member_id: int, lot_ids: list[int], now: datetim
                 )
                 if changed != len(same):
                     raise LotChanged()
+            await change_expiry(
+                merchant_id=entry.merchant_id,
+                member_id=member_id,
+                changes=[(lot.expires_at, -lot.remaining) for lot in due],
+            )
 
         try:
             result = await ledger.change_points(

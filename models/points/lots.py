@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator, Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from tortoise import fields
+from tortoise import connections, fields
 from tortoise.expressions import F, Q, Subquery
 from tortoise.functions import Min, Sum
 from tortoise.models import Model
@@ -41,6 +42,25 @@ class PointsLot(Model):
         table = "points_lot"
         # remaining in the member index: spending order and the expiring-soon SUM read the index alone
         indexes = (("member_id", "status", "expires_at", "id", "remaining"), ("status", "expires_at", "id"))
+
+
+class PointsExpiry(Model):
+    """A member's open points per expiry instant, kept with every lot change: "expiring soon" reads instants, not lots.
+
+    points = SUM(remaining) of the member's open lots whose expires_at is exactly this instant; never-expiring lots
+    are not counted and a row that reaches 0 is deleted, so a member holds one row per instant their open points
+    expire at (the policy's expiries are merchant-local midnights: at most one a day), whatever their history.
+    """
+
+    id = fields.BigIntField(primary_key=True)
+    merchant_id = fields.IntField()
+    member_id = fields.IntField()
+    expires_at = fields.DatetimeField()  # UTC, the lots' own expires_at
+    points = fields.BigIntField(default=0)
+
+    class Meta:
+        table = "points_expiry"
+        unique_together = (("member_id", "expires_at"),)
 
 
 class PointsLotUse(Model):
@@ -77,6 +97,45 @@ class PointsReminder(Model):
 _expiry_override: ContextVar[tuple[str, datetime] | None] = ContextVar("points_expiry_override", default=None)
 _SELF_MANAGED = ("expire", "reverse")  # their lots are changed by this module's own `within` callbacks
 
+# points += delta on a member's row for one expiry instant, created at delta (in the caller's transaction)
+_ADD_TO_EXPIRY = {
+    "mysql": "INSERT INTO points_expiry (member_id, expires_at, merchant_id, points) VALUES (%s, %s, %s, %s)"
+    " ON DUPLICATE KEY UPDATE points = points + VALUES(points)",
+    "sqlite": "INSERT INTO points_expiry (member_id, expires_at, merchant_id, points) VALUES (%s, %s, %s, %s)"
+    " ON CONFLICT (member_id, expires_at) DO UPDATE SET points = points + excluded.points",
+}
+# rows a debit emptied go, so the expiring-soon read never walks instants that hold nothing
+_DROP_EMPTY = "DELETE FROM points_expiry WHERE member_id = %s AND points = 0 AND expires_at IN ({marks})"
+
+
+def expiry_statements(*, merchant_id: int, member_id: int, changes: Iterable[tuple[Any, int]]) -> list[Stmt]:
+    """The points_expiry upserts for lots' changes (expires_at, delta): one per distinct instant, never-expiring
+    lots skipped, then one DELETE of the rows a negative change may have emptied."""
+    by_instant: dict[datetime, int] = {}
+    for at, delta in changes:
+        moment = clock.as_utc(at)
+        if moment is not None and delta:
+            key = sqlpath.db_time(moment)
+            by_instant[key] = by_instant.get(key, 0) + delta
+    upsert = _ADD_TO_EXPIRY[sqlpath.dialect()]
+    statements = [Stmt(upsert, (member_id, at, merchant_id, delta)) for at, delta in by_instant.items() if delta]
+    emptied = [at for at, delta in by_instant.items() if delta < 0]
+    if emptied:
+        marks = ", ".join([sqlpath.PLACEHOLDER] * len(emptied))
+        statements.append(Stmt(_DROP_EMPTY.format(marks=marks), (member_id, *emptied)))
+    return statements
+
+
+async def change_expiry(*, merchant_id: int, member_id: int, changes: Iterable[tuple[Any, int]]) -> None:
+    """Apply lots' changes (expires_at, delta) to points_expiry in the caller's transaction (the ORM path)."""
+    statements = expiry_statements(merchant_id=merchant_id, member_id=member_id, changes=changes)
+    if not statements:
+        return
+    client = connections.get("default")
+    mysql = client.capabilities.dialect == "mysql"
+    for stmt in statements:
+        await client.execute_query(stmt.sql if mysql else stmt.sql.replace(sqlpath.PLACEHOLDER, "?"), stmt.params)
+
 
 async def _new_lot(entry: ledger._Entry) -> None:
     override = _expiry_override.get()
@@ -93,6 +152,7 @@ async def _new_lot(entry: ledger._Entry) -> None:
         remaining=entry.delta,
         expires_at=expires_at,
     )
+    await change_expiry(merchant_id=entry.merchant_id, member_id=entry.member_id, changes=[(expires_at, entry.delta)])
 
 
 SPEND_BATCH = 32  # open lots read per query while a debit is being covered
@@ -102,10 +162,17 @@ class LotChanged(RuntimeError):
     """A lot no longer held what was read: the member's lots changed outside their account lock (rolls back)."""
 
 
-async def _take(entry: ledger._Entry, lots: list[tuple[int, int]], left: int) -> tuple[int, list[PointsLotUse]]:
-    """Take up to `left` from (lot id, remaining) in order, each by a conditional UPDATE; returns (left, uses)."""
+_Lot = tuple[int, int, Any]  # (lot id, remaining, expires_at) as read
+
+
+async def _take(
+    entry: ledger._Entry, lots: list[_Lot], left: int, taken: list[tuple[Any, int]]
+) -> tuple[int, list[PointsLotUse]]:
+    """Take up to `left` from the lots in order, each by a conditional UPDATE; returns (left, uses).
+
+    Appends (expires_at, -take) of each lot taken from to `taken`, for the caller's points_expiry change."""
     uses: list[PointsLotUse] = []
-    for lot_id, remaining in lots:
+    for lot_id, remaining, expires_at in lots:
         if left == 0:
             break
         take = min(remaining, left)
@@ -122,6 +189,7 @@ async def _take(entry: ledger._Entry, lots: list[tuple[int, int]], left: int) ->
         if changed != 1:
             raise LotChanged(f"points lot {lot_id} changed while debit {entry.id} was taking {take} from it")
         left -= take
+        taken.append((expires_at, -take))
         uses.append(PointsLotUse(merchant_id=entry.merchant_id, debit_entry_id=entry.id, lot_id=lot_id, amount=take))
     return left, uses
 
@@ -149,18 +217,19 @@ async def consume_lots(entry: ledger._Entry, amount: int, *, first_lot_id: int |
     rest of the balance becomes one non-expiring legacy lot linked to this debit, as before that migration.
     """
     left, uses = amount, []
+    changes: list[tuple[Any, int]] = []  # (expires_at, -take) per lot used: points_expiry at the end, per instant
     if first_lot_id is not None:
         first = await PointsLot.filter(id=first_lot_id, member_id=entry.member_id, status="open").values_list(
-            "id", "remaining"
+            "id", "remaining", "expires_at"
         )
-        left, taken = await _take(entry, [(int(i), int(r)) for i, r in first], left)  # type: ignore[misc]
+        left, taken = await _take(entry, [(int(i), int(r), e) for i, r, e in first], left, changes)  # type: ignore[misc]
         uses += taken
     for expiring in (True, False):
         after: tuple[datetime | None, int] | None = None
         while left:
             rows = await _open_lots(entry.member_id, expiring=expiring, after=after)
-            batch = [(int(i), int(r)) for i, r, _ in rows if i != first_lot_id]
-            left, taken = await _take(entry, batch, left)
+            batch = [(int(i), int(r), e) for i, r, e in rows if i != first_lot_id]
+            left, taken = await _take(entry, batch, left, changes)
             uses += taken
             if len(rows) < SPEND_BATCH:
                 break
@@ -180,6 +249,7 @@ async def consume_lots(entry: ledger._Entry, amount: int, *, first_lot_id: int |
         uses.append(PointsLotUse(merchant_id=entry.merchant_id, debit_entry_id=entry.id, lot_id=legacy.id, amount=left))
     if uses:
         await PointsLotUse.bulk_create(uses)
+    await change_expiry(merchant_id=entry.merchant_id, member_id=entry.member_id, changes=changes)
 
 
 async def on_ledger_entry(book: str, entry: ledger._Entry) -> None:
@@ -201,6 +271,9 @@ async def entry_statements(book: str, entry: ledger.NewEntry) -> list[Stmt] | No
     rules = await get_points_rules(merchant_id=entry.merchant_id)
     zone = await merchant_zone(merchant_id=entry.merchant_id)
     expires_at = expiry_for(rules.expiry, earned_at=clock.now(), zone=zone)
+    counted = expiry_statements(
+        merchant_id=entry.merchant_id, member_id=entry.member_id, changes=[(expires_at, entry.delta)]
+    )
     return [
         Stmt(
             "INSERT INTO points_lot (merchant_id, member_id, entry_id, amount, remaining, expired, expires_at, status,"
@@ -214,7 +287,8 @@ async def entry_statements(book: str, entry: ledger.NewEntry) -> list[Stmt] | No
                 sqlpath.db_time(expires_at) if expires_at is not None else None,
                 sqlpath.db_time(entry.at),
             ),
-        )
+        ),
+        *counted,
     ]
 
 
@@ -344,3 +418,44 @@ async def quote_points_cash(*, merchant_id: int, member_id: int, order_amount: i
     balance = await ledger.get_balance(book="points", member_id=member_id)
     rules = await get_points_rules(merchant_id=merchant_id)
     return cash_quote(rules, balance=balance, order_amount=order_amount)
+
+
+async def find_expiry_mismatches(*, batch: int = 1000) -> AsyncIterator[ledger.Mismatch | int]:
+    """Recompute every member's points_expiry rows from their open lots (SUM(remaining) per expires_at). Yields
+    mismatches (book "points_expiry:<instant>", kept = the row's points, ledger_sum = the lots' sum) and, per batch,
+    the count of members checked."""
+    last_id = 0
+    while True:
+        rows = await (
+            ledger.PointsAccount.filter(id__gt=last_id).order_by("id").limit(batch).values_list("id", "member_id")
+        )
+        if not rows:
+            break
+        last_id = rows[-1][0]
+        members = [int(member_id) for _, member_id in rows]
+        held: dict[tuple[int, datetime], int] = {}
+        for member_id, at, total in await (
+            PointsLot.filter(member_id__in=members, status="open", expires_at__isnull=False)
+            .group_by("member_id", "expires_at")
+            .annotate(total=Sum("remaining"))
+            .values_list("member_id", "expires_at", "total")
+        ):
+            moment = clock.as_utc(at)
+            assert moment is not None
+            held[(int(member_id), moment)] = int(total or 0)  # type: ignore[call-overload]
+        kept: dict[tuple[int, datetime], int] = {}
+        for member_id, at, points in await PointsExpiry.filter(member_id__in=members).values_list(
+            "member_id", "expires_at", "points"
+        ):
+            moment = clock.as_utc(at)
+            assert moment is not None
+            kept[(int(member_id), moment)] = int(points)  # type: ignore[call-overload]
+        for member_id, at in sorted(set(held) | set(kept)):
+            if held.get((member_id, at), 0) != kept.get((member_id, at), 0):
+                yield ledger.Mismatch(
+                    f"points_expiry:{at.astimezone(UTC).isoformat()}",
+                    member_id,
+                    kept.get((member_id, at), 0),
+                    held.get((member_id, at), 0),
+                )
+        yield len(members)

@@ -1,7 +1,8 @@
 """The member's points page read without the ORM: parameterized SQL on the connection, rows as tuples.
 
 The hot read of `GET /api/mp/me/points` (and the staff view): the balance and the expiring-soon figure in one
-statement, the ledger page in another; on MySQL both go in one multi-statement round trip. No model object is
+statement (the figure from the per-instant running totals of points_expiry, so its cost does not grow with the
+member's lots), the ledger page in another; on MySQL both go in one multi-statement round trip. No model object is
 built per row; the handler turns the tuples into the JSON body.
 """
 
@@ -18,15 +19,19 @@ from models.points.lots import EXPIRING_SOON_DAYS
 from models.points.rules import last_valid_day
 from models.tenancy.merchants import merchant_zone
 
-# The tables of ledger.PointsAccount, PointsLot and ledger.PointsEntry (tests/points/test_reads.py checks the names).
-# The balance as a subquery of the one aggregate over points_lot's (member_id, status, expires_at, id, remaining)
-# index; the page on points_ledger's (member_id, id). Per dialect (placeholders) and whether before_id is given.
-_SUMMARY = {
-    "mysql": "SELECT (SELECT balance FROM points_account WHERE member_id = %s), COALESCE(SUM(remaining), 0),"
-    " MIN(expires_at) FROM points_lot WHERE member_id = %s AND status = 'open' AND expires_at <= %s",
-    "sqlite": "SELECT (SELECT balance FROM points_account WHERE member_id = ?), COALESCE(SUM(remaining), 0),"
-    " MIN(expires_at) FROM points_lot WHERE member_id = ? AND status = 'open' AND expires_at <= ?",
-}
+# The tables of ledger.PointsAccount, PointsExpiry, PointsLot and ledger.PointsEntry (tests/points/test_reads.py
+# checks the names). The balance, the expiring-soon sum over the member's points_expiry rows (one per expiry
+# instant of their open points: the overdue ones the job has not taken yet and at most a month's midnights, never
+# a row per lot) and the earliest due lot's expires_at, one probe of points_lot's (member_id, status, expires_at)
+# index, as three subqueries of one statement; the page on points_ledger's (member_id, id). Per dialect
+# (placeholders) and whether before_id is given.
+_SUMMARY_SQL = (
+    "SELECT (SELECT balance FROM points_account WHERE member_id = %s),"
+    " (SELECT COALESCE(SUM(points), 0) FROM points_expiry WHERE member_id = %s AND expires_at <= %s),"
+    " (SELECT expires_at FROM points_lot WHERE member_id = %s AND status = 'open' AND expires_at <= %s"
+    " ORDER BY expires_at LIMIT 1)"
+)
+_SUMMARY = {"mysql": _SUMMARY_SQL, "sqlite": _SUMMARY_SQL.replace("%s", "?")}
 _PAGE = {
     ("mysql", False): "SELECT id, delta, kind, reason, created_at, balance_after FROM points_ledger"
     " WHERE merchant_id = %s AND member_id = %s ORDER BY id DESC LIMIT %s",
@@ -59,7 +64,7 @@ async def points_page(*, merchant_id: int, member_id: int, before_id: int | None
     client = connections.get("default")
     dialect = client.capabilities.dialect
     soon = clock.now() + timedelta(days=EXPIRING_SOON_DAYS)
-    summary_args: list[Any] = [member_id, member_id, soon]
+    summary_args: list[Any] = [member_id, member_id, soon, member_id, soon]
     page_args: list[Any] = [merchant_id, member_id, *((before_id,) if before_id else ()), limit]
     if dialect == "mysql":
         async with client.acquire_connection() as connection, connection.cursor() as cursor:

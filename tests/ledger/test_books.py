@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from models.ledger.books import BalanceAccount, BalanceEntry, PointsAccount, PointsEntry
+from models.points.lots import PointsExpiry, PointsLot
 from models.tiers.tables import GrowthBucket, MemberTier, RechargeTotal
 
 
@@ -189,3 +190,26 @@ async def test_check_ledgers_also_recomputes_growth_buckets_and_recharge_totals(
     assert f"MISMATCH growth_total member={member_id} kept=1 ledger_sum=123" in broken.stdout
     assert f"MISMATCH growth_bucket:{day} member={member_id} kept=7 ledger_sum=123" in broken.stdout
     assert f"MISMATCH recharge_total member={member_id} kept=3 ledger_sum=500" in broken.stdout
+
+
+async def test_check_ledgers_also_recomputes_the_points_expiry_totals(client, admin, settings):
+    member_id = await _member(client, admin)
+    await _points(client, admin, member_id, 40, "ex-1")
+    await _points(client, admin, member_id, -15, "ex-2")
+    clean = await asyncio.to_thread(_check_ledgers, settings)
+    assert clean.returncode == 0 and "0 mismatches" in clean.stdout, clean.stdout + clean.stderr
+    assert "points expiry totals checked" in clean.stdout
+
+    lot = await PointsLot.get(member_id=member_id)
+    row = await PointsExpiry.get(member_id=member_id)
+    assert row.expires_at == lot.expires_at and row.points == lot.remaining == 25
+    await PointsExpiry.filter(member_id=member_id).update(points=7)
+    broken = await asyncio.to_thread(_check_ledgers, settings)
+    assert broken.returncode == 1
+    assert lot.expires_at is not None
+    assert (
+        f"MISMATCH points_expiry:{lot.expires_at.isoformat()} member={member_id} kept=7 ledger_sum=25" in broken.stdout
+    )
+    await PointsExpiry.filter(member_id=member_id).delete()  # a missing row is a mismatch too
+    gone = await asyncio.to_thread(_check_ledgers, settings)
+    assert f"MISMATCH points_expiry:{lot.expires_at.isoformat()} member={member_id} kept=0 ledger_sum=25" in gone.stdout

@@ -12,7 +12,7 @@ from tortoise.functions import Sum
 
 from models.kernel import clock
 from models.ledger.books import PointsAccount, PointsEntry
-from models.points.lots import PointsLot, PointsLotUse
+from models.points.lots import PointsExpiry, PointsLot, PointsLotUse
 from models.tenancy.staff import Staff
 from server.auth import issue_access_token
 from tests.helpers import add_member
@@ -119,4 +119,24 @@ async def assert_lots_agree(member_id: int) -> int:
             assert lot.expired == 0, (lot.id, lot.expired)
             assert lot.remaining + used == lot.amount, (lot.id, lot.remaining, used, lot.amount)
             assert (lot.status == "spent") == (lot.remaining == 0), (lot.id, lot.status)
+    await assert_expiry_totals_agree(member_id, lots)
     return account.balance
+
+
+async def assert_expiry_totals_agree(member_id: int, lots: list[PointsLot] | None = None) -> None:
+    """points_expiry holds, per expiry instant, exactly SUM(remaining) of the member's open lots expiring then:
+    no row for never-expiring lots, none for an instant that holds nothing."""
+    if lots is None:
+        lots = await PointsLot.filter(member_id=member_id)
+    held: dict[datetime, int] = {}
+    for lot in lots:
+        if lot.status == "open" and lot.expires_at is not None and lot.remaining:
+            moment = clock.as_utc(lot.expires_at)
+            assert moment is not None
+            held[moment] = held.get(moment, 0) + lot.remaining
+    kept = {}
+    for row in await PointsExpiry.filter(member_id=member_id):
+        moment = clock.as_utc(row.expires_at)
+        assert moment is not None and moment not in kept, (member_id, row.expires_at)
+        kept[moment] = row.points
+    assert kept == held, (member_id, kept, held)

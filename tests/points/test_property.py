@@ -16,7 +16,8 @@ from models.kernel import clock
 from models.kernel.errors import Conflict
 from models.ledger.books import PointsAccount, PointsEntry
 from models.points.expiry import expire_due_lots, reverse_spend
-from models.points.lots import PointsLot, PointsLotUse, earn_points, spend_points
+from models.points.lots import PointsExpiry, PointsLot, PointsLotUse, earn_points, points_summary, spend_points
+from models.points.reads import points_page
 from tests.points.helpers import assert_lots_agree, new_member, put_rules
 
 START = datetime(2025, 1, 1, 2, 0, tzinfo=UTC)
@@ -47,6 +48,7 @@ class PointsMachine(RuleBasedStateMachine):
         lot_ids = await PointsLot.filter(member_id=self.member_id).values_list("id", flat=True)
         await PointsLotUse.filter(lot_id__in=list(lot_ids)).delete()
         await PointsLot.filter(member_id=self.member_id).delete()
+        await PointsExpiry.filter(member_id=self.member_id).delete()
         await PointsEntry.filter(member_id=self.member_id).delete()
         await PointsAccount.filter(member_id=self.member_id).update(balance=0)
 
@@ -139,7 +141,17 @@ class PointsMachine(RuleBasedStateMachine):
 
     @invariant()
     def lots_ledger_and_balance_agree(self) -> None:
-        self.run(assert_lots_agree(self.member_id))
+        self.run(assert_lots_agree(self.member_id))  # points_expiry per instant = the open lots' remaining too
+
+    @invariant()
+    def expiring_soon_from_the_totals_is_the_lots_answer(self) -> None:
+        page = self.run(points_page(merchant_id=self.merchant_id, member_id=self.member_id))
+        lots = self.run(points_summary(merchant_id=self.merchant_id, member_id=self.member_id))
+        assert (page.balance, page.expiring_points, page.expires_on) == (
+            lots.balance,
+            lots.expiring_points,
+            lots.expires_on,
+        )
 
 
 async def test_lots_ledger_and_balance_always_agree(client, admin, demo):

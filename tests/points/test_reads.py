@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -12,12 +13,14 @@ from models.kernel import clock
 from models.kernel.config_cache import config_change
 from models.ledger.books import PointsAccount, PointsEntry
 from models.points import reads
-from models.points.lots import PointsLot, points_summary
+from models.points.expiry import expire_due_lots
+from models.points.lots import PointsExpiry, PointsLot, earn_points, points_summary
 from models.points.reads import points_page
+from models.points.rules import last_valid_day
 from models.tenancy.merchants import Merchant
 from server.api import ok
 from server.auth import issue_member_token
-from tests.points.helpers import adjust, new_member, pin, pinned, spend, timeless_owner
+from tests.points.helpers import adjust, assert_lots_agree, new_member, pin, pinned, spend, timeless_owner
 
 
 @pytest.fixture
@@ -119,8 +122,13 @@ async def test_pages_are_byte_for_byte_the_orm_answer(client, app, admin, demo):
 
 
 def test_the_statements_name_the_models_tables():
-    tables = (PointsAccount._meta.db_table, PointsLot._meta.db_table, PointsEntry._meta.db_table)
-    assert tables == ("points_account", "points_lot", "points_ledger")
+    tables = (
+        PointsAccount._meta.db_table,
+        PointsExpiry._meta.db_table,
+        PointsLot._meta.db_table,
+        PointsEntry._meta.db_table,
+    )
+    assert tables == ("points_account", "points_expiry", "points_lot", "points_ledger")
     for statement in (*reads._SUMMARY.values(), *reads._PAGE.values(), *reads._BATCH.values()):
         assert "points_ledger" in statement or "points_lot" in statement
 
@@ -143,5 +151,60 @@ async def test_the_page_reads_only_the_callers_merchant_and_open_lots_due_soon(c
         assert (await spend(client, admin, member, 40, "s")).status_code == 200
         spent = await points_page(merchant_id=demo.merchant.id, member_id=member)
         assert (spent.balance, spent.expiring_points, spent.expires_on) == (0, 0, None)  # spent lots are not open
+    finally:
+        clock.set_clock(None)
+
+
+async def test_expiring_soon_is_exact_at_the_boundary_and_counts_overdue_lots_until_the_job(client, app, admin, demo):
+    """The per-instant totals answer exactly what the lots do: a lot due later on the boundary's own UTC day than
+    now + 30 days is not counted, one already past due is until the expiry job takes it."""
+    start = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
+    read_at = start + timedelta(days=5, hours=-2)  # 10:00 UTC: the boundary's UTC day goes on to midnight
+    boundary = read_at + timedelta(days=30)
+    pin(start)
+    try:
+        member = await new_member(client, admin)
+        headers = member_token(app, demo, member)
+        dues = {
+            "overdue": (1, start + timedelta(days=1)),
+            "before": (2, boundary - timedelta(microseconds=1)),
+            "at": (4, boundary),
+            "same-day-later": (8, boundary + timedelta(seconds=1)),
+            "also-at": (16, boundary),
+            "next-day": (32, boundary + timedelta(days=1)),
+        }
+        for key, (points, due) in dues.items():
+            await earn_points(
+                merchant_id=demo.merchant.id,
+                member_id=member,
+                points=points,
+                reason="test",
+                idempotency_key=key,
+                kind="adjust",
+                expires_at=due,
+            )
+        await adjust(client, admin, member, 64, "policy")  # the merchant's policy: a year ahead
+        await assert_lots_agree(member)
+        assert await PointsExpiry.filter(member_id=member).count() == 6  # "at" and "also-at" share a row
+
+        pin(read_at)
+        body = await both_views(client, admin, headers, member)
+        assert body == await oracle(demo.merchant.id, member)
+        soon = PointsOut.model_validate_json(body).expiring_soon
+        assert soon.points == 1 + 2 + 4 + 16 and soon.expires_on == date(2025, 1, 2)  # Shanghai's last day
+
+        assert await expire_due_lots(now=read_at) == 1  # the job takes the overdue lot: its row goes
+        await assert_lots_agree(member)
+        body = await both_views(client, admin, headers, member)
+        assert body == await oracle(demo.merchant.id, member)
+        soon = PointsOut.model_validate_json(body).expiring_soon
+        assert soon.points == 2 + 4 + 16 and soon.expires_on == last_valid_day(boundary, ZoneInfo("Asia/Shanghai"))
+
+        assert (await spend(client, admin, member, 2 + 4 + 3, "across")).status_code == 200  # three lots, two rows
+        await assert_lots_agree(member)
+        body = await both_views(client, admin, headers, member)
+        assert body == await oracle(demo.merchant.id, member)
+        assert PointsOut.model_validate_json(body).expiring_soon.points == 13
+        assert await PointsExpiry.filter(member_id=member, expires_at=dues["before"][1]).count() == 0
     finally:
         clock.set_clock(None)
