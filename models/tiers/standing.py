@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -47,11 +48,25 @@ def tier_for_value(tiers: list[Tier], value: int) -> Tier | None:
 
 def current_of(row: MemberTier | None, tiers: list[Tier]) -> Tier | None:
     """A member's tier: their row's tier while it is active, else the entry tier (a new member starts there)."""
-    if row is not None and row.tier_id is not None:
-        for tier in tiers:
-            if tier.id == row.tier_id:
-                return tier
+    return tier_by_id(tiers, row.tier_id if row is not None else None)
+
+
+def tier_by_id(tiers: list[Tier], tier_id: int | None) -> Tier | None:
+    """current_of for a tier id (None: no row or no tier yet), e.g. one read with raw SQL."""
+    for tier in tiers:
+        if tier_id is not None and tier.id == tier_id:
+            return tier
     return tier_for_value(tiers, 0)
+
+
+def pick_target(tiers: list[Tier], value: int | None, plan_tier_ids: Iterable[int]) -> tuple[Tier | None, str]:
+    """The tier a basis figure earns, with running plans' tiers as a floor under it: (tier, "basis" | "plan")."""
+    by_basis = tier_for_value(tiers, value if value is not None else 0)
+    by_id = {t.id: t for t in tiers}
+    best_plan = max((by_id[i] for i in plan_tier_ids if i in by_id), key=rank_of, default=None)
+    if rank_of(best_plan) > rank_of(by_basis):
+        return best_plan, "plan"
+    return by_basis, "basis"
 
 
 async def active_plans(*, member_id: int, now: datetime) -> list[PaidPlan]:
@@ -82,24 +97,13 @@ def plans_sql(*, member_id: int, now: datetime, column: str) -> tuple[str, tuple
     )
 
 
-def tier_by_id(tiers: list[Tier], tier_id: int | None) -> Tier | None:
-    """current_of for a tier id read with raw SQL (None: no row or no tier yet)."""
-    for tier in tiers:
-        if tier_id is not None and tier.id == tier_id:
-            return tier
-    return tier_for_value(tiers, 0)
-
-
 def upgrade_due(*, tiers: list[Tier], tier_id: int | None, basis: int | None, plan_tier_ids: str | None) -> bool:
     """Whether upgrade_in_transaction would move a member up, from figures a batched write pre-read under the
-    member's locks (basis already including what the write adds); without tiers, never."""
+    member's locks (basis already including what the write adds; plan tier ids comma-separated); without tiers,
+    never."""
     if not tiers:
         return False
-    by_id = {t.id: t for t in tiers}
-    by_basis = tier_for_value(tiers, basis if basis is not None else 0)
-    plan_tiers = [by_id[int(i)] for i in (plan_tier_ids or "").split(",") if i and int(i) in by_id]
-    best_plan = max(plan_tiers, key=rank_of, default=None)
-    target = best_plan if rank_of(best_plan) > rank_of(by_basis) else by_basis
+    target, _ = pick_target(tiers, basis, [int(i) for i in (plan_tier_ids or "").split(",") if i])
     return rank_of(target) > rank_of(tier_by_id(tiers, tier_id))
 
 
@@ -133,13 +137,9 @@ async def target_of(
 ) -> Target:
     """The tier the member's basis earns on `as_of`; a running paid plan's tier is a floor under it."""
     value = await basis_value(policy=policy, calendar=calendar, member_id=member_id, as_of=as_of)
-    by_basis = tier_for_value(tiers, value if value is not None else 0)
-    by_id = {t.id: t for t in tiers}
-    plan_tiers = [by_id[p.tier_id] for p in await active_plans(member_id=member_id, now=calendar.now) if p.tier_id]
-    best_plan = max(plan_tiers, key=rank_of, default=None)
-    if rank_of(best_plan) > rank_of(by_basis):
-        return Target(best_plan, "plan", value)
-    return Target(by_basis, "basis", value)
+    plans = await active_plans(member_id=member_id, now=calendar.now)
+    tier, source = pick_target(tiers, value, [p.tier_id for p in plans if p.tier_id])
+    return Target(tier, source, value)
 
 
 def rule_snapshot(*, policy: TierPolicy, tiers: list[Tier], value: int | None) -> dict[str, Any]:
