@@ -20,7 +20,8 @@ of the code itself, never a value; every value is a bound parameter.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -37,6 +38,8 @@ from tortoise.backends.base.client import (
 from tortoise.backends.mysql.client import TransactionWrapper
 from tortoise.exceptions import IntegrityError, OperationalError, TransactionManagementError
 from tortoise.transactions import in_transaction
+
+from models.kernel import mysqlwire
 
 PLACEHOLDER = "%s"
 
@@ -160,44 +163,76 @@ async def run(statements: Sequence[Stmt], *, commit: bool = False, keep: Collect
     return result
 
 
-def _needs_variable(statements: Sequence[Stmt], index: int) -> bool:
+def _needs_variable(statements: Sequence[Stmt], index: int, refs: dict[str, list[int]]) -> bool:
     """Whether statement `index`'s captured id must be kept in a session variable: a statement after the next
-    one refers to it (the next one can read LAST_INSERT_ID() itself; the caller gets it from the OK packet)."""
+    one refers to it (the next one can read LAST_INSERT_ID() itself; the caller gets it from the OK packet).
+    refs: the indexes of the statements referring to each capture name."""
     name = statements[index].capture
-    for later in statements[index + 2 :]:
-        if any(isinstance(value, Ref) and value.name == name for value in later.params):
-            return True
-        if later.capture == name:
-            return False
+    for later in refs.get(name or "", ()):
+        if later < index + 2:
+            continue
+        recaptured = any(statements[i].capture == name for i in range(index + 2, later))
+        return not recaptured
     return False
 
 
+def _references(statements: Sequence[Stmt]) -> dict[str, list[int]]:
+    refs: dict[str, list[int]] = {}
+    for index, stmt in enumerate(statements):
+        for value in stmt.params:
+            if type(value) is Ref:
+                refs.setdefault(value.name, []).append(index)
+    return refs
+
+
+_PARTS: dict[str, tuple[str, ...]] = {}  # a statement's text split at its placeholders (the texts are the code's)
+_PARTS_MAX = 1024
+
+
+def _parts(sql: str) -> tuple[str, ...]:
+    found = _PARTS.get(sql)
+    if found is None:
+        # the literal text between placeholders, with "%%" meaning "%" as in a pymysql query
+        found = tuple(part.replace("%%", "%") for part in sql.split(PLACEHOLDER))
+        if len(_PARTS) < _PARTS_MAX:
+            _PARTS[sql] = found
+    return found
+
+
 def _render_mysql(
-    statements: Sequence[Stmt], *, commit: bool, begin: bool = False
-) -> tuple[str, list[Any], list[int], list[int]]:
-    """(batch text, its params, result index of each rows=True statement, result index of each statement)."""
+    connection: Any, statements: Sequence[Stmt], *, commit: bool, begin: bool = False
+) -> tuple[str, list[int], list[int]]:
+    """(batch text with every parameter escaped in, answer index of each rows=True statement, of each statement).
+
+    Values are written as pymysql writes them, escaped by the connection (its charset and NO_BACKSLASH_ESCAPES
+    mode); the common types inline, the rest through the connection's escape."""
     texts: list[str] = ["START TRANSACTION"] if begin else []
-    params: list[Any] = []
     row_results: list[int] = []
     positions: list[int] = []
+    refs = _references(statements)
+    escape_string = connection.escape_string
     # NULL unless the insert made exactly one row: a dependent NOT NULL column then fails the batch
     inline: dict[str, str] = {}  # captures read by the next statement only: no variable
     for index, stmt in enumerate(statements):
-        parts = stmt.sql.split(PLACEHOLDER)
+        parts = _parts(stmt.sql)
         if len(parts) - 1 != len(stmt.params):
             raise ValueError(f"{len(stmt.params)} params for {len(parts) - 1} placeholders in {stmt.sql[:60]!r}")
         text = [parts[0]]
         for value, rest in zip(stmt.params, parts[1:], strict=True):
-            if isinstance(value, Ref):
+            kind = type(value)
+            if kind is int:
+                text.append(str(value))
+            elif kind is str:
+                text.append("'" + escape_string(value) + "'")
+            elif value is None:
+                text.append("NULL")
+            elif kind is datetime:  # the wall time as given, microseconds when there are some (as pymysql)
+                text.append("'" + value.replace(tzinfo=None).isoformat(" ") + "'")
+            elif kind is Ref:
                 variable = inline.get(value.name, f"@hy_{value.name}")
-                if value.prefix:
-                    text.append(f"CONCAT({PLACEHOLDER}, {variable})")
-                    params.append(value.prefix)
-                else:
-                    text.append(variable)
+                text.append(f"CONCAT('{escape_string(value.prefix)}', {variable})" if value.prefix else variable)
             else:
-                text.append(PLACEHOLDER)
-                params.append(value)
+                text.append(str(connection.escape(value)))
             text.append(rest)
         if stmt.rows:
             row_results.append(len(texts))
@@ -205,48 +240,64 @@ def _render_mysql(
         texts.append("".join(text))
         inline = {}
         if stmt.capture is not None:
-            if _needs_variable(statements, index):
+            if _needs_variable(statements, index, refs):
                 texts.append(f"SET @hy_{stmt.capture} = IF(ROW_COUNT() = 1, LAST_INSERT_ID(), NULL)")
             else:
                 inline[stmt.capture] = "IF(ROW_COUNT() = 1, LAST_INSERT_ID(), NULL)"
     if commit:
         texts.append("COMMIT")
-    return ";\n".join(texts), params, row_results, positions
+    return ";\n".join(texts), row_results, positions
+
+
+@contextmanager
+def _driver_errors() -> Iterator[None]:
+    """pymysql's errors as Tortoise's, like the ORM's: `ledger.retrying` and the replay paths see the same kinds."""
+    try:
+        yield
+    except pymysql.err.IntegrityError as exc:
+        raise IntegrityError(exc) from exc
+    except (pymysql.err.OperationalError, pymysql.err.ProgrammingError, pymysql.err.DataError) as exc:
+        raise OperationalError(exc) from exc
 
 
 async def _run_mysql(
     client: TransactionalDBClient, statements: Sequence[Stmt], *, commit: bool, keep: Collection[str] | None
 ) -> BatchResult:
     begin = isinstance(client, _LazyBegin) and not client.begun
-    text, params, row_results, positions = _render_mysql(statements, commit=commit, begin=begin)
     if begin:
-        client.begun = True  # type: ignore[attr-defined]  # sent: a failure below must roll back
-    results: dict[int, list[tuple[Any, ...]]] = {}
-    counts: list[int] = []
-    insert_ids: list[int] = []
-    try:
-        async with client.acquire_connection() as connection, connection.cursor() as cursor:
-            await cursor.execute(text, params)
-            index = 0
-            while True:
-                if index in row_results:
-                    results[index] = list(await cursor.fetchall())
-                counts.append(int(cursor.rowcount))
-                insert_ids.append(int(cursor.lastrowid or 0))  # each statement's OK packet carries its insert id
-                index += 1
-                if not await cursor.nextset():
-                    break
-    except pymysql.err.IntegrityError as exc:
-        raise IntegrityError(exc) from exc
-    except (pymysql.err.OperationalError, pymysql.err.ProgrammingError, pymysql.err.DataError) as exc:
-        raise OperationalError(exc) from exc
+        client.begun = True  # type: ignore[attr-defined]  # START TRANSACTION leads the batch: a failure must roll back
+    with _driver_errors():
+        async with client.acquire_connection() as connection:
+            text, row_results, positions = _render_mysql(connection, statements, commit=commit, begin=begin)
+            answers = await mysqlwire.execute(connection, text)
     if commit:
         client._finalized = True  # type: ignore[attr-defined]  # the batch's COMMIT ended it: the context must not
     ids: dict[str, int | None] = {}
     for stmt, at in zip(statements, positions, strict=True):
         if stmt.capture is not None and (keep is None or stmt.capture in keep):
-            ids[stmt.capture] = insert_ids[at] if counts[at] == 1 else None
-    return BatchResult(ids=ids, rows=[results[i] for i in row_results], counts=[counts[i] for i in positions])
+            answer = answers[at]  # each statement's OK packet carries its insert id
+            ids[stmt.capture] = answer.insert_id if answer.count == 1 else None
+    return BatchResult(
+        ids=ids, rows=[answers[i].rows or [] for i in row_results], counts=[answers[i].count for i in positions]
+    )
+
+
+async def select(statements: Sequence[Stmt]) -> list[list[tuple[Any, ...]]]:
+    """The rows of read-only statements, in or outside a transaction: on MySQL one round trip read off the wire
+    (models.kernel.mysqlwire), on SQLite one statement after another. For the hot reads (the points page, the
+    notify's order) that would otherwise pay the driver's result machinery for a few small rows."""
+    client = connections.get("default")
+    if client.capabilities.dialect != "mysql":
+        found = []
+        for stmt in statements:
+            _, rows = await client.execute_query(stmt.sql.replace(PLACEHOLDER, "?"), list(stmt.params))
+            found.append([tuple(row) for row in rows])
+        return found
+    with _driver_errors():
+        async with client.acquire_connection() as connection:
+            text, _, positions = _render_mysql(connection, statements, commit=False)
+            answers = await mysqlwire.execute(connection, text)
+    return [answers[i].rows or [] for i in positions]
 
 
 def _ref_value(ref: Ref, ids: dict[str, int | None]) -> Any:

@@ -9,8 +9,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from tortoise import connections
-
 from models.kernel import clock, sqlpath
 from models.kernel.errors import Conflict
 from models.kernel.sqlpath import Stmt
@@ -56,25 +54,24 @@ _HEAD = (
 
 async def order_head(*, merchant_id: int, out_trade_no: str) -> OrderHead | None:
     """The order a notify names, as one parameterized SELECT of the columns settling needs."""
-    client = connections.get("default")
-    sql = _HEAD if client.capabilities.dialect == "mysql" else _HEAD.replace("%s", "?")
-    _, rows = await client.execute_query(sql, [out_trade_no, merchant_id])
+    (rows,) = await sqlpath.select([Stmt(_HEAD, (out_trade_no, merchant_id))])
     if not rows:
         return None
-    row = rows[0]
-    snapshot = row["snapshot"]
+    order_id, member_id, kind, amount, bonus_balance, bonus_points, status, mch_id, appid, transaction_id, snapshot = (
+        rows[0]
+    )
     return OrderHead(
-        id=int(row["id"]),
+        id=int(order_id),
         merchant_id=merchant_id,
-        member_id=int(row["member_id"]),
-        kind=row["kind"],
-        amount=int(row["amount"]),
-        bonus_balance=int(row["bonus_balance"]),
-        bonus_points=int(row["bonus_points"]),
-        status=row["status"],
-        mch_id=row["mch_id"],
-        appid=row["appid"],
-        transaction_id=row["transaction_id"],
+        member_id=int(member_id),
+        kind=kind,
+        amount=int(amount),
+        bonus_balance=int(bonus_balance),
+        bonus_points=int(bonus_points),
+        status=status,
+        mch_id=mch_id,
+        appid=appid,
+        transaction_id=transaction_id,
         snapshot=json.loads(snapshot) if isinstance(snapshot, str | bytes) else dict(snapshot or {}),
     )
 

@@ -12,9 +12,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from tortoise import connections
-
-from models.kernel import clock
+from models.kernel import clock, sqlpath
+from models.kernel.sqlpath import Stmt
 from models.points.lots import EXPIRING_SOON_DAYS
 from models.points.rules import last_valid_day
 from models.tenancy.merchants import merchant_zone
@@ -23,27 +22,22 @@ from models.tenancy.merchants import merchant_zone
 # checks the names). The balance, the expiring-soon sum over the member's points_expiry rows (one per expiry
 # instant of their open points: the overdue ones the job has not taken yet and at most a month's midnights, never
 # a row per lot) and the earliest due lot's expires_at, one probe of points_lot's (member_id, status, expires_at)
-# index, as three subqueries of one statement; the page on points_ledger's (member_id, id). Per dialect
-# (placeholders) and whether before_id is given.
+# index, as three subqueries of one statement; the page on points_ledger's (member_id, id), with or without
+# before_id. Both go through sqlpath.select: one round trip on MySQL.
 _SUMMARY_SQL = (
     "SELECT (SELECT balance FROM points_account WHERE member_id = %s),"
     " (SELECT COALESCE(SUM(points), 0) FROM points_expiry WHERE member_id = %s AND expires_at <= %s),"
     " (SELECT expires_at FROM points_lot WHERE member_id = %s AND status = 'open' AND expires_at <= %s"
     " ORDER BY expires_at LIMIT 1)"
 )
-_SUMMARY = {"mysql": _SUMMARY_SQL, "sqlite": _SUMMARY_SQL.replace("%s", "?")}
-_PAGE = {
-    ("mysql", False): "SELECT id, delta, kind, reason, created_at, balance_after FROM points_ledger"
-    " WHERE merchant_id = %s AND member_id = %s ORDER BY id DESC LIMIT %s",
-    ("mysql", True): "SELECT id, delta, kind, reason, created_at, balance_after FROM points_ledger"
-    " WHERE merchant_id = %s AND member_id = %s AND id < %s ORDER BY id DESC LIMIT %s",
-    ("sqlite", False): "SELECT id, delta, kind, reason, created_at, balance_after FROM points_ledger"
-    " WHERE merchant_id = ? AND member_id = ? ORDER BY id DESC LIMIT ?",
-    ("sqlite", True): "SELECT id, delta, kind, reason, created_at, balance_after FROM points_ledger"
-    " WHERE merchant_id = ? AND member_id = ? AND id < ? ORDER BY id DESC LIMIT ?",
-}
-# MySQL: the summary and the page as one multi-statement round trip (aiomysql always allows them)
-_BATCH = {before: f"{_SUMMARY['mysql']};\n{_PAGE[('mysql', before)]}" for before in (False, True)}
+_PAGE_SQL = (
+    "SELECT id, delta, kind, reason, created_at, balance_after FROM points_ledger"
+    " WHERE merchant_id = %s AND member_id = %s ORDER BY id DESC LIMIT %s"
+)
+_PAGE_BEFORE_SQL = (
+    "SELECT id, delta, kind, reason, created_at, balance_after FROM points_ledger"
+    " WHERE merchant_id = %s AND member_id = %s AND id < %s ORDER BY id DESC LIMIT %s"
+)
 
 
 # a ledger row of the page: id, delta, kind, reason, created_at (aware UTC), balance_after
@@ -61,22 +55,16 @@ class PointsPage:
 
 async def points_page(*, merchant_id: int, member_id: int, before_id: int | None = None, limit: int = 50) -> PointsPage:
     """Why a member has their points: the balance, what expires within 30 days, and a page of the ledger."""
-    client = connections.get("default")
-    dialect = client.capabilities.dialect
     soon = clock.now() + timedelta(days=EXPIRING_SOON_DAYS)
-    summary_args: list[Any] = [member_id, member_id, soon, member_id, soon]
-    page_args: list[Any] = [merchant_id, member_id, *((before_id,) if before_id else ()), limit]
-    if dialect == "mysql":
-        async with client.acquire_connection() as connection, connection.cursor() as cursor:
-            await cursor.execute(_BATCH[bool(before_id)], summary_args + page_args)  # one round trip, two results
-            head = await cursor.fetchone()
-            await cursor.nextset()
-            raw = await cursor.fetchall()
-        entries: list[EntryRow] = [(i, d, k, r, c.replace(tzinfo=UTC), b) for i, d, k, r, c, b in raw]
+    soon = sqlpath.db_time(soon)
+    summary = Stmt(_SUMMARY_SQL, (member_id, member_id, soon, member_id, soon))
+    if before_id:
+        page = Stmt(_PAGE_BEFORE_SQL, (merchant_id, member_id, before_id, limit))
     else:
-        head = (await client.execute_query(_SUMMARY[dialect], summary_args))[1][0]
-        raw = (await client.execute_query(_PAGE[(dialect, bool(before_id))], page_args))[1]
-        entries = [(i, d, k, r, _utc(c), b) for i, d, k, r, c, b in raw]
+        page = Stmt(_PAGE_SQL, (merchant_id, member_id, limit))
+    heads, raw = await sqlpath.select([summary, page])  # MySQL: one round trip, both results
+    head = heads[0] if heads else None
+    entries: list[EntryRow] = [(i, d, k, r, _utc(c), b) for i, d, k, r, c, b in raw]
     held, expiring, first = head if head is not None else (0, 0, None)
     expires_on = None
     first_at = clock.as_utc(first)
@@ -92,7 +80,9 @@ async def points_page(*, merchant_id: int, member_id: int, before_id: int | None
 
 
 def _utc(value: Any) -> datetime:
-    """A stored timestamp (SQLite: ISO text) as aware UTC, as the ORM's DatetimeField reads it."""
+    """A stored timestamp (MySQL: naive UTC, SQLite: ISO text) as aware UTC, as the ORM's DatetimeField reads it."""
+    if type(value) is datetime:
+        return value.replace(tzinfo=UTC)
     moment = clock.as_utc(value)
     assert moment is not None  # created_at is NOT NULL
     return moment.astimezone(UTC)

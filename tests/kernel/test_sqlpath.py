@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from tortoise import connections
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
 from models.checkout.purchases import Purchase
-from models.kernel import clock, sqlpath
+from models.kernel import clock, mysqlwire, sqlpath
 from models.kernel.sqlpath import Ref, Stmt
 from models.ledger.books import PointsAccount
 from models.points.lots import PointsLot
@@ -89,7 +90,8 @@ async def test_an_id_read_by_the_next_statement_only_needs_no_variable(client, a
         Stmt("UPDATE purchase SET order_no = %s WHERE id = %s", (Ref("purchase", prefix="K-5-"), Ref("purchase"))),
     ]
     if sqlpath.dialect() == "mysql":
-        text, *_ = sqlpath._render_mysql(statements, commit=False)
+        async with connections.get("default").acquire_connection() as connection:
+            text, *_ = sqlpath._render_mysql(connection, statements, commit=False)
         assert "@hy_purchase" not in text and text.count("LAST_INSERT_ID()") == 2
     async with in_transaction():
         done = await sqlpath.run(statements, keep=())
@@ -100,3 +102,30 @@ async def test_an_id_read_by_the_next_statement_only_needs_no_variable(client, a
 async def test_a_batch_needs_the_callers_transaction(app):
     with pytest.raises(Exception, match="in_transaction"):
         await sqlpath.run([Stmt("SELECT 1", rows=True)])
+
+
+VALUES_SQL = (
+    "SELECT 1, -9223372036854775808, NULL, 'x''y\\\\z', '汉字', 1.5e0, CAST(2.50 AS DECIMAL(5, 2)), SUM(1),"
+    " CAST('2026-01-02 03:04:05.000006' AS DATETIME(6)), CAST('2026-01-02' AS DATE), GROUP_CONCAT('a', 'b'),"
+    " JSON_ARRAY(1, 'two'), CAST('bin' AS BINARY), REPEAT('w', 300)"
+)
+
+
+async def test_the_wire_reader_answers_what_the_driver_answers(app):
+    """models.kernel.mysqlwire parses the response itself: every column type the paths read, a result bigger
+    than one socket read (5,000 rows), and OK packets between them come out exactly as aiomysql's cursor has them."""
+    if sqlpath.dialect() != "mysql":
+        pytest.skip("the wire reader is MySQL's")
+    many = "SELECT seq, CONCAT('row ', seq) FROM seq_1_to_5000"
+    async with connections.get("default").acquire_connection() as connection:
+        async with connection.cursor() as cursor:
+            await cursor.execute(VALUES_SQL)
+            values = list(await cursor.fetchall())
+            await cursor.execute(many)
+            rows = list(await cursor.fetchall())
+        answers = await mysqlwire.execute(connection, f"{VALUES_SQL};\nDO 1;\n{many};\nSET @hy_t = 1")
+        assert [a.rows for a in answers] == [values, None, rows, None]
+        assert [a.count for a in answers] == [1, 0, 5000, 0]
+        async with connection.cursor() as cursor:  # the connection is in step for the driver's next command
+            await cursor.execute("SELECT @hy_t")
+            assert await cursor.fetchall() == ((1,),)

@@ -129,7 +129,7 @@ def test_the_statements_name_the_models_tables():
         PointsEntry._meta.db_table,
     )
     assert tables == ("points_account", "points_expiry", "points_lot", "points_ledger")
-    for statement in (*reads._SUMMARY.values(), *reads._PAGE.values(), *reads._BATCH.values()):
+    for statement in (reads._SUMMARY_SQL, reads._PAGE_SQL, reads._PAGE_BEFORE_SQL):
         assert "points_ledger" in statement or "points_lot" in statement
 
 
