@@ -12,6 +12,7 @@ from handlers import (
     members,
     onboarding,
     operations,
+    packages,
     payments,
     points,
     tenancy,
@@ -37,6 +38,7 @@ def register_blueprints(app: Sanic, settings: Settings) -> None:
         points,
         tiers,
         payments,
+        packages,
         operations,
     )
     for module in modules:
