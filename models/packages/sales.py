@@ -12,7 +12,7 @@ from models.members import timeline
 from models.members.members import member_rows
 from models.packages.calendar import days_left, end_after
 from models.packages.tables import PAY_METHODS, MemberPackage
-from models.packages.templates import get_template
+from models.packages.templates import check_store, get_template
 from models.tenancy.merchants import merchant_zone
 from models.tenancy.visibility import Scope
 
@@ -54,6 +54,7 @@ async def sell_package(
     if first is not None:
         return first, False
     template = await get_template(merchant_id=merchant_id, template_id=template_id)
+    await check_store(merchant_id=merchant_id, store_id=store_id)
     if template.status != "active":
         raise Conflict("this package is no longer sold", code="package.template_retired")
     if store_id is not None and template.store_ids and store_id not in template.store_ids:

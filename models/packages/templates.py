@@ -9,6 +9,7 @@ from models.packages.tables import KINDS, TEMPLATE_STATUSES, PackageTemplate
 from models.tenancy.merchants import Store
 
 MAX_PRICE = 10**10  # fen
+NULLABLE = ("uses", "days", "valid_days")
 EDITABLE = ("name", "price", "valid_days", "service_sku", "service_category", "store_ids", "status", "uses", "days")
 
 
@@ -67,11 +68,18 @@ async def list_templates(*, merchant_id: int, status: str | None, limit: int = 2
 async def update_template(*, merchant_id: int, template_id: int, changes: dict[str, Any]) -> PackageTemplate:
     """Change a template; packages already sold keep what they were sold with."""
     template = await get_template(merchant_id=merchant_id, template_id=template_id)
+    changes = {name: value for name, value in changes.items() if value is not None or name in NULLABLE}
     merged = {name: getattr(template, name) for name in (*EDITABLE, "kind")} | changes
     await _check(merchant_id=merchant_id, data=merged)
     for name in EDITABLE:
         if name in changes:
             value = sorted(set(changes[name] or [])) if name == "store_ids" else changes[name]
-            setattr(template, name, "" if value is None and name.startswith("service_") else value)
+            setattr(template, name, value)
     await template.save()
     return template
+
+
+async def check_store(*, merchant_id: int, store_id: int | None) -> None:
+    """A store named at the till is one of the merchant's (422 otherwise)."""
+    if store_id is not None and not await Store.exists(id=store_id, merchant_id=merchant_id):
+        raise Unprocessable("store not found", code="package.store_unknown", field="store_id")

@@ -13,6 +13,7 @@ from models.kernel.errors import Conflict, NotFound, Unprocessable
 from models.packages.calendar import local_day
 from models.packages.sales import get_package
 from models.packages.tables import MemberPackage, PackageUse
+from models.packages.templates import check_store
 from models.tenancy.merchants import merchant_zone
 from models.tenancy.visibility import Scope
 
@@ -55,6 +56,7 @@ async def use_package(
     first = await _first_use(package.id, visit_key)
     if first is not None:
         return first, False
+    await check_store(merchant_id=package.merchant_id, store_id=store_id)
     if store_id is not None and package.store_ids and store_id not in package.store_ids:
         raise Unprocessable("the package does not cover this store", code="package.store_not_covered", field="store_id")
     now = clock.now()
