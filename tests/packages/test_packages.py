@@ -224,3 +224,15 @@ async def test_another_merchants_templates_members_and_packages_are_404(client, 
     )
     assert refund.status_code == 404
     assert (await client.get("/api/package-templates", headers=theirs)).json()["items"] == []
+
+
+async def test_the_member_detail_lists_active_packages(client, admin, demo):
+    tpl = await template(client, admin, uses=4, price=400)
+    member_id = (await add_member(client, admin, phone="13900000109"))["id"]
+    sold = await sell(client, admin, member_id, tpl["id"], key="p", payments=[{"method": "other", "amount": 400}])
+    assert (await use(client, admin, member_id, sold.json()["id"], "v")).status_code == 201
+    detail = await client.get(f"/api/members/{member_id}", headers=admin)
+    assert detail.status_code == 200
+    assert [(p["id"], p["uses_total"], p["uses_left"]) for p in detail.json()["packages"]] == [
+        (sold.json()["id"], 4, 3)
+    ]
