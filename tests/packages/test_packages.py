@@ -12,7 +12,7 @@ from models.packages.tables import MemberPackage, PackageUse
 from models.packages.uses import expire_due_packages
 from server.wiring import SCHEDULED_JOBS
 from tests.conftest import login
-from tests.helpers import OTHER_OWNER_PASSWORD, add_member, error_of, other_merchant
+from tests.helpers import OTHER_OWNER_PASSWORD, add_member, add_staff, add_store, error_of, other_merchant
 from tests.packages.helpers import member_with_balance, sell, template, use
 from tests.tiers.helpers import lasting, member_token, pin
 
@@ -236,3 +236,52 @@ async def test_the_member_detail_lists_active_packages(client, admin, demo):
     assert [(p["id"], p["uses_total"], p["uses_left"]) for p in detail.json()["packages"]] == [
         (sold.json()["id"], 4, 3)
     ]
+
+
+async def test_bad_input_is_a_4xx_and_writes_nothing(client, admin, demo):
+    tpl = await template(client, admin, price=200)
+    member_id = (await add_member(client, admin, phone="13900000110"))["id"]
+    url = f"/api/package-templates/{tpl['id']}"
+    for patch in ({"name": None}, {"store_ids": None}, {"price": None}):
+        assert (await client.patch(url, json=patch, headers=admin)).status_code == 200
+    assert (await client.patch(url, json={"uses": None}, headers=admin)).status_code == 422
+    assert (await client.patch(url, json={"kind": "time"}, headers=admin)).status_code == 422
+    two = [{"method": "balance", "amount": 100}, {"method": "balance", "amount": 100}]
+    zero = [{"method": "cash", "amount": 0}, {"method": "cash", "amount": 200}]
+    for payments in (two, zero):
+        assert (await sell(client, admin, member_id, tpl["id"], key="b", payments=payments)).status_code == 422
+    body = {"template_id": tpl["id"], "idempotency_key": "b", "payments": [{"method": "cash", "amount": 200}]}
+    elsewhere = await client.post(
+        f"/api/members/{member_id}/packages", json={**body, "store_id": 99_999}, headers=admin
+    )
+    assert elsewhere.status_code == 422 and error_of(elsewhere)["code"] == "package.store_unknown"
+    assert await MemberPackage.filter(member_id=member_id).count() == 0
+    assert (await client.get(f"/api/members/{member_id}/packages/1/uses", headers=admin)).status_code in (404, 405)
+    empty_key = await client.post(
+        f"/api/members/{member_id}/packages/1/uses", json={"idempotency_key": ""}, headers=admin
+    )
+    assert empty_key.status_code == 422
+    assert (await client.get("/api/package-templates", headers=admin)).json()["items"][0]["name"] == "10 haircuts"
+
+
+async def test_a_cashier_sells_and_uses_in_their_own_store_only(client, admin, demo):
+    other_store = await add_store(client, admin, code="S009")
+    tpl = await template(client, admin, uses=2, price=100, store_ids=[demo.store.id])
+    cashier = await add_staff(client, admin, username="pkg-cashier", role="cashier", store_id=demo.store.id)
+    member_id = (await add_member(client, admin, phone="13900000111", store_id=demo.store.id))["id"]
+    body = {"template_id": tpl["id"], "idempotency_key": "c1", "payments": [{"method": "cash", "amount": 100}]}
+    there = await client.post(
+        f"/api/members/{member_id}/packages", json={**body, "store_id": other_store}, headers=cashier
+    )
+    assert there.status_code == 403 and error_of(there)["code"] == "auth.store_scope"
+    sold = await client.post(f"/api/members/{member_id}/packages", json=body, headers=cashier)
+    assert sold.status_code == 201 and sold.json()["store_id"] == demo.store.id
+    package_id = sold.json()["id"]
+    uses_url = f"/api/members/{member_id}/packages/{package_id}/uses"
+    outside = await client.post(uses_url, json={"idempotency_key": "v0", "store_id": other_store}, headers=admin)
+    assert outside.status_code == 422 and error_of(outside)["code"] == "package.store_not_covered"
+    assert (await client.post(uses_url, json={"idempotency_key": "v1"}, headers=cashier)).status_code == 201
+    refund = await client.post(
+        f"/api/members/{member_id}/packages/{package_id}/refund", json={"idempotency_key": "r"}, headers=cashier
+    )
+    assert refund.status_code == 403
