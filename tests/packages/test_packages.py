@@ -14,6 +14,7 @@ from server.wiring import SCHEDULED_JOBS
 from tests.conftest import login
 from tests.helpers import OTHER_OWNER_PASSWORD, add_member, add_staff, add_store, error_of, other_merchant
 from tests.packages.helpers import member_with_balance, sell, template, use
+from tests.payments.wallet_helpers import assert_consistent
 from tests.tiers.helpers import lasting, member_token, pin
 
 
@@ -147,6 +148,7 @@ async def test_a_refund_gives_back_the_unused_share_to_the_same_lots_once(client
     assert (await BalanceAccount.get(member_id=member_id)).balance == 3_428
     lot = await BalanceLot.get(member_id=member_id)
     assert (lot.principal_remaining, lot.status) == (3_428, "open")  # restored to the recharge lot
+    assert await assert_consistent(member_id) == (3_428, 3_428, 0)
     again = await client.post(url, json={"idempotency_key": "refund-1"}, headers=admin)
     assert again.status_code == 200 and again.json()["refund_amount"] == 5_714
     other = await client.post(url, json={"idempotency_key": "refund-2"}, headers=admin)

@@ -56,3 +56,15 @@ async def test_concurrent_refunds_refund_once(client, admin, demo):
     assert {r.status_code for r in responses} <= {200, 409}
     assert (await BalanceAccount.get(member_id=member_id)).balance == 6_000
     assert await BalanceEntry.filter(member_id=member_id, kind="reverse").count() == 1
+
+
+async def test_concurrent_visits_of_a_time_pass_on_one_day_record_one(app, client, admin, demo):
+    tpl = await template(client, admin, name="月卡", kind="time", uses=None, days=30, valid_days=None, price=3_000)
+    member_id = await member_with_balance(client, admin, merchant_id=demo.merchant.id, phone="13900000204", fen=0)
+    sold = await sell(client, admin, member_id, tpl["id"], key="t", payments=[{"method": "cash", "amount": 3_000}])
+    package_id = sold.json()["id"]
+    responses = await asyncio.gather(*(use(client, admin, member_id, package_id, f"day-{n}") for n in range(8)))
+    assert sorted(r.status_code for r in responses) == [201] + [409] * 7, [r.text for r in responses]
+    assert {error_of(r)["code"] for r in responses if r.status_code == 409} == {"package.used_today"}
+    assert (await MemberPackage.get(id=package_id)).uses_count == 1
+    assert await PackageUse.filter(member_package_id=package_id).count() == 1
