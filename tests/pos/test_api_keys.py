@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from datetime import UTC, datetime
 
 from models.tenancy.api_keys import PosApiKey
 from tests.conftest import login
@@ -123,7 +124,7 @@ async def test_a_revocation_from_another_process_reaches_this_one(client, app, a
     headers = api_key(created["key"])
     assert (await client.get("/api/pos/member", params={"phone": "13800000011"}, headers=headers)).status_code == 200
     # another process revokes: the row changes and the prefix is published, this process's cache must drop it
-    await PosApiKey.filter(id=created["id"]).update(revoked_at=created["created_at"])
+    await PosApiKey.filter(id=created["id"]).update(revoked_at=datetime.now(UTC))
     await app.ctx.redis.publish(app.ctx.keys("api_key_revoked"), created["prefix"])
     for _ in range(50):
         response = await client.get("/api/pos/member", params={"phone": "13800000011"}, headers=headers)
