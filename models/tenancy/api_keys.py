@@ -132,7 +132,6 @@ async def _touch(key_id: int, now: datetime) -> None:
 class _Cached:
     row: tuple[int, int, int, str, bool] | None  # id, merchant, store, hash, revoked; None: no such prefix
     read_at: float
-    touched_at: float = 0.0
 
 
 class ApiKeyCache:
@@ -142,6 +141,7 @@ class ApiKeyCache:
     def __init__(self, *, ttl: float = CACHE_SECONDS) -> None:
         self.ttl = ttl
         self._by_prefix: dict[str, _Cached] = {}
+        self._touched: dict[int, float] = {}  # key id -> when this process last wrote its last_used_at
 
     def forget(self, prefix: str) -> None:
         self._by_prefix.pop(prefix, None)
@@ -158,6 +158,7 @@ class ApiKeyCache:
 
     def clear(self) -> None:
         self._by_prefix.clear()
+        self._touched.clear()
 
     async def _entry(self, prefix: str) -> _Cached:
         now = time.monotonic()
@@ -171,7 +172,7 @@ class ApiKeyCache:
         if rows:
             key_id, merchant_id, store_id, key_hash, revoked_at = rows[0]
             row = (key_id, merchant_id, store_id, key_hash, revoked_at is not None)
-        entry = _Cached(row=row, read_at=now, touched_at=entry.touched_at if entry else 0.0)
+        entry = _Cached(row=row, read_at=now)
         if len(self._by_prefix) >= 4096:
             del self._by_prefix[next(iter(self._by_prefix))]
         self._by_prefix[prefix] = entry
@@ -191,7 +192,10 @@ class ApiKeyCache:
         if not hmac.compare_digest(key_hash, _hash(secret)) or revoked:
             raise invalid
         now = time.monotonic()
-        if now - entry.touched_at >= LAST_USED_EVERY.total_seconds():
-            entry.touched_at = now
+        touched = self._touched.get(key_id)
+        if touched is None or now - touched >= LAST_USED_EVERY.total_seconds():
+            if len(self._touched) >= 4096:
+                del self._touched[next(iter(self._touched))]
+            self._touched[key_id] = now
             await _touch(key_id, clock.now())
         return KeyIdentity(key_id=key_id, merchant_id=merchant_id, store_id=store_id, prefix=prefix)
