@@ -64,7 +64,15 @@ async def test_who_may_manage_a_stores_keys(client, admin, demo):
     other_store = await add_store(client, admin, code="S777")
     manager = await add_staff(client, admin, username="mgr1", role="store_manager", store_id=demo.store.id)
     cashier = await add_staff(client, admin, username="cash1", role="cashier", store_id=demo.store.id)
-    assert (await new_key(client, manager, demo.store.id))["store_id"] == demo.store.id
+    mine = await new_key(client, manager, demo.store.id)
+    assert mine["store_id"] == demo.store.id
+    listed = await client.get(f"/api/stores/{demo.store.id}/api-keys", headers=manager)
+    assert [k["id"] for k in listed.json()["items"]] == [mine["id"]]
+    revoked = await client.post(f"/api/stores/{demo.store.id}/api-keys/{mine['id']}/revoke", headers=manager)
+    assert revoked.status_code == 200 and revoked.json()["revoked_at"] is not None
+    elsewhere = await new_key(client, admin, other_store)
+    hidden = await client.post(f"/api/stores/{demo.store.id}/api-keys/{elsewhere['id']}/revoke", headers=admin)
+    assert (hidden.status_code, error_of(hidden)["code"]) == (404, "api_key.not_found")  # a key of another store
     foreign = await client.post(f"/api/stores/{other_store}/api-keys", json={"name": "x"}, headers=manager)
     assert (foreign.status_code, error_of(foreign)["code"]) == (404, "store.not_found")
     assert (await client.get(f"/api/stores/{other_store}/api-keys", headers=manager)).status_code == 404
