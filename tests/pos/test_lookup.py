@@ -9,6 +9,7 @@ import pytest
 
 from models.kernel import clock
 from models.members.members import Member
+from models.plans.terms import MemberPlan, PaidPlan
 from tests.cards.helpers import claim, encrypt_code, put_template
 from tests.conftest import login
 from tests.helpers import add_member, add_staff, add_store, error_of, other_merchant
@@ -128,3 +129,18 @@ async def test_by_card_code_and_encrypted_code(client, admin, demo):
         assert (unknown.status_code, error_of(unknown)["code"]) == (404, "member.not_found"), params
     other_key = (await new_key(client, admin, await add_store(client, admin, code="S902")))["key"]
     assert (await lookup(client, api_key(other_key), card_code=code)).status_code == 404
+
+
+async def test_a_running_plan_is_shown(client, admin, demo):
+    member = await add_member(client, admin, name="Plan Holder", phone="13800005555", store_id=demo.store.id)
+    plan = await PaidPlan.create(
+        merchant_id=demo.merchant.id, code="vip", name="VIP 月卡", period="month", price=3000, benefits={"free": 1}
+    )
+    now = clock.now()
+    ends = now + timedelta(days=20)
+    await MemberPlan.create(
+        merchant_id=demo.merchant.id, member_id=member["id"], plan_id=plan.id, order_id=1, starts_at=now, ends_at=ends
+    )
+    body = (await lookup(client, admin, phone="13800005555")).json()
+    assert (body["plan"]["id"], body["plan"]["name"], body["plan"]["benefits"]) == (plan.id, "VIP 月卡", {"free": 1})
+    assert abs(datetime.fromisoformat(body["plan"]["ends_at"]) - ends) < timedelta(seconds=1)
