@@ -14,6 +14,7 @@ from handlers import (
     operations,
     payments,
     points,
+    pos,
     tenancy,
     tiers,
     wechat_accounts,
@@ -38,6 +39,7 @@ def register_blueprints(app: Sanic, settings: Settings) -> None:
         tiers,
         payments,
         operations,
+        pos,
     )
     for module in modules:
         app.blueprint(module.bp)

@@ -38,6 +38,7 @@ MODEL_MODULES = [  # every module of models/ that defines tables (app label "mod
     "models.payments.refund_settle",
     "models.cards.template",
     "models.onboarding.qrcodes",
+    "models.tenancy.api_keys",
     "models.checkout.purchases",
 ]
 
