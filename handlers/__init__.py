@@ -7,6 +7,7 @@ from sanic_ext import openapi
 
 from handlers import (
     cards,
+    checkout,
     health,
     ledger,
     members,
@@ -37,6 +38,7 @@ def register_blueprints(app: Sanic, settings: Settings) -> None:
         points,
         tiers,
         payments,
+        checkout,
         operations,
     )
     for module in modules:
