@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from models.kernel.errors import Unprocessable
 from models.points.rules import PointsRules
 
+MAX_ORDER = 10**12  # fen: an order's gross, as the purchases' MAX_AMOUNT
+
 
 @dataclass(frozen=True)
 class Line:
@@ -151,6 +153,8 @@ def price(
     """Price an order in the documented order; raises Unprocessable naming the field for what cannot be paid."""
     if not items:
         raise Unprocessable("an order needs at least one item", code="checkout.items_required", field="items")
+    if sum(it.unit_price * it.quantity for it in items) > MAX_ORDER:
+        raise Unprocessable(f"an order is at most {MAX_ORDER} fen", code="checkout.amount_invalid", field="items")
     lines = [
         PricedLine(
             index=i,

@@ -192,6 +192,8 @@ async def test_bad_input_is_refused_and_writes_nothing(client, admin, demo):
     negative = [{**ITEMS[0], "quantity": -1}]
     await _error(await quote(items=negative), 422, "validation.failed", "items.0.quantity")
     await _error(await quote(items=[]), 422, "validation.failed", "items")
+    huge = [{**ITEMS[0], "unit_price": 10**12, "quantity": 2}]
+    await _error(await quote(items=huge), 422, "checkout.amount_invalid", "items")
     await _error(await quote(points=680), 422, "checkout.points_over_cap", "points")
     await _error(await quote(points=15), 422, "checkout.points_invalid", "points")
     await _error(await quote(balance=3001), 422, "checkout.balance_insufficient", "balance")
