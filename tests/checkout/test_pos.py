@@ -12,15 +12,17 @@ rules (10 points = 100 fen, at most 50 % of what is left; 1 point per 1,000 fen 
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 
+from models.ledger.balance_lots import BalanceLot
 from models.ledger.books import BalanceAccount, PointsAccount, find_mismatches
 from models.tiers.tables import MemberTier
 from tests.conftest import login
 from tests.helpers import OTHER_OWNER_PASSWORD, add_staff, add_store, error_of, other_merchant
-from tests.points.helpers import adjust, assert_lots_agree, new_member
+from tests.points.helpers import adjust, assert_lots_agree, new_member, pinned, timeless_owner
 from tests.tiers.helpers import add_tier
 
 ITEMS = [
@@ -243,3 +245,47 @@ async def test_bad_input_is_refused_and_writes_nothing(client, admin, demo):
 
 async def _login_other(client: httpx.AsyncClient) -> dict[str, str]:
     return await login(client, "other-owner", OTHER_OWNER_PASSWORD)
+
+
+async def test_a_return_never_resurrects_expired_points_and_refills_balance_lots(client, app, demo):
+    owner = await timeless_owner(app, demo)
+    start = datetime(2026, 3, 1, 4, 0, tzinfo=UTC)
+    with pinned(start):
+        member = await _member(client, owner, points=300, balance=0)
+        for key, kind, delta in (("r", "recharge", 1000), ("g", "gift", 500)):
+            body = {"delta": delta, "kind": kind, "reason": "储值", "idempotency_key": f"{key}-{member}"}
+            assert (await client.post(f"/api/members/{member}/balance", json=body, headers=owner)).status_code == 200
+        items = [{"sku": "X", "unit_price": 1000, "quantity": 2}]
+        body = {
+            "store_id": demo.store.id,
+            "member_id": member,
+            "items": items,
+            "points": 100,  # 1000 fen: the 50 % cap of 2000
+            "balance": 1000,
+            "idempotency_key": "exp-1",
+            "payments": [],
+        }
+        settled = await client.post("/api/pos/orders", json=body, headers=owner)
+        assert settled.status_code == 201, settled.text
+        order = settled.json()
+        assert order["due"] == 0 and order["amount"] == 1000 and order["points_earned"] == 1  # earns on 1000 fen
+        lot = await BalanceLot.get(member_id=member, source="recharge")
+        assert lot.principal_remaining == 0  # oldest lot first: the recharge, then the gift's bonus
+    # two years on: the spent points' lot has expired (rolling year); the stored value never expires
+    with pinned(start + timedelta(days=730)):
+        ret = await client.post(
+            f"/api/pos/orders/{order['id']}/returns",
+            json={"items": [{"sku": "X", "quantity": 2}], "idempotency_key": "exp-r"},
+            headers=owner,
+        )
+        assert ret.status_code == 201, ret.text
+        r = ret.json()
+        assert (r["points_back"], r["points_lost"], r["balance_back"], r["refund_due"], r["whole"]) == (
+            0, 100, 1000, 0, True,
+        )  # fmt: skip
+        lot = await BalanceLot.get(member_id=member, source="recharge")
+        assert lot.principal_remaining == 1000
+        assert (await BalanceAccount.get(member_id=member)).balance == 1500
+        # the earned point is taken back (it was still held: the expiry job has not run)
+        assert r["earned_back"] == 1
+    await _ledgers_clean()
