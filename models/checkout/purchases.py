@@ -456,6 +456,10 @@ async def reverse_purchase(
                 raise NotFound("no such purchase for this member", code="purchase.not_found")
             if purchase.status == "reversed":
                 return purchase
+            if purchase.source == "pos":  # its units are returned line by line (models/checkout/returns.py)
+                raise Conflict(
+                    "a POS order is returned through POST /api/pos/orders/<id>/returns", code="purchase.pos_order"
+                )
             reason = f"Refund of order {order_no}"
             key = f"purchase-reverse:{purchase.id}"
             earned = await ledger.PointsEntry.get_or_none(

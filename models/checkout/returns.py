@@ -292,7 +292,10 @@ async def return_items(
             whole = all(ln["returned"] == ln["quantity"] for ln in lines)
             stored = [{k: v for k, v in ln.items() if k not in ("earned", "growth")} for ln in lines]
             guarded = Purchase.filter(id=purchase.id, return_seq=seq) if purchase.return_seq is not None else None
-            if guarded is None or await guarded.update(return_seq=seq + 1, lines=stored) != 1:
+            changes: dict[str, Any] = {"return_seq": seq + 1, "lines": stored}
+            if whole:
+                changes["status"] = "returned"  # out of the daily cap's sum, as a reversed purchase
+            if guarded is None or await guarded.update(**changes) != 1:
                 raise Conflict("the order changed while returning", code="checkout.changed", reason="returns")
             await PurchaseReturnLine.bulk_create(rows)
             reason = f"Return {ret.id} of POS order {purchase.id}"

@@ -143,7 +143,9 @@ async def test_quote_settle_and_return_by_hand(client, admin, demo):
     assert r2["whole"] is True
     assert await _balances(member) == (1000, 3000, 0)
     after = (await client.get(f"/api/pos/orders/{order['id']}", headers=admin)).json()
-    assert [ln["returned"] for ln in after["lines"]] == [3, 1]
+    assert [ln["returned"] for ln in after["lines"]] == [3, 1] and after["status"] == "returned"
+    reverse = await client.post(f"/api/members/{member}/purchases/pos:till-1-0001/reverse", headers=admin)
+    assert reverse.status_code == 409 and error_of(reverse)["code"] == "purchase.pos_order"
     nothing = await client.post(
         f"/api/pos/orders/{order['id']}/returns",
         json={"items": [{"sku": "B", "quantity": 1}], "idempotency_key": "ret-4"},
