@@ -22,6 +22,7 @@ from models.ledger import books as ledger
 from models.members.members import Member
 from models.points.rules import PointsRules, get_points_rules, purchase_points
 from models.tenancy.merchants import Store, merchant_zone
+from models.tenancy.staff import Staff
 from models.tenancy.visibility import Scope
 from models.tiers import standing as tier_rules
 from models.tiers.growth import growth_for_amount
@@ -68,6 +69,17 @@ async def _check_store(*, scope: Scope, store_id: int) -> None:
         raise Unprocessable("no such store", code="checkout.store_invalid", field="store_id")
 
 
+async def _check_staff(*, scope: Scope, items: list[pricing.Item]) -> None:
+    """A service line's staff member must be the merchant's (of this merchant, any store: stylists move)."""
+    wanted = {it.staff_id for it in items if it.staff_id is not None}
+    if not wanted:
+        return
+    found = set(await Staff.filter(id__in=wanted, merchant_id=scope.merchant_id).values_list("id", flat=True))
+    for index, item in enumerate(items):
+        if item.staff_id is not None and item.staff_id not in found:
+            raise Unprocessable("no such staff member", code="checkout.staff_invalid", field=f"items.{index}.staff_id")
+
+
 async def _member(*, scope: Scope, member_id: int) -> Member:
     member = await Member.filter(id=member_id, **scope.members()).first()
     if member is None:
@@ -107,6 +119,7 @@ async def quote(*, scope: Scope, order: OrderInput) -> Quote:
     merchant_id = scope.merchant_id
     _no_coupons(order.coupon_id)
     await _check_store(scope=scope, store_id=order.store_id)
+    await _check_staff(scope=scope, items=order.items)
     rules = await get_points_rules(merchant_id=merchant_id)
     member_points = member_balance = 0
     tier_id, off = None, 0
@@ -199,10 +212,12 @@ def _changed(reason: str, message: str) -> Conflict:
     return Conflict(f"the order changed since the quote: {message}", code="checkout.changed", reason=reason)
 
 
-async def _repeat(*, merchant_id: int, order_no: str, digest: str) -> Purchase | None:
-    earlier = await Purchase.get_or_none(merchant_id=merchant_id, order_no=order_no)
+async def _repeat(*, scope: Scope, order_no: str, digest: str) -> Purchase | None:
+    earlier = await Purchase.get_or_none(merchant_id=scope.merchant_id, order_no=order_no)
     if earlier is None:
         return None
+    if not scope.sees_store(earlier.store_id):  # another store's order: say nothing of it
+        raise Conflict("idempotency_key was already used for a different order", code="checkout.key_reused")
     if earlier.request_hash != digest:
         raise Conflict(
             "idempotency_key was already used for a different order", code="checkout.key_reused", order_id=earlier.id
@@ -258,11 +273,12 @@ async def settle(
     member_id = order.member_id
     order_no = f"pos:{idempotency_key}"
     digest = request_hash(order, payments, expect)
-    earlier = await _repeat(merchant_id=merchant_id, order_no=order_no, digest=digest)
+    earlier = await _repeat(scope=scope, order_no=order_no, digest=digest)
     if earlier is not None:
         return earlier, False
     _no_coupons(order.coupon_id)
     await _check_store(scope=scope, store_id=order.store_id)
+    await _check_staff(scope=scope, items=order.items)
     await _member(scope=scope, member_id=member_id)
     rules = await get_points_rules(merchant_id=merchant_id)
 
@@ -365,7 +381,7 @@ async def settle(
     try:
         return await ledger.retrying(work, what="pos order"), True
     except IntegrityError:
-        earlier = await _repeat(merchant_id=merchant_id, order_no=order_no, digest=digest)
+        earlier = await _repeat(scope=scope, order_no=order_no, digest=digest)
         if earlier is None:
             raise
         return earlier, False

@@ -202,6 +202,8 @@ async def test_bad_input_is_refused_and_writes_nothing(client, admin, demo):
     await _error(await quote(points=15), 422, "checkout.points_invalid", "points")
     await _error(await quote(balance=3001), 422, "checkout.balance_insufficient", "balance")
     await _error(await quote(coupon_id=7), 422, "checkout.coupons_unavailable", "coupon_id")
+    no_stylist = [ITEMS[0], {**ITEMS[1], "staff_id": 999_999}]
+    await _error(await quote(items=no_stylist), 422, "checkout.staff_invalid", "items.1.staff_id")
     await _error(await quote(member_id=999_999), 404, "member.not_found")
     poor = await _member(client, admin, points=100, balance=0)
     await _error(await quote(member_id=poor, points=200), 422, "checkout.points_insufficient", "points")

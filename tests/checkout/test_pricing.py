@@ -170,3 +170,26 @@ def test_lines_add_up(lines: list[tuple[int, int]], off: int, member_points: int
         assert min(ln.tier_discount, ln.points_fen, ln.balance_fen, ln.due) >= 0
     assert p.due == sum(ln.due for ln in p.lines)
     assert p.gross - p.tier_discount - p.points_fen - p.balance_fen == p.due
+
+
+def test_a_stackable_coupon_prices_the_after_tier_lines() -> None:
+    seen: list[list[int]] = []
+
+    def offer(lines: list[Line]) -> Offer:  # 满100减20 on everything, allocated as the coupons package does
+        seen.append([ln.amount for ln in lines])
+        return Offer(discount=2000, per_line=dict(enumerate(allocate(2000, [ln.amount for ln in lines]))))
+
+    p = price(
+        _items(),
+        off_permille=100,
+        coupon=Coupon(coupon_id=3, stackable=True, offer=offer),
+        points=0,
+        balance=0,
+        rules=RULES,
+        member_points=0,
+        member_balance=0,
+    )
+    # tier: 9999 -> 999 off, 5001 -> 500 off; the coupon sees 9000 and 4501; 2000 over them -> 1333.2 / 666.8
+    assert seen == [[9000, 4501]]
+    assert [ln.coupon_discount for ln in p.lines] == [1333, 667]
+    assert p.due == 15000 - 1499 - 2000 and p.earn_basis == p.due
