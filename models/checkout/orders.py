@@ -80,11 +80,9 @@ async def _check_staff(*, scope: Scope, items: list[pricing.Item]) -> None:
             raise Unprocessable("no such staff member", code="checkout.staff_invalid", field=f"items.{index}.staff_id")
 
 
-async def _member(*, scope: Scope, member_id: int) -> Member:
-    member = await Member.filter(id=member_id, **scope.members()).first()
-    if member is None:
+async def _member(*, scope: Scope, member_id: int) -> None:
+    if not await Member.exists(id=member_id, **scope.members()):
         raise NotFound("member not found", code="member.not_found", field="member_id")
-    return member
 
 
 def _earn_items(priced: pricing.Priced) -> list[dict[str, Any]]:
