@@ -309,10 +309,10 @@ async def settle(request: Request, body: OrderIn):
     return ok(_order_out(purchase), status=201 if created else 200)
 
 
-@bp.get("/api/pos/orders/<order_id:int>")
+@bp.get("/api/pos/orders/<pos_order_id:int>")
 @endpoint(summary="A POS order with its lines, allocations and payments", tag="pos", roles=POS_ROLES, response=OrderOut)
-async def get_order(request: Request, order_id: int):
-    purchase = await orders.get_order(scope=scope_of(request.ctx.principal), order_id=order_id)
+async def get_order(request: Request, pos_order_id: int):
+    purchase = await orders.get_order(scope=scope_of(request.ctx.principal), order_id=pos_order_id)
     return ok(_order_out(purchase))
 
 
@@ -332,7 +332,7 @@ def _return_out(ret: PurchaseReturn, lines: list[PurchaseReturnLine]) -> ReturnO
     )
 
 
-@bp.post("/api/pos/orders/<order_id:int>/returns")
+@bp.post("/api/pos/orders/<pos_order_id:int>/returns")
 @endpoint(
     summary="Return units of an order: points, stored value, earned points and growth reversed proportionally",
     tag="pos",
@@ -346,13 +346,13 @@ def _return_out(ret: PurchaseReturn, lines: list[PurchaseReturnLine]) -> ReturnO
     " unit of a line returns its remainder, so a whole return is exact. Points go back to the lots they came"
     " from unless those expired; stored value to its principal/bonus lots. 200 for a repeat of the key.",
 )
-async def return_order(request: Request, order_id: int, body: ReturnIn):
+async def return_order(request: Request, pos_order_id: int, body: ReturnIn):
     principal = request.ctx.principal
     items = [i.model_dump() for i in body.items]
     digest = hashlib.sha256(json.dumps(items, sort_keys=True).encode()).hexdigest()
     ret, lines, created = await return_items(
         scope=scope_of(principal),
-        order_id=order_id,
+        order_id=pos_order_id,
         items=items,
         idempotency_key=body.idempotency_key,
         request_hash=digest,
