@@ -119,8 +119,13 @@ def _plan(lines: list[dict[str, Any]], items: list[dict[str, Any]]) -> list[tupl
     return plan
 
 
-async def _give_points_back(*, purchase: Purchase, amount: int, key: str, reason: str, staff_id: int | None) -> int:
-    """Points the order spent, back to the lots they came from unless those expired; returns what came back."""
+async def _give_points_back(
+    *, purchase: Purchase, already: int, amount: int, key: str, reason: str, staff_id: int | None
+) -> int:
+    """Points the order spent, back to the lots they came from unless those expired; returns what came back.
+
+    The debit's uses, in id order, are one sequence of points: earlier returns covered its first `already`
+    points, this one the next `amount`; the part of a use on a lot expired by now is lost, never resurrected."""
     debit = await ledger.PointsEntry.get_or_none(
         merchant_id=purchase.merchant_id, idempotency_key=f"pos-points:{purchase.id}"
     )
@@ -130,15 +135,11 @@ async def _give_points_back(*, purchase: Purchase, amount: int, key: str, reason
     uses = await PointsLotUse.filter(debit_entry_id=debit.id).order_by("id").select_for_update()
     lots = {lot.id: lot for lot in await PointsLot.filter(id__in=[u.lot_id for u in uses]).select_for_update()}
     plan: list[tuple[PointsLotUse, int]] = []
-    left = amount
+    start, end, at = already, already + amount, 0
     for use in uses:
-        if left == 0:
-            break
-        give = min(left, use.amount - use.restored)
-        if give <= 0:
-            continue
-        left -= give  # an expired lot's share is lost: it counts against `amount`, never resurrected
-        if _restorable(lots[use.lot_id], now):
+        give = min(end, at + use.amount) - max(start, at)
+        at += use.amount
+        if give > 0 and _restorable(lots[use.lot_id], now):
             plan.append((use, give))
     total = sum(give for _, give in plan)
     if total == 0:
@@ -259,6 +260,10 @@ async def return_items(
             lines = _with_earnings(purchase)
             plan = _plan(lines, items)
             seq = int(purchase.return_seq or 0)
+            earlier_rows = await PurchaseReturn.filter(purchase_id=purchase.id).values_list(
+                "points_back", "points_lost"
+            )
+            already = sum(int(b) + int(lost) for b, lost in earlier_rows)  # type: ignore[misc]
             ret = await PurchaseReturn.create(
                 merchant_id=purchase.merchant_id,
                 purchase_id=purchase.id,
@@ -301,6 +306,7 @@ async def return_items(
             reason = f"Return {ret.id} of POS order {purchase.id}"
             points_back = await _give_points_back(
                 purchase=purchase,
+                already=already,
                 amount=back["points"],
                 key=f"pos-return:{ret.id}:points",
                 reason=reason,

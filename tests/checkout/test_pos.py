@@ -295,3 +295,40 @@ async def test_a_return_never_resurrects_expired_points_and_refills_balance_lots
         # the earned point is taken back (it was still held: the expiry job has not run)
         assert r["earned_back"] == 1
     await _ledgers_clean()
+
+
+async def test_partial_returns_walk_the_spent_lots_once(client, app, demo):
+    """200 points spent from an old lot (100, expired by the returns) and a newer one (100, still valid): the
+    first unit's 100 points fall on the expired lot (lost), the second unit's on the valid lot (back)."""
+    owner = await timeless_owner(app, demo)
+    start = datetime(2026, 1, 10, 4, 0, tzinfo=UTC)
+    with pinned(start):
+        member = await _member(client, owner, points=100, balance=0)
+    with pinned(start + timedelta(days=200)):
+        await adjust(client, owner, member, 100, "newer-lot")
+        body = {
+            "store_id": demo.store.id,
+            "member_id": member,
+            "items": [{"sku": "X", "unit_price": 2000, "quantity": 2}],
+            "points": 200,  # 2000 fen: the 50 % cap of 4000
+            "idempotency_key": "two-lots",
+            "payments": [{"method": "cash", "amount": 2000}],
+        }
+        settled = await client.post("/api/pos/orders", json=body, headers=owner)
+        assert settled.status_code == 201, settled.text
+        order = settled.json()
+        assert order["points_earned"] == 2  # on 2000 fen
+    with pinned(start + timedelta(days=400)):
+        backs = []
+        for n in range(2):
+            ret = await client.post(
+                f"/api/pos/orders/{order['id']}/returns",
+                json={"items": [{"sku": "X", "quantity": 1}], "idempotency_key": f"unit-{n}"},
+                headers=owner,
+            )
+            assert ret.status_code == 201, ret.text
+            r = ret.json()
+            backs.append((r["points_back"], r["points_lost"], r["earned_back"], r["refund_due"]))
+        assert backs == [(0, 100, 1, 1000), (100, 0, 1, 1000)]
+        assert (await PointsAccount.get(member_id=member)).balance == 200 - 200 + 2 - 1 - 1 + 100
+    await _ledgers_clean()
