@@ -7,6 +7,7 @@ from sanic_ext import openapi
 
 from handlers import (
     cards,
+    checkout,
     health,
     ledger,
     members,
@@ -38,6 +39,7 @@ def register_blueprints(app: Sanic, settings: Settings) -> None:
         points,
         tiers,
         payments,
+        checkout,
         operations,
         pos,
     )

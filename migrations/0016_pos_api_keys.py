@@ -4,7 +4,7 @@ from tortoise import fields
 from tortoise.indexes import Index
 
 class Migration(migrations.Migration):
-    dependencies = [('models', '0013_points_expiry')]
+    dependencies = [('models', '0015_pos_checkout')]
 
     initial = False
 

@@ -40,6 +40,7 @@ MODEL_MODULES = [  # every module of models/ that defines tables (app label "mod
     "models.onboarding.qrcodes",
     "models.tenancy.api_keys",
     "models.checkout.purchases",
+    "models.checkout.returns",
 ]
 
 

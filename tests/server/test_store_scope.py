@@ -66,6 +66,7 @@ MEMBER_ROWS = {
 # Gets of one row by its id (the id filled from the seeded rows): a store-2 row is 404.
 ROW_GETS = {
     "/api/pay-orders/<order_id:int>": "order",
+    "/api/pos/orders/<pos_order_id:int>": "pos_order",
     "/api/qrcodes/<qr_code_id:int>/image": "qr",
     "/api/stores/<store_id:int>/api-keys": "store",
 }
@@ -91,6 +92,10 @@ WRITES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/api/pay-anomalies/<anomaly_id:int>/resolve"): {"note": "x"},
     ("POST", "/api/pay-orders/<order_id:int>/refund"): {"reason": "r", "idempotency_key": "scope-k"},
     ("POST", "/api/pay-refunds/<refund_id:int>/retry"): {},
+    ("POST", "/api/pos/orders/<pos_order_id:int>/returns"): {
+        "items": [{"sku": "S", "quantity": 1}],
+        "idempotency_key": "k",
+    },
     ("POST", "/api/qrcodes/<qr_code_id:int>/disable"): {},
     ("POST", "/api/stores/<store_id:int>/api-keys"): {"name": "scope"},
     ("POST", "/api/stores/<store_id:int>/api-keys/<key_id:int>/revoke"): {},
@@ -130,6 +135,7 @@ class Store:
     purchases: list[str] = field(default_factory=list)
     phones: list[str] = field(default_factory=list)
     api_keys: list[int] = field(default_factory=list)
+    pos_orders: list[int] = field(default_factory=list)
 
 
 _keys = itertools.count(1)
@@ -149,6 +155,16 @@ async def _seed_store(app: Any, client: httpx.AsyncClient, admin: dict, demo: An
     made = await client.post(f"/api/members/{member['id']}/purchases", json=purchase, headers=admin)
     assert made.status_code == 201, made.text
     store.purchases.append(f"P-{tag}")
+    pos = {
+        "store_id": store_id,
+        "member_id": member["id"],
+        "items": [{"sku": "S", "unit_price": 1_000, "quantity": 1}],
+        "idempotency_key": f"POS-{tag}",
+        "payments": [{"method": "cash", "amount": 1_000}],
+    }
+    settled = await client.post("/api/pos/orders", json=pos, headers=admin)
+    assert settled.status_code == 201, settled.text
+    store.pos_orders.append(settled.json()["id"])
     payer_id, payer = await paying_member(app, merchant_id=demo.merchant.id, mp_openid=f"mp-scope-{tag}")
     await Member.filter(id=payer_id).update(origin_store_id=store_id)
     store.members.append(payer_id)
@@ -214,6 +230,7 @@ def _fill(path: str, store: Store) -> str:
         "<order_no:str>": store.purchases[0],
         "<store_id:int>": store.id,
         "<key_id:int>": store.api_keys[0],
+        "<pos_order_id:int>": store.pos_orders[0],
     }
     for name, value in values.items():
         path = path.replace(name, str(value))
