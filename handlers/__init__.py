@@ -7,6 +7,7 @@ from sanic_ext import openapi
 
 from handlers import (
     cards,
+    checkout,
     health,
     ledger,
     members,
@@ -15,6 +16,7 @@ from handlers import (
     packages,
     payments,
     points,
+    pos,
     tenancy,
     tiers,
     wechat_accounts,
@@ -38,8 +40,10 @@ def register_blueprints(app: Sanic, settings: Settings) -> None:
         points,
         tiers,
         payments,
+        checkout,
         packages,
         operations,
+        pos,
     )
     for module in modules:
         app.blueprint(module.bp)

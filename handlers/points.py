@@ -224,8 +224,9 @@ async def add_purchase(request: Request, member_id: int, body: PurchaseIn):
     tag="points",
     roles=MANAGERS,
     response=PurchaseOut,
-    errors=(404,),
-    description="Never below zero and never what already expired; a repeat changes nothing.",
+    errors=(404, 409),
+    description="Never below zero and never what already expired; a repeat changes nothing. A POS order is 409"
+    " purchase.pos_order: it is returned through POST /api/pos/orders/<id>/returns.",
 )
 async def reverse_order(request: Request, member_id: int, order_no: str):
     merchant_id = await _visible(request, member_id)

@@ -11,10 +11,19 @@ from sanic.request import Request
 
 from models.kernel.errors import Forbidden
 from models.members import custom_fields
+from models.tenancy import api_keys
 from models.tenancy import merchants as tenancy
 from models.tenancy import staff as staff_domain
 from server.api import Out, Schema, endpoint, ok
-from server.auth import ADMINS, ALL_STAFF, MANAGERS, issue_access_token, revoke_access_token, scope_of
+from server.auth import (
+    ADMINS,
+    ALL_STAFF,
+    MANAGERS,
+    broadcast_api_key_revoked,
+    issue_access_token,
+    revoke_access_token,
+    scope_of,
+)
 
 auth_bp = Blueprint("auth", url_prefix="/api/auth")
 
@@ -283,6 +292,77 @@ async def list_member_fields(request: Request):
 async def create_member_field(request: Request, body: FieldIn):
     field = await custom_fields.define_field(merchant_id=request.ctx.principal.merchant_id, **body.model_dump())
     return ok(FieldOut.model_validate(field), status=201)
+
+
+class ApiKeyIn(Schema):
+    name: str = Field(min_length=1, max_length=64)
+
+
+class ApiKeyOut(Out):
+    id: int
+    store_id: int
+    name: str
+    prefix: str = Field(description="The key's first 8 characters after hy_pos_, to tell keys apart")
+    created_by_staff_id: int | None
+    created_at: datetime
+    revoked_at: datetime | None
+    last_used_at: datetime | None = Field(description="Updated at most once a minute")
+
+
+class ApiKeyCreatedOut(ApiKeyOut):
+    key: str = Field(description="The whole key, hy_pos_<prefix>_<secret>: shown this once, stored only hashed")
+
+
+class ApiKeyList(Out):
+    items: list[ApiKeyOut]
+
+
+@merchants_bp.post("/stores/<store_id:int>/api-keys")
+@endpoint(
+    summary="Create a POS API key for a store",
+    tag="merchant",
+    roles=MANAGERS,
+    body=ApiKeyIn,
+    response=ApiKeyCreatedOut,
+    status=201,
+    errors=(409,),
+    description="The till sends it as `Authorization: ApiKey <key>` and acts with role pos in this store. The key "
+    "is in this answer only; Huiyuan keeps its SHA-256 hash. A store manager may create keys for their own store.",
+)
+async def create_api_key(request: Request, store_id: int, body: ApiKeyIn):
+    principal = request.ctx.principal
+    row, key = await api_keys.create_key(
+        scope=scope_of(principal), store_id=store_id, name=body.name, staff_id=principal.subject_id
+    )
+    out = ApiKeyOut.model_validate(row).model_dump()
+    return ok(ApiKeyCreatedOut(**out, key=key), status=201)
+
+
+@merchants_bp.get("/stores/<store_id:int>/api-keys")
+@endpoint(
+    summary="List a store's POS API keys",
+    tag="merchant",
+    roles=MANAGERS,
+    response=ApiKeyList,
+    description="Oldest first, revoked ones included; never the secret.",
+)
+async def list_api_keys(request: Request, store_id: int):
+    rows = await api_keys.list_keys(scope=scope_of(request.ctx.principal), store_id=store_id)
+    return ok(ApiKeyList(items=[ApiKeyOut.model_validate(r) for r in rows]))
+
+
+@merchants_bp.post("/stores/<store_id:int>/api-keys/<key_id:int>/revoke")
+@endpoint(
+    summary="Revoke a POS API key",
+    tag="merchant",
+    roles=MANAGERS,
+    response=ApiKeyOut,
+    description="Effective at once in every process (the revocation is broadcast); revoking twice is harmless.",
+)
+async def revoke_api_key(request: Request, store_id: int, key_id: int):
+    row = await api_keys.revoke_key(scope=scope_of(request.ctx.principal), store_id=store_id, key_id=key_id)
+    await broadcast_api_key_revoked(request, row.prefix)
+    return ok(ApiKeyOut.model_validate(row))
 
 
 bp = Blueprint.group(auth_bp, merchants_bp)

@@ -6,7 +6,7 @@ from tortoise import fields
 from tortoise.indexes import Index
 
 class Migration(migrations.Migration):
-    dependencies = [('models', '0013_points_expiry')]
+    dependencies = [('models', '0016_pos_api_keys')]
 
     initial = False
 

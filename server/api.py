@@ -20,7 +20,7 @@ from sanic_ext import openapi
 from sanic_ext.extensions.openapi.types import Schema as OpenApiSchema
 
 from models.kernel.errors import NotFound, Unprocessable
-from server.auth import requires
+from server.auth import POS, requires
 
 MAX_ID = 2**31 - 1  # path ids are INT columns; larger numbers name nothing
 # Text path parameters by name and the length of the column they name: a longer one (URL-decoded) names nothing.
@@ -233,6 +233,8 @@ def endpoint(
             secured={"bearerAuth": []} if roles else None,
             parameter=parameters or None,  # type: ignore[arg-type]  # a list of dicts is accepted
         )(wrapped)
+        if roles and POS in roles:  # a till may also call it with its store's API key (either scheme will do)
+            documented = openapi.secured("apiKeyAuth")(documented)
         documented.__huiyuan_roles__ = roles or ()  # type: ignore[attr-defined,union-attr]
         return documented
 

@@ -22,10 +22,11 @@ from models.kernel.cipher import DataCipher, set_cipher
 from models.kernel.config_cache import CONFIG
 from models.kernel.pushed import Feed, RevokedSet, run_listener
 from models.tenancy import passwords, staff
+from models.tenancy.api_keys import ApiKeyCache
 from models.tenancy.merchants import find_wechat_account
 from server import db, metrics, wiring
 from server.api import publish_openapi
-from server.auth import REVOKED_CHANNEL
+from server.auth import API_KEY_REVOKED_CHANNEL, REVOKED_CHANNEL
 from server.config import Settings
 from server.errors import register_error_handlers
 from server.redis import Keys, create_redis
@@ -80,6 +81,13 @@ def create_app(settings: Settings, *, name: str = "huiyuan", wechat_transport: A
         'description. Errors are `{"error": {"code": "dotted.code", "message": "..."}}`.',
     )
     app.ext.openapi.add_security_scheme("bearerAuth", "http", scheme="bearer", bearer_format="JWT")
+    app.ext.openapi.add_security_scheme(
+        "apiKeyAuth",
+        "apiKey",
+        location="header",
+        name="Authorization",
+        description="A store's POS API key: `Authorization: ApiKey hy_pos_<prefix>_<secret>` (role pos).",
+    )
     register_error_handlers(app)
     metrics.install(app)
     register_blueprints(app, settings)
@@ -103,6 +111,7 @@ def create_app(settings: Settings, *, name: str = "huiyuan", wechat_transport: A
         )
         app.ctx.revoked = RevokedSet(load_all=staff.unexpired_revocations, load_since=staff.revocations_since)
         await app.ctx.revoked.load()
+        app.ctx.pos_keys = ApiKeyCache()
 
     @app.after_server_start
     async def start_pushed_state(app: Sanic) -> None:
@@ -110,6 +119,11 @@ def create_app(settings: Settings, *, name: str = "huiyuan", wechat_transport: A
         feeds = [
             Feed(channel=config_channel, apply=CONFIG.apply_message, poll=CONFIG.poll),
             Feed(channel=app.ctx.keys(REVOKED_CHANNEL), apply=app.ctx.revoked.apply_message, poll=app.ctx.revoked.poll),
+            Feed(
+                channel=app.ctx.keys(API_KEY_REVOKED_CHANNEL),
+                apply=app.ctx.pos_keys.apply_message,
+                poll=app.ctx.pos_keys.poll,
+            ),
         ]
         await CONFIG.poll()
 

@@ -28,6 +28,9 @@ HQ = tuple(r for r in ROLES if r in HQ_ROLES)
 MANAGERS = ("owner", "hq_admin", "store_manager")
 ADMINS = ("owner", "hq_admin")
 MEMBER = "member"
+POS = "pos"  # a till authenticated by its store's API key (kind "api_key"), scoped to that store like a cashier
+API_KEY_SCHEME = "apikey"
+API_KEY_REVOKED_CHANNEL = "api_key_revoked"  # pub/sub channel (under the key prefix): the revoked key's prefix
 REVOKED_CHANNEL = "revoked"  # pub/sub channel (under the key prefix): "jti:expires_at"
 
 
@@ -35,7 +38,7 @@ REVOKED_CHANNEL = "revoked"  # pub/sub channel (under the key prefix): "jti:expi
 class Principal:
     """Who is calling: a staff member (with role and maybe a store) or a member."""
 
-    kind: str  # "staff" | "member"
+    kind: str  # "staff" | "member" | "api_key"
     subject_id: int
     merchant_id: int
     role: str
@@ -117,13 +120,39 @@ def _verify(token: str, secret: str) -> Principal:
 async def authenticate_request(request: Request) -> Principal:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
+    ctx = request.app.ctx
+    if scheme.lower() == API_KEY_SCHEME and token.strip():
+        return await _api_key_principal(request, token.strip())
     if scheme.lower() != "bearer" or not token:
         raise Unauthorized("missing bearer token", code="auth.token_missing")
-    ctx = request.app.ctx
     principal = decode_access_token(token.strip(), secret=ctx.settings.security.jwt_secret)
     if await _is_revoked(request, principal):
         raise Unauthorized("access token was revoked", code="auth.token_revoked")
     return principal
+
+
+async def _api_key_principal(request: Request, key: str) -> Principal:
+    """A till's store API key: role "pos", its merchant and store (store-scoped, as a cashier is)."""
+    identity = await request.app.ctx.pos_keys.authenticate(key)
+    return Principal(
+        kind="api_key",
+        subject_id=identity.key_id,
+        merchant_id=identity.merchant_id,
+        role=POS,
+        store_id=identity.store_id,
+        jti=f"api_key:{identity.prefix}",
+        expires_at=0,  # keys do not expire; revocation ends them
+    )
+
+
+async def broadcast_api_key_revoked(request: Request, prefix: str) -> None:
+    """Forget a revoked key here at once and tell every other process to (their cache lives <= 5 s anyway)."""
+    ctx = request.app.ctx
+    ctx.pos_keys.forget(prefix)
+    try:
+        await ctx.redis.publish(ctx.keys(API_KEY_REVOKED_CHANNEL), prefix)
+    except (RedisError, OSError) as exc:
+        log.warning("key revocation not broadcast (%s); other processes see it within 5 s", type(exc).__name__)
 
 
 async def _is_revoked(request: Request, principal: Principal) -> bool:

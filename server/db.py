@@ -38,7 +38,9 @@ MODEL_MODULES = [  # every module of models/ that defines tables (app label "mod
     "models.payments.refund_settle",
     "models.cards.template",
     "models.onboarding.qrcodes",
+    "models.tenancy.api_keys",
     "models.checkout.purchases",
+    "models.checkout.returns",
     "models.packages.tables",
 ]
 

@@ -117,6 +117,7 @@ async def reset_state(app: Sanic) -> SeedResult:
             await conn.execute_query(f"DELETE FROM {table}")
     CONFIG.clear()  # ids are reused and versions restart on the emptied tables: forget what this process cached
     await app.ctx.revoked.load()
+    app.ctx.pos_keys.clear()
     redis = app.ctx.redis
     async for key in redis.scan_iter(match=app.ctx.settings.redis.key_prefix + "*", count=500):
         await redis.delete(key)

@@ -35,7 +35,7 @@ class OAEvent:
 
 
 def typed_message(message: dict[str, str]) -> Any:
-    """wechatpy's parse_message mapping applied to an already defusedxml-parsed push (no XML re-parse)."""
+    """wechatpy's parse_message mapping applied to an already parsed push (wechat.xmlutil) (no XML re-parse)."""
     fields = dict(message)
     message_type = fields.get("MsgType", "").lower()
     if message_type != "event":

@@ -41,6 +41,22 @@ class Purchase(Model):
     status = fields.CharField(max_length=12, default="settled")  # settled | reversed
     occurred_at = fields.DatetimeField()
     created_at = fields.DatetimeField(auto_now_add=True)
+    # a POS order (models/checkout/orders.py); NULL for a purchase recorded through the purchases endpoint
+    source = fields.CharField(max_length=8, null=True)  # pos
+    staff_id = fields.IntField(null=True)
+    api_key_id = fields.IntField(null=True)  # the store's POS key that called, when no staff login did
+    gross = fields.BigIntField(null=True)  # fen before any discount
+    tier_discount = fields.BigIntField(null=True)
+    coupon_id = fields.BigIntField(null=True)
+    coupon_discount = fields.BigIntField(null=True)
+    points_used = fields.BigIntField(null=True)
+    points_fen = fields.BigIntField(null=True)
+    balance_fen = fields.BigIntField(null=True)
+    due = fields.BigIntField(null=True)  # paid by other means (the payments)
+    payments: list[dict[str, Any]] | None = fields.JSONField(null=True)
+    lines: list[dict[str, Any]] | None = fields.JSONField(null=True)  # every line with its allocations, returned
+    request_hash = fields.CharField(max_length=64, null=True)  # the settling request: a reused key is refused
+    return_seq = fields.IntField(null=True)  # bumped by each return, a guard on the lines' returned counters
 
     class Meta:
         table = "purchase"
@@ -441,6 +457,10 @@ async def reverse_purchase(
                 raise NotFound("no such purchase for this member", code="purchase.not_found")
             if purchase.status == "reversed":
                 return purchase
+            if purchase.source == "pos":  # its units are returned line by line (models/checkout/returns.py)
+                raise Conflict(
+                    "a POS order is returned through POST /api/pos/orders/<id>/returns", code="purchase.pos_order"
+                )
             reason = f"Refund of order {order_no}"
             key = f"purchase-reverse:{purchase.id}"
             earned = await ledger.PointsEntry.get_or_none(

@@ -162,7 +162,11 @@ async def _read(connection: Any) -> list[Statement]:
         first = payload[0]
         if first == 0xFF:  # an error ends the batch: the statements after it never ran
             connection._result = None
-            pymysql.err.raise_mysql_exception(payload)
+            try:
+                pymysql.err.raise_mysql_exception(payload)
+            except pymysql.err.MySQLError as exc:
+                exc.answered = len(answers)  # type: ignore[attr-defined]  # the failing statement's answer index
+                raise
         if columns:
             converters.append(_converter(*_column(payload)))
             columns -= 1

@@ -14,6 +14,12 @@ error is raised (as Tortoise's IntegrityError / OperationalError, like the ORM's
 callers' replay paths work unchanged) and the caller's transaction rolls back whole. The exactly-once guards
 are the same unique keys and conditional updates as the ORM path's; only the round trips are fewer.
 
+A conditional UPDATE marked `guard=True` must change exactly one row, or the batch stops right after it and
+`GuardFailed` is raised with the statement's index (the caller lets it leave the transaction, which rolls back):
+so "CREATED -> PAID, then credit" travels as one round trip and a loser of the race writes nothing. On MySQL the
+guard is a scalar subquery that returns two rows, an error, only when the update's ROW_COUNT() was not 1 (no
+table, no stored program: MySQL, MariaDB and TiDB alike); on SQLite the cursor's row count is checked.
+
 Statements built with f-strings carry `# noqa: S608`: what is interpolated is a table name or an SQL fragment
 of the code itself, never a value; every value is a bound parameter.
 """
@@ -58,6 +64,22 @@ class Stmt:
     params: tuple[Any, ...] = ()
     capture: str | None = None  # remember the id this INSERT made under this name
     rows: bool = False  # return this statement's rows
+    guard: bool = False  # must change exactly one row, else the batch stops here: GuardFailed
+
+
+class GuardFailed(Exception):
+    """A guard=True statement of a batch did not change exactly one row; nothing after it ran."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__(f"statement {index} of the batch changed no row")
+        self.index = index  # in the statements given to run()
+
+
+# two rows (an error) when the statement before did not change exactly one row, one NULL otherwise
+_GUARD = (
+    "SET @hy_guard = ROW_COUNT()",
+    "SELECT (SELECT 1 FROM DUAL WHERE @hy_guard <> 1 UNION ALL SELECT 2 FROM DUAL WHERE @hy_guard <> 1)",
+)
 
 
 @dataclass
@@ -201,14 +223,16 @@ def _parts(sql: str) -> tuple[str, ...]:
 
 def _render_mysql(
     connection: Any, statements: Sequence[Stmt], *, commit: bool, begin: bool = False
-) -> tuple[str, list[int], list[int]]:
-    """(batch text with every parameter escaped in, answer index of each rows=True statement, of each statement).
+) -> tuple[str, list[int], list[int], dict[int, int]]:
+    """(batch text with every parameter escaped in, answer index of each rows=True statement, of each statement,
+    statement index of each guard's failing answer).
 
     Values are written as pymysql writes them, escaped by the connection (its charset and NO_BACKSLASH_ESCAPES
     mode); the common types inline, the rest through the connection's escape."""
     texts: list[str] = ["START TRANSACTION"] if begin else []
     row_results: list[int] = []
     positions: list[int] = []
+    guards: dict[int, int] = {}
     refs = _references(statements)
     escape_string = connection.escape_string
     # NULL unless the insert made exactly one row: a dependent NOT NULL column then fails the batch
@@ -239,6 +263,10 @@ def _render_mysql(
         positions.append(len(texts))
         texts.append("".join(text))
         inline = {}
+        if stmt.guard:
+            texts.append(_GUARD[0])
+            guards[len(texts)] = index
+            texts.append(_GUARD[1])
         if stmt.capture is not None:
             if _needs_variable(statements, index, refs):
                 texts.append(f"SET @hy_{stmt.capture} = IF(ROW_COUNT() = 1, LAST_INSERT_ID(), NULL)")
@@ -246,7 +274,7 @@ def _render_mysql(
                 inline[stmt.capture] = "IF(ROW_COUNT() = 1, LAST_INSERT_ID(), NULL)"
     if commit:
         texts.append("COMMIT")
-    return ";\n".join(texts), row_results, positions
+    return ";\n".join(texts), row_results, positions, guards
 
 
 @contextmanager
@@ -268,8 +296,14 @@ async def _run_mysql(
         client.begun = True  # type: ignore[attr-defined]  # START TRANSACTION leads the batch: a failure must roll back
     with _driver_errors():
         async with client.acquire_connection() as connection:
-            text, row_results, positions = _render_mysql(connection, statements, commit=commit, begin=begin)
-            answers = await mysqlwire.execute(connection, text)
+            text, row_results, positions, guards = _render_mysql(connection, statements, commit=commit, begin=begin)
+            try:
+                answers = await mysqlwire.execute(connection, text)
+            except pymysql.err.MySQLError as exc:
+                failed = guards.get(getattr(exc, "answered", -1))
+                if failed is not None:
+                    raise GuardFailed(failed) from exc
+                raise
     if commit:
         client._finalized = True  # type: ignore[attr-defined]  # the batch's COMMIT ended it: the context must not
     ids: dict[str, int | None] = {}
@@ -295,7 +329,7 @@ async def select(statements: Sequence[Stmt]) -> list[list[tuple[Any, ...]]]:
         return found
     with _driver_errors():
         async with client.acquire_connection() as connection:
-            text, _, positions = _render_mysql(connection, statements, commit=False)
+            text, _, positions, _ = _render_mysql(connection, statements, commit=False)
             answers = await mysqlwire.execute(connection, text)
     return [answers[i].rows or [] for i in positions]
 
@@ -311,6 +345,8 @@ async def _run_sqlite(client: TransactionalDBClient, statements: Sequence[Stmt])
         values = [_ref_value(v, result.ids) if isinstance(v, Ref) else v for v in stmt.params]
         sql = stmt.sql.replace(PLACEHOLDER, "?")
         count, found = await client.execute_query(sql, values)
+        if stmt.guard and count != 1:
+            raise GuardFailed(len(result.counts))
         if stmt.capture is not None:
             _, last = await client.execute_query("SELECT last_insert_rowid()")
             result.ids[stmt.capture] = int(last[0][0]) if count == 1 else None

@@ -122,42 +122,31 @@ def _batchable(order: OrderHead) -> bool:
     return order.kind == "recharge" and not isinstance(order.snapshot.get("gift_tier_id"), int)
 
 
-async def _settle_batched(order: OrderHead, *, transaction_id: str, amount: int) -> tuple[bool, bool]:
-    """CREATED -> PAID and the goods as two round trips, the second with the COMMIT: (won, tier may go up).
+class _NoAccount(Exception):
+    def __init__(self, book: str) -> None:
+        super().__init__(f"member has no {book} account")
+        self.book = book
 
-    The same guard (the conditional UPDATE's row count), the same ledger rows, keys and listeners' work as
-    _deliver_goods (models.ledger.books.credit_statements). The first round trip also locks the accounts the
-    credits go to (pay order -> accounts, the ORM path's order) and proves they exist; the batch ends by reading
-    what the tier check needs.
+
+async def _settle_batched(order: OrderHead, *, transaction_id: str, amount: int) -> tuple[bool, bool]:
+    """CREATED -> PAID and the goods as ONE round trip with the COMMIT: (won, tier may go up).
+
+    The same guard (the conditional UPDATE's row count, a sqlpath guard: a loser's batch stops right after it and
+    its transaction rolls back), the same ledger rows, keys and listeners' work as _deliver_goods
+    (models.ledger.books.credit_statements, whose account update is a guard too: a member without the account
+    stops the batch). Locks in the ORM path's order: pay order, then accounts. The batch ends by reading what
+    the tier check needs.
     """
-    credits = _recharge_credits(order)
-    lock = " FOR UPDATE" if sqlpath.dialect() == "mysql" else ""
     now = clock.now()
-    first = await sqlpath.run(
-        [
-            Stmt(
-                "UPDATE pay_order SET status = 'PAID', transaction_id = %s, paid_at = %s"
-                " WHERE id = %s AND status = 'CREATED' AND amount = %s",
-                (transaction_id, sqlpath.db_time(now), order.id, amount),
-            ),
-            *(
-                Stmt(
-                    f"SELECT id FROM {book}_account WHERE member_id = %s AND merchant_id = %s{lock}",  # noqa: S608
-                    (order.member_id, order.merchant_id),
-                    rows=True,
-                )
-                for book in sorted({book for book, *_ in credits})
-            ),
-        ]
+    paid = Stmt(
+        "UPDATE pay_order SET status = 'PAID', transaction_id = %s, paid_at = %s"
+        " WHERE id = %s AND status = 'CREATED' AND amount = %s",
+        (transaction_id, sqlpath.db_time(now), order.id, amount),
+        guard=True,
     )
-    if first.counts[0] != 1:  # the row count is the exactly-once guard
-        return False, False
-    order.status, order.transaction_id, order.paid_at = "PAID", transaction_id, now
-    for book, found in zip(sorted({book for book, *_ in credits}), first.rows, strict=True):
-        if not found:
-            raise Conflict(f"member has no {book} account", code=f"{book}.no_account")
-    statements: list[Stmt] = []
-    for book, delta, kind, reason, key in credits:
+    statements: list[Stmt] = [paid]
+    books: dict[int, str] = {}  # the first statement of each credit (its account's guard) -> its book
+    for book, delta, kind, reason, key in _recharge_credits(order):
         credit = await ledger.credit_statements(
             ledger.NewEntry(
                 book=book,
@@ -172,14 +161,23 @@ async def _settle_batched(order: OrderHead, *, transaction_id: str, amount: int)
                 at=now,
             )
         )
-        if credit is None:  # a listener cannot batch it: the same credits through the ORM, in this transaction
+        if credit is None:  # a listener cannot batch it: the guard alone, then the credits through the ORM
+            await sqlpath.run([paid])
+            order.status, order.transaction_id, order.paid_at = "PAID", transaction_id, now
             await _deliver_goods(order)
             return True, True
+        books[len(statements)] = book
         statements += credit
     probe = await tier_rules.upgrade_probe(merchant_id=order.merchant_id, member_id=order.member_id)
     if probe is not None:
         statements.append(probe)
-    done = await sqlpath.run(statements, commit=True, keep=())
+    try:
+        done = await sqlpath.run(statements, commit=True, keep=())
+    except sqlpath.GuardFailed as failed:
+        if failed.index not in books:
+            raise
+        raise _NoAccount(books[failed.index]) from failed
+    order.status, order.transaction_id, order.paid_at = "PAID", transaction_id, now
     if probe is None:
         return True, False
     return True, await tier_rules.probe_says_upgrade(merchant_id=order.merchant_id, row=done.rows[-1][0])
@@ -247,19 +245,28 @@ async def settle_paid(
 
     async def settle() -> bool:
         nonlocal upgrade
-        async with sqlpath.transaction():  # BEGIN rides with the first round trip
-            if _batchable(order):
-                won, upgrade = await _settle_batched(order, transaction_id=transaction_id, amount=amount)
-                return won
-            paid_at = clock.now()
-            won_orm = await PayOrder.filter(id=order.id, status="CREATED", amount=amount).update(
-                status="PAID", transaction_id=transaction_id, paid_at=paid_at
-            )
-            if won_orm != 1:  # the row count is the exactly-once guard
-                return False
-            await _deliver_goods(await PayOrder.get(id=order.id))  # plans and tier gifts: the whole row
-            order.status, order.transaction_id, order.paid_at = "PAID", transaction_id, paid_at
-            upgrade = True
+        try:
+            async with sqlpath.transaction():  # BEGIN rides with the first round trip
+                if _batchable(order):
+                    won, upgrade = await _settle_batched(order, transaction_id=transaction_id, amount=amount)
+                    return won
+                return await settle_orm()
+        except sqlpath.GuardFailed:  # someone else moved the order on from CREATED: rolled back, nothing written
+            return False
+        except _NoAccount as exc:
+            raise Conflict(str(exc), code=f"{exc.book}.no_account") from exc
+
+    async def settle_orm() -> bool:
+        nonlocal upgrade
+        paid_at = clock.now()
+        won_orm = await PayOrder.filter(id=order.id, status="CREATED", amount=amount).update(
+            status="PAID", transaction_id=transaction_id, paid_at=paid_at
+        )
+        if won_orm != 1:  # the row count is the exactly-once guard
+            return False
+        await _deliver_goods(await PayOrder.get(id=order.id))  # plans and tier gifts: the whole row
+        order.status, order.transaction_id, order.paid_at = "PAID", transaction_id, paid_at
+        upgrade = True
         return True
 
     if await ledger.retrying(settle, what=f"settle pay order {order.id}"):

@@ -129,3 +129,33 @@ async def test_the_wire_reader_answers_what_the_driver_answers(app):
         async with connection.cursor() as cursor:  # the connection is in step for the driver's next command
             await cursor.execute("SELECT @hy_t")
             assert await cursor.fetchall() == ((1,),)
+
+
+@pytest.mark.parametrize("holds", [True, False], ids=["holds", "fails"])
+async def test_a_guard_stops_the_batch_when_its_update_changed_no_row_and_the_transaction_rolls_back(
+    client, admin, holds
+):
+    member = await new_member(client, admin)
+    await buy(client, admin, member, "G-1", 10_000)  # 10 points
+    batch = [
+        Stmt("UPDATE points_account SET balance = balance + 1000 WHERE member_id = %s", (member,)),
+        Stmt(
+            "UPDATE points_account SET balance = balance - 5 WHERE member_id = %s AND balance >= %s",
+            (member, 1000 if holds else 10**9),
+            guard=True,
+        ),
+        Stmt("UPDATE points_account SET balance = balance + 1 WHERE member_id = %s", (member,)),
+        Stmt("SELECT balance FROM points_account WHERE member_id = %s", (member,), rows=True),
+    ]
+    if holds:
+        async with sqlpath.transaction():
+            done = await sqlpath.run(batch, commit=True)
+        assert done.counts == [1, 1, 1, 1] and done.rows == [[(1006,)]]
+        assert (await PointsAccount.get(member_id=member)).balance == 1006
+    else:
+        with pytest.raises(sqlpath.GuardFailed) as failed:
+            async with sqlpath.transaction():
+                await sqlpath.run(batch, commit=True)
+        assert failed.value.index == 1
+        assert (await PointsAccount.get(member_id=member)).balance == 10  # the first update rolled back too
+    assert (await buy(client, admin, member, "G-2", 10_000))["points"] == 10  # the connection is fine

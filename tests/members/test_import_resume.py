@@ -229,7 +229,8 @@ def _killed_and_restarted(env: dict[str, str], log: Path, data: ImportFile) -> t
         restarted = time.monotonic()
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=token, timeout=30) as http:
             while (job := _get_job(http, job_id))["status"] not in ("done", "failed"):
-                assert time.monotonic() - restarted < 60, f"not finished 60 s after the restart: {job}"
+                # a liveness bound, not a speed target (bench/ measures speed): generous for a loaded 2-core box
+                assert time.monotonic() - restarted < 240, f"not finished 240 s after the restart: {job}"
                 time.sleep(0.5)
             seconds = time.monotonic() - restarted
             rejects: list[tuple[int, str]] = []

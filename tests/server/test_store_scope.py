@@ -68,8 +68,12 @@ MEMBER_ROWS = {
 # Gets of one row by its id (the id filled from the seeded rows): a store-2 row is 404.
 ROW_GETS = {
     "/api/pay-orders/<order_id:int>": "order",
+    "/api/pos/orders/<pos_order_id:int>": "pos_order",
     "/api/qrcodes/<qr_code_id:int>/image": "qr",
+    "/api/stores/<store_id:int>/api-keys": "store",
 }
+# The till's member lookup: a member of the store found by phone, another store's member 404.
+LOOKUPS = {"/api/pos/member": "phone"}
 # Aggregates over rows: checked against what was seeded in each store.
 AGGREGATES = {"/api/paid-plans/stats"}
 # Writes on a row by id (store roles allowed): (method, route) -> body; another store's row is 404.
@@ -94,7 +98,13 @@ WRITES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/api/pay-anomalies/<anomaly_id:int>/resolve"): {"note": "x"},
     ("POST", "/api/pay-orders/<order_id:int>/refund"): {"reason": "r", "idempotency_key": "scope-k"},
     ("POST", "/api/pay-refunds/<refund_id:int>/retry"): {},
+    ("POST", "/api/pos/orders/<pos_order_id:int>/returns"): {
+        "items": [{"sku": "S", "quantity": 1}],
+        "idempotency_key": "k",
+    },
     ("POST", "/api/qrcodes/<qr_code_id:int>/disable"): {},
+    ("POST", "/api/stores/<store_id:int>/api-keys"): {"name": "scope"},
+    ("POST", "/api/stores/<store_id:int>/api-keys/<key_id:int>/revoke"): {},
 }
 # By-id writes on merchant-wide catalogue rows (no store owns them).
 MERCHANT_WIDE_WRITES = {("PUT", "/api/paid-plans/<plan_id:int>"), ("PUT", "/api/recharge-packages/<package_id:int>")}
@@ -131,6 +141,9 @@ class Store:
     purchases: list[str] = field(default_factory=list)
     member_packages: list[int] = field(default_factory=list)
     package_uses: list[int] = field(default_factory=list)
+    phones: list[str] = field(default_factory=list)
+    api_keys: list[int] = field(default_factory=list)
+    pos_orders: list[int] = field(default_factory=list)
 
 
 _keys = itertools.count(1)
@@ -140,6 +153,10 @@ async def _seed_store(app: Any, client: httpx.AsyncClient, admin: dict, demo: An
     store = Store(id=store_id)
     member = await add_member(client, admin, name=f"m-{tag}", phone=f"1380000{tag}0", store_id=store_id)
     store.members.append(member["id"])
+    store.phones.append(f"1380000{tag}0")
+    key = await client.post(f"/api/stores/{store_id}/api-keys", json={"name": f"till-{tag}"}, headers=admin)
+    assert key.status_code == 201, key.text
+    store.api_keys.append(key.json()["id"])
     points = {"delta": 100, "reason": "seed", "idempotency_key": f"seed-{tag}"}
     assert (await client.post(f"/api/members/{member['id']}/points", json=points, headers=admin)).status_code == 200
     purchase = {"order_no": f"P-{tag}", "amount": 5_000, "store_id": store_id}
@@ -163,6 +180,16 @@ async def _seed_store(app: Any, client: httpx.AsyncClient, admin: dict, demo: An
     )
     assert used.status_code == 201, used.text
     store.package_uses.append(used.json()["use"]["id"])
+    pos = {
+        "store_id": store_id,
+        "member_id": member["id"],
+        "items": [{"sku": "S", "unit_price": 1_000, "quantity": 1}],
+        "idempotency_key": f"POS-{tag}",
+        "payments": [{"method": "cash", "amount": 1_000}],
+    }
+    settled = await client.post("/api/pos/orders", json=pos, headers=admin)
+    assert settled.status_code == 201, settled.text
+    store.pos_orders.append(settled.json()["id"])
     payer_id, payer = await paying_member(app, merchant_id=demo.merchant.id, mp_openid=f"mp-scope-{tag}")
     await Member.filter(id=payer_id).update(origin_store_id=store_id)
     store.members.append(payer_id)
@@ -228,6 +255,9 @@ def _fill(path: str, store: Store) -> str:
         "<order_no:str>": store.purchases[0],
         "<package_id:int>": store.member_packages[0],
         "<use_id:int>": store.package_uses[0],
+        "<store_id:int>": store.id,
+        "<key_id:int>": store.api_keys[0],
+        "<pos_order_id:int>": store.pos_orders[0],
     }
     for name, value in values.items():
         path = path.replace(name, str(value))
@@ -251,7 +281,10 @@ async def test_a_store_role_sees_and_touches_only_its_own_stores_rows(app, clien
         (method, path)
         for method, path in routes
         if not (
-            (method == "GET" and path in MERCHANT_WIDE | set(LISTS) | MEMBER_ROWS | set(ROW_GETS) | AGGREGATES)
+            (
+                method == "GET"
+                and path in MERCHANT_WIDE | set(LISTS) | MEMBER_ROWS | set(ROW_GETS) | AGGREGATES | set(LOOKUPS)
+            )
             or (method, path) in WRITES
             or (method, path) in MERCHANT_WIDE_WRITES
         )
@@ -262,7 +295,8 @@ async def test_a_store_role_sees_and_touches_only_its_own_stores_rows(app, clien
     for method, path in routes:
         if method != "GET":
             continue
-        response = await client.get(_fill(path, here) if "<" in path else path, params=QUERIES.get(path), headers=me)
+        params = {LOOKUPS[path]: here.phones[0]} if path in LOOKUPS else QUERIES.get(path)
+        response = await client.get(_fill(path, here) if "<" in path else path, params=params, headers=me)
         if response.status_code == 403:  # a role the route is not open to (e.g. cashiers and pay orders)
             assert role not in _roles_of(app, method, path), (path, response.text)
             continue
@@ -276,6 +310,10 @@ async def test_a_store_role_sees_and_touches_only_its_own_stores_rows(app, clien
             checked += 1
         elif path in MEMBER_ROWS or path in ROW_GETS:
             theirs = await client.get(_fill(path, there), params=QUERIES.get(path), headers=me)
+            assert theirs.status_code == 404, (path, theirs.status_code, theirs.text)
+            checked += 1
+        elif path in LOOKUPS:
+            theirs = await client.get(path, params={LOOKUPS[path]: there.phones[0]}, headers=me)
             assert theirs.status_code == 404, (path, theirs.status_code, theirs.text)
             checked += 1
         elif path == "/api/paid-plans/stats":

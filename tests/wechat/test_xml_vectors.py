@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from typing import Any
+from xml.etree.ElementTree import ParseError
 
 import pytest
+from defusedxml.ElementTree import fromstring as defused_fromstring
 
 from tests.wechat.vectordata import load
 from wechat.errors import WeChatXMLError
@@ -135,3 +137,49 @@ def test_to_xml_values() -> None:
         to_xml({"flag": True})
     with pytest.raises(TypeError):
         to_xml({"amount": 1.5})
+
+
+def _defused_fields(data: bytes | str) -> dict[str, str] | str:
+    """What defusedxml (forbid DTDs, entities, external) makes of a document: leaf fields, or "error"."""
+    try:
+        root = defused_fromstring(data, forbid_dtd=True, forbid_entities=True, forbid_external=True)
+    except (ParseError, ValueError):
+        return "error"
+    fields: dict[str, str] = {}
+    for child in root:
+        if len(child):
+            continue
+        if child.tag in fields:
+            return "error"
+        fields[child.tag] = (child.text or "").strip()
+    return fields
+
+
+def _our_fields(data: bytes | str) -> dict[str, str] | str:
+    try:
+        return parse_xml(data)
+    except WeChatXMLError:
+        return "error"
+
+
+HOSTILE = [
+    b'<?xml version="1.0"?><!DOCTYPE xml [<!ENTITY x SYSTEM "file:///etc/passwd">]><xml><a>&x;</a></xml>',
+    b'<!DOCTYPE xml [<!ENTITY a "aaaa"><!ENTITY b "&a;&a;&a;">]><xml><return_code>&b;</return_code></xml>',
+    b'<!DOCTYPE xml SYSTEM "http://example.com/x.dtd"><xml><a>1</a></xml>',
+    b"<xml><a>&undefined;</a></xml>",
+    b"<xml><a>1</a><a>2</a></xml>",
+    b"<xml><a>1</a>",
+    b"<a:b><c>1</c></a:b>",
+    b'<x:xml xmlns:x="urn:x"><x:a>1</x:a><b> 2 <i>3</i> tail </b></x:xml>',
+    b"<xml><a>x &amp; y &#20013;</a><b/><c><![CDATA[ ]]]]><![CDATA[> ]]></c></xml>",
+    b"\xef\xbb\xbf<xml><a>bom</a></xml>",
+    '<?xml version="1.0" encoding="GBK"?><xml><a>中</a></xml>'.encode("gbk"),
+    "<xml><a>中文</a></xml>",
+    b"<xml>text<a>1</a>more<b>2</b></xml>",
+    b"<xml></xml><xml></xml>",
+]
+
+
+@pytest.mark.parametrize("data", [*HOSTILE, *(e["xml"] for e in EVENTS)])
+def test_parse_xml_agrees_with_defusedxml(data: bytes | str) -> None:
+    assert _our_fields(data) == _defused_fields(data)

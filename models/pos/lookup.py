@@ -1,0 +1,135 @@
+"""Identify the member at the till: by dynamic QR, card code, encrypted card code (WeChat) or phone.
+
+Every way ends in the same visibility rule as the staff views: the caller's Scope (a cashier or a store's POS
+key sees the members of its store, HQ roles the whole merchant). A member of another merchant, of another store
+for a store-scoped caller, or nobody at all, is the same 404 member.not_found.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from models.kernel.errors import NotFound, wechat_errors
+from models.ledger.books import get_balances
+from models.members import members
+from models.members.member_card import MemberCard
+from models.members.members import Member
+from models.members.qr import verify_member_qr
+from models.onboarding.miniprogram import mask_phone
+from models.plans.terms import PaidPlan, member_plan_status
+from models.tenancy.merchants import merchant_client
+from models.tenancy.visibility import Scope
+from models.tiers.standing import current_tier
+from models.tiers.tables import Tier
+from wechat import card as card_api
+
+if TYPE_CHECKING:
+    from wechat.gateway import WeChatGateway
+
+
+@dataclass(frozen=True)
+class PosMember:
+    """What the till shows once the member is identified."""
+
+    member: Member
+    phone_masked: str | None
+    card_code: str | None
+    tier: Tier | None
+    points: int
+    balance: int
+    plan: PaidPlan | None
+    plan_ends_at: datetime | None
+    coupons: list[Any] = field(default_factory=list)  # usable coupons: filled in by the coupons domain
+
+
+def _not_found() -> NotFound:
+    return NotFound("member not found", code="member.not_found")
+
+
+async def _by_card_code(*, scope: Scope, code: str) -> Member:
+    card = await MemberCard.filter(merchant_id=scope.merchant_id, code=code).order_by("-id").first()
+    if card is None:
+        raise _not_found()
+    return await members.get_member(scope=scope, member_id=card.member_id)
+
+
+async def find_member(
+    *,
+    scope: Scope,
+    secret: str,
+    wechat: WeChatGateway,
+    qr: str | None = None,
+    card_code: str | None = None,
+    encrypted_code: str | None = None,
+    phone: str | None = None,
+) -> Member:
+    """The member named by exactly one of qr, card_code, encrypted_code or phone, visible in the scope."""
+    if qr is not None:
+        merchant_id, member_id = verify_member_qr(qr, secret=secret)  # 401 member_qr.invalid: forged or expired
+        if merchant_id != scope.merchant_id:
+            raise _not_found()
+        return await members.get_member(scope=scope, member_id=member_id)
+    if card_code is not None:
+        return await _by_card_code(scope=scope, code=card_code)
+    if encrypted_code is not None:
+        # a network call to WeChat: outside any transaction, through the gateway's client
+        client = await merchant_client(wechat, merchant_id=scope.merchant_id, kind="official")
+        with wechat_errors("card/code/decrypt"):
+            code = await card_api.decrypt_code(client, encrypt_code=encrypted_code)
+        if code is None:
+            raise _not_found()
+        return await _by_card_code(scope=scope, code=code)
+    if phone is not None:
+        member = await Member.filter(phone=phone, **scope.members()).first()
+        if member is None:
+            raise _not_found()
+        return member
+    raise _not_found()
+
+
+async def describe(*, member: Member) -> PosMember:
+    """Tier, points, balance, card code and running plan of an identified member."""
+    points, balance = await get_balances(member_id=member.id)
+    card = (
+        await MemberCard.filter(member_id=member.id, merchant_id=member.merchant_id)  # type: ignore[attr-defined]
+        .exclude(status="removed")
+        .order_by("-id")
+        .first()
+    )
+    tier = await current_tier(merchant_id=member.merchant_id, member_id=member.id)  # type: ignore[attr-defined]
+    plan = await member_plan_status(merchant_id=member.merchant_id, member_id=member.id)  # type: ignore[attr-defined]
+    return PosMember(
+        member=member,
+        phone_masked=mask_phone(member.phone),
+        card_code=card.code if card is not None else None,
+        tier=tier,
+        points=points,
+        balance=balance,
+        plan=plan.plan,
+        plan_ends_at=plan.ends_at,
+    )
+
+
+async def lookup_member(
+    *,
+    scope: Scope,
+    secret: str,
+    wechat: WeChatGateway,
+    qr: str | None = None,
+    card_code: str | None = None,
+    encrypted_code: str | None = None,
+    phone: str | None = None,
+) -> PosMember:
+    """Identify the member at the till and describe what the till needs (coupons: filled in by coupons)."""
+    member = await find_member(
+        scope=scope,
+        secret=secret,
+        wechat=wechat,
+        qr=qr,
+        card_code=card_code,
+        encrypted_code=encrypted_code,
+        phone=phone,
+    )
+    return await describe(member=member)
