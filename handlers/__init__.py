@@ -13,6 +13,7 @@ from handlers import (
     members,
     onboarding,
     operations,
+    packages,
     payments,
     points,
     pos,
@@ -40,6 +41,7 @@ def register_blueprints(app: Sanic, settings: Settings) -> None:
         tiers,
         payments,
         checkout,
+        packages,
         operations,
         pos,
     )

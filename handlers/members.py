@@ -16,6 +16,7 @@ from handlers.schemas import MemberFilters, MemberOut, serialize
 from models.kernel.errors import DomainError
 from models.members import export as member_export
 from models.members import import_worker, imports, members, timeline
+from models.packages.sales import list_packages
 from models.tenancy import merchants as tenancy
 from server.api import Out, Schema, endpoint, ok
 from server.auth import ADMINS, ALL_STAFF, Principal, scope_of
@@ -48,6 +49,19 @@ class MemberPatch(Schema):
 class MemberQuery(MemberFilters):
     offset: int = Field(0, ge=0, le=10_000_000)
     limit: int = Field(20, ge=1, le=100)
+
+
+class ActivePackage(Out):
+    id: int
+    name: str
+    kind: str
+    uses_total: int
+    uses_left: int
+    valid_until: datetime | None
+
+
+class MemberDetail(MemberOut):
+    packages: list[ActivePackage] = Field(description="Active packages (套餐/次卡), newest first, at most 20")
 
 
 class MemberPage(Out):
@@ -103,9 +117,12 @@ async def search_members(request: Request, query: MemberQuery):
 
 
 @members_bp.get("/<member_id:int>")
-@endpoint(summary="Read a member", tag="members", roles=ALL_STAFF, response=MemberOut, errors=(404,))
+@endpoint(summary="Read a member", tag="members", roles=ALL_STAFF, response=MemberDetail, errors=(404,))
 async def read_member(request: Request, member_id: int):
-    return ok(await serialize(await visible_member(request.ctx.principal, member_id)))
+    member = await visible_member(request.ctx.principal, member_id)
+    active = await list_packages(merchant_id=member.merchant_id, member_id=member.id, status="active", limit=20)
+    packages = [ActivePackage.model_validate(row, from_attributes=True) for row in active]
+    return ok(MemberDetail(**(await serialize(member)).model_dump(), packages=packages))
 
 
 @members_bp.patch("/<member_id:int>")

@@ -41,6 +41,7 @@ MODEL_MODULES = [  # every module of models/ that defines tables (app label "mod
     "models.tenancy.api_keys",
     "models.checkout.purchases",
     "models.checkout.returns",
+    "models.packages.tables",
 ]
 
 

@@ -14,6 +14,7 @@ from jobs import auth as auth_jobs
 from jobs import cards as card_jobs
 from jobs import members as member_jobs
 from jobs import outbox as outbox_jobs
+from jobs import packages as package_jobs
 from jobs import payments as payment_jobs
 from jobs import points as points_jobs
 from jobs import tiers as tier_jobs
@@ -101,6 +102,7 @@ SCHEDULED_JOBS: Mapping[str, JobSpec] = {
         JobSpec("plans.remind", payment_jobs.remind_expiring_plans, every_seconds=3600),
         # a long import outlives the 20 s lock: another process's tick may then run the other waiting imports
         JobSpec("auth.purge", auth_jobs.purge, every_seconds=3600),
+        JobSpec("packages.expire", package_jobs.expire_packages, every_seconds=600),
         JobSpec("members.imports", member_jobs.run_imports, every_seconds=5, lock_seconds=20),
     )
 }

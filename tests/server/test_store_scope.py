@@ -36,6 +36,7 @@ MERCHANT_WIDE = {
     "/api/member-fields",
     "/api/merchant",
     "/api/onboarding-settings",
+    "/api/package-templates",
     "/api/paid-plans",
     "/api/recharge-packages",
     "/api/tiers",
@@ -56,6 +57,7 @@ MEMBER_ROWS = {
     "/api/members/<member_id:int>",
     "/api/members/<member_id:int>/balance",
     "/api/members/<member_id:int>/balance/ledger",
+    "/api/members/<member_id:int>/packages",
     "/api/members/<member_id:int>/points",
     "/api/members/<member_id:int>/points/ledger",
     "/api/members/<member_id:int>/points/quote",
@@ -79,6 +81,10 @@ WRITES: dict[tuple[str, str], dict[str, Any]] = {
     ("PATCH", "/api/members/<member_id:int>"): {"name": "X"},
     ("POST", "/api/members/<member_id:int>/activities"): {"rule_code": "x", "idempotency_key": "k"},
     ("POST", "/api/members/<member_id:int>/balance"): {"delta": 1, "reason": "r", "idempotency_key": "k"},
+    ("POST", "/api/members/<member_id:int>/packages"): {"template_id": 1, "idempotency_key": "k", "payments": []},
+    ("POST", "/api/members/<member_id:int>/packages/<package_id:int>/refund"): {"idempotency_key": "k"},
+    ("POST", "/api/members/<member_id:int>/packages/<package_id:int>/uses"): {"idempotency_key": "k"},
+    ("POST", "/api/members/<member_id:int>/packages/<package_id:int>/uses/<use_id:int>/reverse"): {},
     ("POST", "/api/members/<member_id:int>/points"): {"delta": 1, "reason": "r", "idempotency_key": "k"},
     ("POST", "/api/members/<member_id:int>/points/reverse"): {
         "debit_entry_id": 1,
@@ -133,6 +139,8 @@ class Store:
     anomalies: list[int] = field(default_factory=list)
     qrcodes: list[int] = field(default_factory=list)
     purchases: list[str] = field(default_factory=list)
+    member_packages: list[int] = field(default_factory=list)
+    package_uses: list[int] = field(default_factory=list)
     phones: list[str] = field(default_factory=list)
     api_keys: list[int] = field(default_factory=list)
     pos_orders: list[int] = field(default_factory=list)
@@ -155,6 +163,23 @@ async def _seed_store(app: Any, client: httpx.AsyncClient, admin: dict, demo: An
     made = await client.post(f"/api/members/{member['id']}/purchases", json=purchase, headers=admin)
     assert made.status_code == 201, made.text
     store.purchases.append(f"P-{tag}")
+    template = await client.post(
+        "/api/package-templates", json={"name": f"t-{tag}", "kind": "uses", "uses": 3, "price": 300}, headers=admin
+    )
+    sale = {
+        "template_id": template.json()["id"],
+        "idempotency_key": f"pk-{tag}",
+        "payments": [{"method": "cash", "amount": 300}],
+    }
+    sold = await client.post(f"/api/members/{member['id']}/packages", json=sale, headers=admin)
+    assert sold.status_code == 201, sold.text
+    store.member_packages.append(sold.json()["id"])
+    visit = {"idempotency_key": f"visit-{tag}"}
+    used = await client.post(
+        f"/api/members/{member['id']}/packages/{sold.json()['id']}/uses", json=visit, headers=admin
+    )
+    assert used.status_code == 201, used.text
+    store.package_uses.append(used.json()["use"]["id"])
     pos = {
         "store_id": store_id,
         "member_id": member["id"],
@@ -228,6 +253,8 @@ def _fill(path: str, store: Store) -> str:
         "<anomaly_id:int>": store.anomalies[0],
         "<qr_code_id:int>": store.qrcodes[0],
         "<order_no:str>": store.purchases[0],
+        "<package_id:int>": store.member_packages[0],
+        "<use_id:int>": store.package_uses[0],
         "<store_id:int>": store.id,
         "<key_id:int>": store.api_keys[0],
         "<pos_order_id:int>": store.pos_orders[0],
