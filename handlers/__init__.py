@@ -7,6 +7,7 @@ from sanic_ext import openapi
 
 from handlers import (
     cards,
+    coupons,
     health,
     ledger,
     members,
@@ -35,6 +36,7 @@ def register_blueprints(app: Sanic, settings: Settings) -> None:
         wechat_official,
         wechat_accounts,
         points,
+        coupons,
         tiers,
         payments,
         operations,

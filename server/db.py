@@ -39,6 +39,7 @@ MODEL_MODULES = [  # every module of models/ that defines tables (app label "mod
     "models.cards.template",
     "models.onboarding.qrcodes",
     "models.checkout.purchases",
+    "models.coupons.tables",
 ]
 
 

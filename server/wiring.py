@@ -12,6 +12,7 @@ from collections.abc import Mapping
 
 from jobs import auth as auth_jobs
 from jobs import cards as card_jobs
+from jobs import coupons as coupon_jobs
 from jobs import members as member_jobs
 from jobs import outbox as outbox_jobs
 from jobs import payments as payment_jobs
@@ -92,6 +93,8 @@ SCHEDULED_JOBS: Mapping[str, JobSpec] = {
     for spec in (
         JobSpec("points.expire", points_jobs.expire_points, every_seconds=600),
         JobSpec("points.remind", points_jobs.remind_expiring_points, every_seconds=3600),
+        JobSpec("coupons.expire", coupon_jobs.expire, every_seconds=600),
+        JobSpec("coupons.remind", coupon_jobs.remind, every_seconds=3600),
         JobSpec("tiers.settle", tier_jobs.settle, every_seconds=3600),
         JobSpec("tiers.notice", tier_jobs.notice, every_seconds=3600),
         JobSpec("tiers.manual_expire", tier_jobs.manual_expire, every_seconds=3600),
