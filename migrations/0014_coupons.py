@@ -37,7 +37,7 @@ class Migration(migrations.Migration):
                 ('merchant_id', fields.IntField()),
                 ('template_id', fields.IntField()),
                 ('member_id', fields.IntField()),
-                ('slot', fields.IntField()),
+                ('slot', fields.IntField(null=True)),
                 ('idempotency_key', fields.CharField(max_length=128)),
                 ('channel', fields.CharField(max_length=8)),
                 ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=True)),
@@ -89,5 +89,10 @@ class Migration(migrations.Migration):
             ],
             options={'table': 'coupon_template', 'app': 'models', 'pk_attr': 'id', 'table_description': 'What a coupon gives and who may claim it (issued only moves by the guarded stock UPDATE in issue.py).'},
             bases=['Model'],
+        ),
+        ops.AddField(
+            model_name='OnboardingSettings',
+            name='welcome_coupon_template_ids',
+            field=fields.JSONField(default=list, encoder=functools.partial(dumps, separators=(',', ':')), decoder=loads),
         ),
     ]

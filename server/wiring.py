@@ -23,6 +23,7 @@ from models.cards import activation as card_activation
 from models.cards import events as card_events
 from models.cards import sync as card_sync
 from models.cards import template as card_template
+from models.coupons import issue as coupon_issue
 from models.ledger import balance_lots
 from models.ledger import books as ledger_books
 from models.onboarding import follow
@@ -114,6 +115,7 @@ def install() -> None:
     ledger_books.ENTRY_WRITTEN.install(listener for listener, _ in LEDGER_ENTRY_WRITTEN)
     ledger_books.ENTRY_STATEMENTS.install(batched for _, batched in LEDGER_ENTRY_WRITTEN)
     tier_standing.TIER_CHANGED.install(TIER_CHANGED)
+    tier_standing.GIFT_COUPONS.install((coupon_issue.grant_gift_coupons,))
     points_rules.RULES_CHANGED.install(POINTS_RULES_CHANGED)
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from tortoise.exceptions import IntegrityError
 from tortoise.expressions import F, Q
@@ -12,10 +14,12 @@ from tortoise.transactions import in_transaction
 from models.coupons.tables import Coupon, CouponClaim, CouponTemplate
 from models.coupons.templates import local_day, local_midnight
 from models.kernel import clock
-from models.kernel.errors import Conflict, Forbidden, NotFound
+from models.kernel.errors import Conflict, Forbidden, NotFound, Unprocessable
 from models.ledger import books as ledger
 from models.tenancy.merchants import merchant_zone
 from models.tiers.standing import current_tier
+
+log = logging.getLogger("huiyuan.coupons")
 
 
 @dataclass(frozen=True)
@@ -26,6 +30,10 @@ class Issued:
 
 class _Replay(Exception):
     """The idempotency key was taken by a concurrent claim: roll this one back and return that one's coupon."""
+
+
+class _SlotTaken(Exception):
+    """Another claim holds this slot: try the member's next one."""
 
 
 async def _replay(template_id: int, idempotency_key: str) -> Issued | None:
@@ -75,6 +83,33 @@ async def issue(*, merchant_id: int, member_id: int, template_id: int, channel: 
         raise Conflict("the template's validity has ended", code="coupon_template.expired")
     valid_from, valid_until = await validity(template=template, now=now)
 
+    async def _insert(slot: int | None) -> Issued:
+        try:
+            async with in_transaction():  # a savepoint: a taken slot or key rolls back just this insert
+                claim = await CouponClaim.create(
+                    merchant_id=merchant_id,
+                    template_id=template_id,
+                    member_id=member_id,
+                    slot=slot,
+                    idempotency_key=idempotency_key,
+                    channel=channel,
+                )
+        except IntegrityError:
+            keyed = CouponClaim.filter(template_id=template_id, idempotency_key=idempotency_key)
+            if slot is None or await keyed.select_for_update().exists():
+                raise _Replay() from None
+            raise _SlotTaken() from None
+        coupon = await Coupon.create(
+            merchant_id=merchant_id,
+            template_id=template_id,
+            member_id=member_id,
+            claim_id=claim.id,
+            channel=channel,
+            valid_from=valid_from,
+            valid_until=valid_until,
+        )
+        return Issued(coupon=coupon, replayed=False)
+
     async def work() -> Issued:
         try:
             async with in_transaction():
@@ -83,49 +118,25 @@ async def issue(*, merchant_id: int, member_id: int, template_id: int, channel: 
                     if status != "active":
                         raise Conflict("the template is voided", code="coupon_template.voided")
                     raise Conflict("no coupons of this template are left", code="coupon.out_of_stock")
+                if channel == "gift":  # packages, tier gifts, plan packs, welcome: the key alone makes them once
+                    return await _insert(None)
                 taken = set(
                     await CouponClaim.filter(template_id=template_id, member_id=member_id).values_list(
                         "slot", flat=True
                     )
                 )
-                claim = None
                 for slot in range(1, template.per_member_limit + 1):
                     if slot in taken:
                         continue
                     try:
-                        async with in_transaction():  # a savepoint: a taken slot or key rolls back just this insert
-                            claim = await CouponClaim.create(
-                                merchant_id=merchant_id,
-                                template_id=template_id,
-                                member_id=member_id,
-                                slot=slot,
-                                idempotency_key=idempotency_key,
-                                channel=channel,
-                            )
-                        break
-                    except IntegrityError:
-                        if (
-                            await CouponClaim.filter(template_id=template_id, idempotency_key=idempotency_key)
-                            .select_for_update()
-                            .exists()
-                        ):
-                            raise _Replay() from None
-                if claim is None:
-                    raise Conflict(
-                        "the member holds as many of these coupons as allowed",
-                        code="coupon.limit_reached",
-                        limit=template.per_member_limit,
-                    )
-                coupon = await Coupon.create(
-                    merchant_id=merchant_id,
-                    template_id=template_id,
-                    member_id=member_id,
-                    claim_id=claim.id,
-                    channel=channel,
-                    valid_from=valid_from,
-                    valid_until=valid_until,
+                        return await _insert(slot)
+                    except _SlotTaken:
+                        continue
+                raise Conflict(
+                    "the member holds as many of these coupons as allowed",
+                    code="coupon.limit_reached",
+                    limit=template.per_member_limit,
                 )
-                return Issued(coupon=coupon, replayed=False)
         except _Replay:
             replay = await _replay(template_id, idempotency_key)
             assert replay is not None
@@ -170,3 +181,41 @@ async def claimable(*, merchant_id: int, member_id: int) -> list[tuple[CouponTem
     for template_id in rows:
         held[int(template_id)] = held.get(int(template_id), 0) + 1  # type: ignore[call-overload]
     return [(t, t.per_member_limit - held.get(t.id, 0)) for t in templates if t.per_member_limit > held.get(t.id, 0)]
+
+
+async def grant_gift_coupons(
+    *, merchant_id: int, member_id: int, coupons: list[dict[str, Any]], key_prefix: str
+) -> None:
+    """Grant a promised pack ([{template_id, quantity}]) through the gift channel, each coupon once by its key.
+
+    Keys are `<key_prefix>:<template_id>:<i>`; a template out of stock, voided or closed to gifts is skipped
+    (logged) so the payment, activation or upgrade that promised it still goes through.
+    """
+    for entry in coupons:
+        template_id = entry.get("template_id")
+        if not isinstance(template_id, int):
+            continue  # an entry written before coupons existed (a name, not a template id)
+        for i in range(int(entry.get("quantity") or 1)):
+            try:
+                await issue(
+                    merchant_id=merchant_id,
+                    member_id=member_id,
+                    template_id=template_id,
+                    channel="gift",
+                    idempotency_key=f"{key_prefix}:{template_id}:{i}",
+                )
+            except (Conflict, Forbidden, NotFound) as exc:
+                log.warning("gift coupon %s for member %s not granted: %s", template_id, member_id, exc.code)
+
+
+async def check_gift_templates(*, merchant_id: int, template_ids: list[int], field: str) -> None:
+    """Every template is the merchant's, active and open to the gift channel; 422 naming the field otherwise."""
+    found = {t.id: t for t in await CouponTemplate.filter(merchant_id=merchant_id, id__in=template_ids)}
+    for template_id in template_ids:
+        template = found.get(template_id)
+        if template is None or template.status != "active" or "gift" not in template.channels:
+            raise Unprocessable(
+                f"coupon template {template_id} is not an active template with the gift channel",
+                code="coupon_template.not_giftable",
+                field=field,
+            )

@@ -53,7 +53,7 @@ class CouponClaim(Model):
     merchant_id = fields.IntField()
     template_id = fields.IntField()
     member_id = fields.IntField()
-    slot = fields.IntField()  # 1..per_member_limit
+    slot = fields.IntField(null=True)  # 1..per_member_limit; null for gifts, which the limit does not count
     idempotency_key = fields.CharField(max_length=128)
     channel = fields.CharField(max_length=8)
     created_at = fields.DatetimeField(auto_now_add=True)
