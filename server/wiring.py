@@ -96,6 +96,7 @@ SCHEDULED_JOBS: Mapping[str, JobSpec] = {
         JobSpec("points.remind", points_jobs.remind_expiring_points, every_seconds=3600),
         JobSpec("coupons.expire", coupon_jobs.expire, every_seconds=600),
         JobSpec("coupons.remind", coupon_jobs.remind, every_seconds=3600),
+        JobSpec("coupons.plan_packs", coupon_jobs.plan_packs, every_seconds=3600),
         JobSpec("tiers.settle", tier_jobs.settle, every_seconds=3600),
         JobSpec("tiers.notice", tier_jobs.notice, every_seconds=3600),
         JobSpec("tiers.manual_expire", tier_jobs.manual_expire, every_seconds=3600),

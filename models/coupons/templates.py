@@ -36,6 +36,8 @@ def parse_when(value: str, zone: ZoneInfo, *, end: bool, field: str) -> datetime
     try:
         if len(text) == 10:
             day = date.fromisoformat(text)
+            if not 2000 <= day.year <= 2200:
+                raise ValueError(day)
             return local_midnight(day + timedelta(days=1) if end else day, zone)
         moment = datetime.fromisoformat(text)
     except (ValueError, OverflowError):
@@ -44,7 +46,9 @@ def parse_when(value: str, zone: ZoneInfo, *, end: bool, field: str) -> datetime
         ) from None
     if moment.tzinfo is None:
         raise Unprocessable(f"{field}: a datetime needs its UTC offset", code="validation.failed", field=field)
-    return moment
+    if not 2000 <= moment.year <= 2200:
+        raise Unprocessable(f"{field}: a year from 2000 to 2200", code="validation.failed", field=field)
+    return moment.astimezone(UTC)
 
 
 def _bad(message: str, field: str, code: str = "coupon_template.invalid") -> Unprocessable:

@@ -30,6 +30,8 @@ STORE_ROLES = {"store_manager", "cashier"}
 # Merchant-wide settings and catalogue: no row belongs to a store, every staff role reads the same.
 MERCHANT_WIDE = {
     "/api/card-template",
+    "/api/coupon-templates",
+    "/api/coupon-templates/<template_id:int>",
     "/api/loyalty/points-rules",
     "/api/loyalty/signin-rules",
     "/api/loyalty/tier-policy",
@@ -56,6 +58,7 @@ MEMBER_ROWS = {
     "/api/members/<member_id:int>",
     "/api/members/<member_id:int>/balance",
     "/api/members/<member_id:int>/balance/ledger",
+    "/api/members/<member_id:int>/coupons",
     "/api/members/<member_id:int>/points",
     "/api/members/<member_id:int>/points/ledger",
     "/api/members/<member_id:int>/points/quote",
@@ -75,6 +78,7 @@ WRITES: dict[tuple[str, str], dict[str, Any]] = {
     ("PATCH", "/api/members/<member_id:int>"): {"name": "X"},
     ("POST", "/api/members/<member_id:int>/activities"): {"rule_code": "x", "idempotency_key": "k"},
     ("POST", "/api/members/<member_id:int>/balance"): {"delta": 1, "reason": "r", "idempotency_key": "k"},
+    ("POST", "/api/members/<member_id:int>/coupons"): {"template_id": 1, "idempotency_key": "k"},
     ("POST", "/api/members/<member_id:int>/points"): {"delta": 1, "reason": "r", "idempotency_key": "k"},
     ("POST", "/api/members/<member_id:int>/points/reverse"): {
         "debit_entry_id": 1,
@@ -123,6 +127,7 @@ class Store:
     anomalies: list[int] = field(default_factory=list)
     qrcodes: list[int] = field(default_factory=list)
     purchases: list[str] = field(default_factory=list)
+    templates: list[int] = field(default_factory=list)
 
 
 _keys = itertools.count(1)
@@ -130,6 +135,10 @@ _keys = itertools.count(1)
 
 async def _seed_store(app: Any, client: httpx.AsyncClient, admin: dict, demo: Any, store_id: int, tag: str) -> Store:
     store = Store(id=store_id)
+    coupon = {"kind": "cash", "name": f"c-{tag}", "reduction": 100, "valid_days": 7}
+    template = await client.post("/api/coupon-templates", json=coupon, headers=admin)
+    assert template.status_code == 201, template.text
+    store.templates.append(template.json()["id"])
     member = await add_member(client, admin, name=f"m-{tag}", phone=f"1380000{tag}0", store_id=store_id)
     store.members.append(member["id"])
     points = {"delta": 100, "reason": "seed", "idempotency_key": f"seed-{tag}"}
@@ -201,6 +210,7 @@ def _fill(path: str, store: Store) -> str:
         "<anomaly_id:int>": store.anomalies[0],
         "<qr_code_id:int>": store.qrcodes[0],
         "<order_no:str>": store.purchases[0],
+        "<template_id:int>": store.templates[0],
     }
     for name, value in values.items():
         path = path.replace(name, str(value))
