@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from tortoise.transactions import in_transaction
 
 from models.coupons.redemption import (
     CouponNotApplicable,
@@ -13,10 +14,12 @@ from models.coupons.redemption import (
     allocate,
     offer,
     redeem,
+    redeem_statements,
     restore,
     usable_coupon,
     usable_for_member,
 )
+from models.kernel import clock, sqlpath
 from models.kernel.errors import NotFound
 from tests.coupons.helpers import add_template, member_id
 
@@ -118,3 +121,9 @@ async def test_redeem_once_and_restore(client, admin, demo):
     assert await restore(coupon_id=coupon["id"], order_ref="o1") is True
     assert await restore(coupon_id=coupon["id"], order_ref="o1") is False
     assert await redeem(coupon_id=coupon["id"], member_id=member, order_ref="o3") is True
+    assert await restore(coupon_id=coupon["id"], order_ref="o3") is True
+    async with in_transaction():
+        batch = await sqlpath.run(
+            redeem_statements(coupon_id=coupon["id"], member_id=member, order_ref="o4", now=clock.now()) * 2
+        )
+    assert batch.counts == [1, 0]
