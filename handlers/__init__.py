@@ -8,6 +8,7 @@ from sanic_ext import openapi
 from handlers import (
     cards,
     checkout,
+    coupons,
     health,
     ledger,
     members,
@@ -38,6 +39,7 @@ def register_blueprints(app: Sanic, settings: Settings) -> None:
         wechat_official,
         wechat_accounts,
         points,
+        coupons,
         tiers,
         payments,
         checkout,

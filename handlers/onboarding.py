@@ -10,6 +10,7 @@ from sanic import Blueprint, raw
 from sanic.request import Request
 
 from handlers.schemas import MemberOut, serialize
+from models.coupons.issue import check_gift_templates
 from models.members.qr import MEMBER_QR_REFRESH
 from models.onboarding import miniprogram, qrcodes
 from models.tenancy import onboarding_settings
@@ -71,6 +72,7 @@ class SettingsOut(Out):
     referee_points: int
     welcome_text: str
     tier_name: str
+    welcome_coupon_template_ids: list[int] = Field(description="Coupon templates (gift channel) granted at activation")
 
 
 class SettingsIn(Schema):
@@ -80,6 +82,7 @@ class SettingsIn(Schema):
     referee_points: StrictInt | None = Field(None, ge=0, le=MAX_POINTS)
     welcome_text: str | None = Field(None, min_length=1, max_length=600)
     tier_name: str | None = Field(None, min_length=1, max_length=32)
+    welcome_coupon_template_ids: list[StrictInt] | None = Field(None, max_length=20)
 
 
 def serialize_qr_code(code: qrcodes.QrCode) -> QrCodeOut:
@@ -187,11 +190,18 @@ async def read_settings(request: Request):
     roles=ADMINS,
     body=SettingsIn,
     response=SettingsOut,
-    description="Fields left out keep their value. Points and fen are non-negative integers.",
+    errors=(422,),
+    description="Fields left out keep their value. Points and fen are non-negative integers. Welcome coupons are "
+    "active templates with the gift channel (422 coupon_template.not_giftable).",
 )
 async def update_settings(request: Request, body: SettingsIn):
+    merchant_id = request.ctx.principal.merchant_id
+    if body.welcome_coupon_template_ids:
+        await check_gift_templates(
+            merchant_id=merchant_id, template_ids=body.welcome_coupon_template_ids, field="welcome_coupon_template_ids"
+        )
     settings = await onboarding_settings.update_onboarding_settings(
-        merchant_id=request.ctx.principal.merchant_id, changes=body.model_dump(exclude_none=True)
+        merchant_id=merchant_id, changes=body.model_dump(exclude_none=True)
     )
     return ok(SettingsOut.model_validate(settings))
 

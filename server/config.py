@@ -97,6 +97,7 @@ class WeChatSettings(_Section):
 class JobsSettings(_Section):
     outbox_worker: bool = True
     outbox_idle_seconds: float = Field(1.0, gt=0)
+    coupon_remind_days: int = Field(3, ge=1, le=365)  # coupons.remind: days before a coupon expires
     scheduler: bool = True  # run the scheduled jobs in this process too (safe beside `python -m jobs.scheduler`)
 
 

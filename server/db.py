@@ -42,6 +42,7 @@ MODEL_MODULES = [  # every module of models/ that defines tables (app label "mod
     "models.checkout.purchases",
     "models.checkout.returns",
     "models.packages.tables",
+    "models.coupons.tables",
 ]
 
 

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 
 from jobs import auth as auth_jobs
 from jobs import cards as card_jobs
+from jobs import coupons as coupon_jobs
 from jobs import members as member_jobs
 from jobs import outbox as outbox_jobs
 from jobs import packages as package_jobs
@@ -23,6 +24,7 @@ from models.cards import activation as card_activation
 from models.cards import events as card_events
 from models.cards import sync as card_sync
 from models.cards import template as card_template
+from models.coupons import issue as coupon_issue
 from models.ledger import balance_lots
 from models.ledger import books as ledger_books
 from models.onboarding import follow
@@ -93,6 +95,9 @@ SCHEDULED_JOBS: Mapping[str, JobSpec] = {
     for spec in (
         JobSpec("points.expire", points_jobs.expire_points, every_seconds=600),
         JobSpec("points.remind", points_jobs.remind_expiring_points, every_seconds=3600),
+        JobSpec("coupons.expire", coupon_jobs.expire, every_seconds=600),
+        JobSpec("coupons.remind", coupon_jobs.remind, every_seconds=3600),
+        JobSpec("coupons.plan_packs", coupon_jobs.plan_packs, every_seconds=3600),
         JobSpec("tiers.settle", tier_jobs.settle, every_seconds=3600),
         JobSpec("tiers.notice", tier_jobs.notice, every_seconds=3600),
         JobSpec("tiers.manual_expire", tier_jobs.manual_expire, every_seconds=3600),
@@ -113,6 +118,7 @@ def install() -> None:
     ledger_books.ENTRY_WRITTEN.install(listener for listener, _ in LEDGER_ENTRY_WRITTEN)
     ledger_books.ENTRY_STATEMENTS.install(batched for _, batched in LEDGER_ENTRY_WRITTEN)
     tier_standing.TIER_CHANGED.install(TIER_CHANGED)
+    tier_standing.GIFT_COUPONS.install((coupon_issue.grant_gift_coupons,))
     points_rules.RULES_CHANGED.install(POINTS_RULES_CHANGED)
 
 

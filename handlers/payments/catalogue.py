@@ -17,6 +17,15 @@ bp = Blueprint("pay_catalogue")
 FEN_MAX = 100_000_000  # one million yuan: anything above is a typo
 
 
+class CouponGiftIn(Schema):
+    template_id: StrictInt = Field(ge=1, le=2**31 - 1, description="An active coupon template with the gift channel")
+    quantity: StrictInt = Field(1, ge=1, le=20)
+
+
+class PackageGiftsIn(Schema):
+    coupons: list[CouponGiftIn] = Field(default_factory=list, max_length=10)
+
+
 class PackageIn(Schema):
     name: str = Field(min_length=1, max_length=64)
     price: StrictInt = Field(gt=0, le=FEN_MAX, description="Fen paid, credited as principal")
@@ -30,6 +39,9 @@ class PackageIn(Schema):
     per_member_limit: StrictInt = Field(0, ge=0, le=1000, description="Purchases per member; 0 = unlimited")
     sort: StrictInt = Field(0, ge=-10_000, le=10_000)
     is_active: StrictBool = True
+    gifts: PackageGiftsIn = Field(
+        default_factory=PackageGiftsIn, description="Coupons granted once per paid order (gift channel)"
+    )
 
 
 class PackageOut(Out):
@@ -39,6 +51,7 @@ class PackageOut(Out):
     bonus_balance: int
     bonus_points: int
     gift_tier_id: int | None
+    gifts: dict[str, Any]
     valid_from: datetime | None
     valid_until: datetime | None
     per_member_limit: int
@@ -108,7 +121,9 @@ async def list_packages(request: Request):
     body=PackageIn,
     response=PackageOut,
     status=201,
-    description="Pay `price` fen, get `price` principal plus `bonus_balance` bonus fen and `bonus_points`. "
+    errors=(422,),
+    description="Pay `price` fen, get `price` principal plus `bonus_balance` bonus fen and `bonus_points` "
+    "(and gifts.coupons, granted at settlement). "
     f"Without a package a member may recharge a custom amount of {recharge.CUSTOM_AMOUNT_MIN}.."
     f"{recharge.CUSTOM_AMOUNT_MAX} fen (no bonus).",
 )

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, cast
 from tortoise.transactions import in_transaction
 
 from models.cards.template import CardTemplate, official_client, wechat_errors
+from models.coupons.issue import grant_gift_coupons
 from models.kernel import clock
 from models.kernel.errors import Conflict, Forbidden, NotFound, Unprocessable
 from models.kernel.outbox import OutboxMessage, enqueue
@@ -163,6 +164,13 @@ async def _grant_rewards(*, member: Member) -> None:
             (ledger.change_points, referrer.id, settings.referrer_points, f"referral:{member.id}:referrer", "推荐奖励"),
             (ledger.change_points, member.id, settings.referee_points, f"referral:{member.id}:referee", "受邀奖励"),
         ]
+    if settings.welcome_coupon_template_ids:
+        await grant_gift_coupons(
+            merchant_id=member.merchant_id,
+            member_id=member.id,
+            coupons=[{"template_id": t, "quantity": 1} for t in settings.welcome_coupon_template_ids],
+            key_prefix=f"welcome:{member.id}",
+        )
     for change, member_id, amount, key, reason in grants:
         book = ledger.PointsEntry if change is ledger.change_points else ledger.BalanceEntry
         # once per member: a later card (or changed amounts) never grants again

@@ -10,6 +10,7 @@ from tortoise import fields
 from tortoise.exceptions import IntegrityError
 from tortoise.models import Model
 
+from models.coupons.issue import check_gift_templates
 from models.kernel import clock
 from models.kernel.errors import Conflict, NotFound, Unprocessable
 from models.payments.orders import purchases_counted
@@ -48,6 +49,7 @@ PACKAGE_FIELDS = (
     "bonus_balance",
     "bonus_points",
     "gift_tier_id",
+    "gifts",
     "valid_from",
     "valid_until",
     "per_member_limit",
@@ -82,6 +84,11 @@ async def _check_package(*, merchant_id: int, values: dict[str, Any]) -> None:
             "valid_until must be after valid_from", code="recharge_package.window_invalid", field="valid_until"
         )
     await _check_tier(merchant_id=merchant_id, tier_id=values.get("gift_tier_id"), field="gift_tier_id")
+    coupons = (values.get("gifts") or {}).get("coupons") or []
+    if coupons:
+        await check_gift_templates(
+            merchant_id=merchant_id, template_ids=[c["template_id"] for c in coupons], field="gifts.coupons"
+        )
 
 
 async def create_package(*, merchant_id: int, values: dict[str, Any]) -> RechargePackage:

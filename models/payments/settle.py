@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from models.coupons.issue import grant_gift_coupons
 from models.kernel import clock, sqlpath
 from models.kernel.errors import Conflict
 from models.kernel.sqlpath import Stmt
@@ -89,6 +90,12 @@ def _recharge_credits(order: PayOrder | OrderHead) -> list[tuple[str, int, str, 
     ]
 
 
+def _gift_coupons(snapshot: dict[str, Any]) -> list[dict[str, Any]]:
+    """The coupons the order's package promised ([{template_id, quantity}]), from the snapshot it was sold with."""
+    package = snapshot.get("package") or {}
+    return list((package.get("gifts") or {}).get("coupons") or [])
+
+
 async def _deliver_goods(order: PayOrder | OrderHead) -> None:
     """Credit what the order sold; runs inside the settling transaction, re-runnable (idempotency keys)."""
     if order.kind == "recharge":
@@ -113,13 +120,25 @@ async def _deliver_goods(order: PayOrder | OrderHead) -> None:
                 tier_id=gift_tier_id,
                 detail=f"recharge package, pay order {order.id}",
             )
+        coupons = _gift_coupons(order.snapshot)
+        if coupons:  # each `recharge:<order id>:<template>:<i>`, in the settling transaction
+            await grant_gift_coupons(
+                merchant_id=order.merchant_id,
+                member_id=order.member_id,
+                coupons=coupons,
+                key_prefix=f"recharge:{order.id}",
+            )
     elif order.kind == "plan":
         await plans.start_plan_term(order=order if isinstance(order, PayOrder) else await PayOrder.get(id=order.id))
 
 
 def _batchable(order: OrderHead) -> bool:
-    """A plain recharge settles as a batched write; plans and tier-gift packages through the ORM."""
-    return order.kind == "recharge" and not isinstance(order.snapshot.get("gift_tier_id"), int)
+    """A plain recharge settles as a batched write; plans, tier-gift and coupon-gift packages through the ORM."""
+    return (
+        order.kind == "recharge"
+        and not isinstance(order.snapshot.get("gift_tier_id"), int)
+        and not _gift_coupons(order.snapshot)
+    )
 
 
 class _NoAccount(Exception):

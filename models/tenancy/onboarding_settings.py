@@ -23,6 +23,7 @@ class OnboardingSettings(Model):
     referrer_points = fields.IntField(default=50)
     referee_points = fields.IntField(default=50)
     welcome_text = fields.CharField(max_length=600, default="欢迎加入！点击领取会员卡。")
+    welcome_coupon_template_ids: list[int] = fields.JSONField(default=list)  # granted once at card activation
     tier_name = fields.CharField(max_length=32, default="普通会员")  # shown while the merchant has no tiers
     updated_at = fields.DatetimeField(auto_now=True)
 
@@ -37,6 +38,7 @@ SETTINGS_FIELDS = (
     "referee_points",
     "welcome_text",
     "tier_name",
+    "welcome_coupon_template_ids",
 )
 
 

@@ -25,6 +25,8 @@ from models.tiers.tables import MemberTier, Tier, TierChange, TierGiftGrant
 NO_RANK = -1
 # listeners (merchant_id=, member_id=) run in the transaction of every recorded tier move; see server/wiring.py
 TIER_CHANGED = Hook("tiers.changed")
+# (merchant_id=, member_id=, coupons=[{template_id, quantity}], key_prefix=): coupons sit above tiers; server/wiring.py
+GIFT_COUPONS = Hook("tiers.gift_coupons")
 
 
 def rank_of(tier: Tier | None) -> int:
@@ -200,6 +202,10 @@ async def _grant_gift(*, row: MemberTier, tier: Tier, policy: TierPolicy, calend
                 ref_type="tier_gift",
                 ref_id=str(grant.id),
             )
+    if gift.get("coupons"):
+        await GIFT_COUPONS.emit(
+            merchant_id=row.merchant_id, member_id=row.member_id, coupons=list(gift["coupons"]), key_prefix=key
+        )
 
 
 async def apply_move(

@@ -206,6 +206,7 @@ async def test_onboarding_settings_defaults_update_and_validation(client, admin,
         "referee_points": 50,
         "welcome_text": "欢迎加入！点击领取会员卡。",
         "tier_name": "普通会员",
+        "welcome_coupon_template_ids": [],
     }
     changed = await client.put(
         "/api/onboarding-settings", json={"welcome_points": 100, "welcome_balance": 500}, headers=admin

@@ -30,6 +30,8 @@ STORE_ROLES = {"store_manager", "cashier"}
 # Merchant-wide settings and catalogue: no row belongs to a store, every staff role reads the same.
 MERCHANT_WIDE = {
     "/api/card-template",
+    "/api/coupon-templates",
+    "/api/coupon-templates/<template_id:int>",
     "/api/loyalty/points-rules",
     "/api/loyalty/signin-rules",
     "/api/loyalty/tier-policy",
@@ -58,6 +60,7 @@ MEMBER_ROWS = {
     "/api/members/<member_id:int>/balance",
     "/api/members/<member_id:int>/balance/ledger",
     "/api/members/<member_id:int>/packages",
+    "/api/members/<member_id:int>/coupons",
     "/api/members/<member_id:int>/points",
     "/api/members/<member_id:int>/points/ledger",
     "/api/members/<member_id:int>/points/quote",
@@ -85,6 +88,7 @@ WRITES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/api/members/<member_id:int>/packages/<package_id:int>/refund"): {"idempotency_key": "k"},
     ("POST", "/api/members/<member_id:int>/packages/<package_id:int>/uses"): {"idempotency_key": "k"},
     ("POST", "/api/members/<member_id:int>/packages/<package_id:int>/uses/<use_id:int>/reverse"): {},
+    ("POST", "/api/members/<member_id:int>/coupons"): {"template_id": 1, "idempotency_key": "k"},
     ("POST", "/api/members/<member_id:int>/points"): {"delta": 1, "reason": "r", "idempotency_key": "k"},
     ("POST", "/api/members/<member_id:int>/points/reverse"): {
         "debit_entry_id": 1,
@@ -144,6 +148,7 @@ class Store:
     phones: list[str] = field(default_factory=list)
     api_keys: list[int] = field(default_factory=list)
     pos_orders: list[int] = field(default_factory=list)
+    templates: list[int] = field(default_factory=list)
 
 
 _keys = itertools.count(1)
@@ -151,6 +156,10 @@ _keys = itertools.count(1)
 
 async def _seed_store(app: Any, client: httpx.AsyncClient, admin: dict, demo: Any, store_id: int, tag: str) -> Store:
     store = Store(id=store_id)
+    coupon = {"kind": "cash", "name": f"c-{tag}", "reduction": 100, "valid_days": 7}
+    template = await client.post("/api/coupon-templates", json=coupon, headers=admin)
+    assert template.status_code == 201, template.text
+    store.templates.append(template.json()["id"])
     member = await add_member(client, admin, name=f"m-{tag}", phone=f"1380000{tag}0", store_id=store_id)
     store.members.append(member["id"])
     store.phones.append(f"1380000{tag}0")
@@ -258,6 +267,7 @@ def _fill(path: str, store: Store) -> str:
         "<store_id:int>": store.id,
         "<key_id:int>": store.api_keys[0],
         "<pos_order_id:int>": store.pos_orders[0],
+        "<template_id:int>": store.templates[0],
     }
     for name, value in values.items():
         path = path.replace(name, str(value))
