@@ -38,7 +38,9 @@ class QuoteIn(Schema):
     store_id: int = ID
     member_id: int | None = Field(None, ge=1, le=2**31 - 1)
     items: list[ItemIn] = Field(min_length=1, max_length=200)
-    coupon_id: int | None = Field(None, ge=1, le=2**63 - 1, description="Not usable yet: 422 when given")
+    coupon_id: int | None = Field(
+        None, ge=1, le=2**63 - 1, description="One of the member's usable coupons (GET /api/pos/member lists them)"
+    )
     points: StrictInt = Field(0, ge=0, le=10**9, description="Points to pay with: a multiple of the rate")
     balance: StrictInt = Field(0, ge=0, le=MAX_AMOUNT, description="Stored value (fen) to pay with")
 
@@ -170,6 +172,7 @@ class ReturnOut(Out):
     growth_back: int
     refund_due: int = Field(description="Money to hand back by other means")
     whole: bool
+    coupon_back: bool = Field(description="The whole order is back and its coupon returned to the member")
 
 
 def _who(principal: Principal) -> dict[str, int | None]:
@@ -338,6 +341,7 @@ def _return_out(ret: PurchaseReturn, lines: list[PurchaseReturnLine]) -> ReturnO
         growth_back=ret.growth_back,
         refund_due=ret.refund_due,
         whole=ret.whole,
+        coupon_back=ret.coupon_back,
     )
 
 

@@ -46,6 +46,20 @@ class PlanOut(Out):
     benefits: dict[str, Any]
 
 
+class PosCouponOut(Out):
+    coupon_id: int
+    template_id: int
+    kind: str = Field(description="full_reduction | discount | cash | gift")
+    name: str
+    threshold: int = Field(description="Fen of eligible items the order needs (0: none)")
+    reduction: int = Field(description="Fen off (full_reduction, cash)")
+    discount_permille: int = Field(description="Permille off (discount)")
+    max_discount: int | None
+    gift_sku: str | None
+    stackable: bool = Field(description="Usable together with the tier discount")
+    valid_until: datetime
+
+
 class PosMemberOut(Out):
     member_id: int
     name: str
@@ -55,7 +69,7 @@ class PosMemberOut(Out):
     points: int
     balance: int = Field(description="Stored value in fen")
     plan: PlanOut | None
-    coupons: list[dict[str, Any]] = Field(description="Coupons usable now")
+    coupons: list[PosCouponOut] = Field(description="Coupons usable now, soonest expiring first (at most 100)")
 
 
 def _out(found: PosMember) -> PosMemberOut:
@@ -71,7 +85,22 @@ def _out(found: PosMember) -> PosMemberOut:
         plan=None
         if plan is None
         else PlanOut(id=plan.id, code=plan.code, name=plan.name, ends_at=found.plan_ends_at, benefits=plan.benefits),
-        coupons=list(found.coupons),
+        coupons=[
+            PosCouponOut(
+                coupon_id=c.coupon_id,
+                template_id=c.template_id,
+                kind=c.kind,
+                name=c.name,
+                threshold=c.threshold,
+                reduction=c.reduction,
+                discount_permille=c.discount_permille,
+                max_discount=c.max_discount,
+                gift_sku=c.gift_sku,
+                stackable=c.stackable,
+                valid_until=c.valid_until,
+            )
+            for c in found.coupons
+        ],
     )
 
 

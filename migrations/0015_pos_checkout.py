@@ -27,6 +27,7 @@ class Migration(migrations.Migration):
                 ('growth_back', fields.BigIntField(default=0)),
                 ('refund_due', fields.BigIntField(default=0)),
                 ('whole', fields.BooleanField(default=False)),
+                ('coupon_back', fields.BooleanField(default=False)),
                 ('staff_id', fields.IntField(null=True)),
                 ('api_key_id', fields.IntField(null=True)),
                 ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=True)),

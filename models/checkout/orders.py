@@ -16,6 +16,7 @@ from tortoise.transactions import in_transaction
 
 from models.checkout import pricing
 from models.checkout.purchases import Purchase, _earned_today, _finish, multiplier_permille
+from models.coupons import redemption
 from models.kernel import clock
 from models.kernel.errors import Conflict, Forbidden, NotFound, Unprocessable
 from models.ledger import books as ledger
@@ -54,12 +55,26 @@ class Quote:
     growth_earned: int
 
 
-def _no_coupons(coupon_id: int | None) -> None:
-    # the lead wires models.coupons.redemption here at merge: usable_coupon -> offer -> redeem in the settle
-    if coupon_id is not None:
-        raise Unprocessable(
-            "coupons cannot be used at the till yet", code="checkout.coupons_unavailable", field="coupon_id"
-        )
+async def _coupon(
+    *, merchant_id: int, member_id: int | None, coupon_id: int | None, store_id: int, tier_id: int | None
+) -> pricing.Coupon | None:
+    """The member's coupon as pricing takes it (its offer on the after-tier lines); 404 / 422 with the reason."""
+    if coupon_id is None:
+        return None
+    if member_id is None:
+        raise Unprocessable("a coupon needs a member", code="checkout.member_required", field="member_id")
+    terms = await redemption.usable_coupon(merchant_id=merchant_id, member_id=member_id, coupon_id=coupon_id)
+    now = clock.now()
+
+    def offer(lines: list[redemption.Line]) -> redemption.Offer:
+        try:
+            return redemption.offer(terms, lines, store_id=store_id, tier_id=tier_id, now=now)
+        except redemption.CouponNotApplicable as exc:
+            raise Unprocessable(
+                exc.message, code="coupon.not_applicable", field="coupon_id", reason=exc.extra.get("reason")
+            ) from None
+
+    return pricing.Coupon(coupon_id=coupon_id, stackable=terms.stackable, offer=offer)
 
 
 async def _check_store(*, scope: Scope, store_id: int) -> None:
@@ -115,7 +130,6 @@ async def _points_earned(
 async def quote(*, scope: Scope, order: OrderInput) -> Quote:
     """Price an order for the till: every line of the computation, what is left to pay, what it will earn."""
     merchant_id = scope.merchant_id
-    _no_coupons(order.coupon_id)
     await _check_store(scope=scope, store_id=order.store_id)
     await _check_staff(scope=scope, items=order.items)
     rules = await get_points_rules(merchant_id=merchant_id)
@@ -129,10 +143,17 @@ async def quote(*, scope: Scope, order: OrderInput) -> Quote:
             tier_id, off = tier.id, pricing.off_permille_of(tier.discount_permille)
     elif order.points or order.balance:
         raise Unprocessable("points and stored value need a member", code="checkout.member_required", field="member_id")
+    coupon = await _coupon(
+        merchant_id=merchant_id,
+        member_id=order.member_id,
+        coupon_id=order.coupon_id,
+        store_id=order.store_id,
+        tier_id=tier_id,
+    )
     priced = pricing.price(
         order.items,
         off_permille=off,
-        coupon=None,
+        coupon=coupon,
         points=order.points,
         balance=order.balance,
         rules=rules,
@@ -275,7 +296,6 @@ async def settle(
     earlier = await _repeat(scope=scope, order_no=order_no, digest=digest)
     if earlier is not None:
         return earlier, False
-    _no_coupons(order.coupon_id)
     await _check_store(scope=scope, store_id=order.store_id)
     await _check_staff(scope=scope, items=order.items)
     await _member(scope=scope, member_id=member_id)
@@ -288,11 +308,18 @@ async def settle(
             member_points, member_balance = await ledger.get_balances(member_id=member_id)
             tier = await tier_rules.current_tier(merchant_id=merchant_id, member_id=member_id)
             off = pricing.off_permille_of(tier.discount_permille) if tier is not None else 0
+            coupon = await _coupon(
+                merchant_id=merchant_id,
+                member_id=member_id,
+                coupon_id=order.coupon_id,
+                store_id=order.store_id,
+                tier_id=tier.id if tier is not None else None,
+            )
             try:
                 priced = pricing.price(
                     order.items,
                     off_permille=off,
-                    coupon=None,
+                    coupon=coupon,
                     points=order.points,
                     balance=order.balance,
                     rules=rules,
@@ -302,6 +329,8 @@ async def settle(
             except Unprocessable as exc:
                 if exc.code in _CHANGED_CODES and expect is not None:
                     raise _changed(_CHANGED_CODES[exc.code], exc.message) from None
+                if exc.code == "coupon.not_applicable" and exc.extra.get("reason") in ("used", "expired"):
+                    raise _changed("coupon", exc.message) from None  # used by another order since the quote
                 raise
             if expect is not None:
                 for name, now in (("due", priced.due), ("points", priced.points_used), ("balance", priced.balance_fen)):
@@ -344,6 +373,10 @@ async def settle(
                 return_seq=0,
             )
             reason = f"POS order {purchase.id}"
+            if priced.coupon_id is not None and not await redemption.redeem(
+                coupon_id=priced.coupon_id, member_id=member_id, order_ref=f"purchase:{purchase.id}"
+            ):  # the guarded UPDATE lost: used by another order meanwhile (or just expired); all of this rolls back
+                raise _changed("coupon", "the coupon was used or expired meanwhile")
             try:
                 if priced.points_used:
                     await ledger.change_points(

@@ -3,7 +3,7 @@
 Order (docs/architecture.md "Checkout"):
 1. tier discount per line: discount = gross * off_permille // 1000 (floored per line); skipped when the coupon
    is not stackable with the tier discount;
-2. the coupon on the lines it applies to (an Offer computed by the caller from the after-tier lines);
+2. the coupon on the lines it applies to (models.coupons.redemption.offer on the after-tier lines);
 3. points as cash: a multiple of rules.cash.points, worth rules.cash.fen per unit, at most max_order_permille of
    what is left and at most the member's points (422 beyond either, never trimmed);
 4. stored value, at most what is left and the member's balance (422 beyond either).
@@ -18,30 +18,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from models.coupons.redemption import Line, Offer
 from models.kernel.errors import Unprocessable
 from models.points.rules import PointsRules
 
 MAX_ORDER = 10**12  # fen: an order's gross, as the purchases' MAX_AMOUNT
-
-
-@dataclass(frozen=True)
-class Line:
-    """One order line after the tier discount (the coupons package's Line: same fields)."""
-
-    index: int
-    sku: str
-    category: str | None
-    amount: int  # fen, after the tier discount (what the coupon may reduce)
-    unit_price: int  # fen, before any discount
-    quantity: int
-
-
-@dataclass(frozen=True)
-class Offer:
-    """What a coupon takes off (the coupons package's Offer: same fields)."""
-
-    discount: int
-    per_line: dict[int, int]
 
 
 @dataclass(frozen=True)

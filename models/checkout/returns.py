@@ -18,6 +18,7 @@ from tortoise.transactions import in_transaction
 
 from models.checkout.pricing import allocate
 from models.checkout.purchases import Purchase
+from models.coupons import redemption
 from models.kernel import clock
 from models.kernel.errors import Conflict, NotFound, Unprocessable
 from models.ledger import books as ledger
@@ -55,6 +56,7 @@ class PurchaseReturn(Model):
     growth_back = fields.BigIntField(default=0)
     refund_due = fields.BigIntField(default=0)  # money to hand back by other means
     whole = fields.BooleanField(default=False)  # this return completed the whole order
+    coupon_back = fields.BooleanField(default=False)  # ... and gave the order's coupon back to the member
     staff_id = fields.IntField(null=True)
     api_key_id = fields.IntField(null=True)  # the store's POS key that called, when no staff login did
     created_at = fields.DatetimeField(auto_now_add=True)
@@ -351,7 +353,11 @@ async def return_items(
                     occurred_at=clock.now(),
                     savepoint=False,
                 )
-            # (lead wires) whole and purchase.coupon_id: models.coupons.redemption.restore here
+            coupon_back = False
+            if whole and purchase.coupon_id is not None:  # back to the member if still valid and returnable
+                coupon_back = await redemption.restore(
+                    coupon_id=purchase.coupon_id, order_ref=f"purchase:{purchase.id}"
+                )
             ret.gross = back["gross"]
             ret.points_back = points_back
             ret.points_lost = back["points"] - points_back
@@ -360,6 +366,7 @@ async def return_items(
             ret.growth_back = back["growth"]
             ret.refund_due = back["due"]
             ret.whole = whole
+            ret.coupon_back = coupon_back
             await ret.save(
                 update_fields=[
                     "gross",
@@ -370,6 +377,7 @@ async def return_items(
                     "growth_back",
                     "refund_due",
                     "whole",
+                    "coupon_back",
                 ]
             )
             return ret, rows, True

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from models.coupons.redemption import CouponTerms, usable_for_member
 from models.kernel.errors import NotFound, wechat_errors
 from models.ledger.books import get_balances
 from models.members import members
@@ -41,7 +42,7 @@ class PosMember:
     balance: int
     plan: PaidPlan | None
     plan_ends_at: datetime | None
-    coupons: list[Any] = field(default_factory=list)  # usable coupons: filled in by the coupons domain
+    coupons: list[CouponTerms] = field(default_factory=list)  # usable now, soonest expiring first
 
 
 def _not_found() -> NotFound:
@@ -109,6 +110,7 @@ async def describe(*, member: Member) -> PosMember:
         balance=balance,
         plan=plan.plan,
         plan_ends_at=plan.ends_at,
+        coupons=await usable_for_member(merchant_id=member.merchant_id, member_id=member.id),  # type: ignore[attr-defined]
     )
 
 
@@ -122,7 +124,7 @@ async def lookup_member(
     encrypted_code: str | None = None,
     phone: str | None = None,
 ) -> PosMember:
-    """Identify the member at the till and describe what the till needs (coupons: filled in by coupons)."""
+    """Identify the member at the till: tier, benefits, points, balance, plan and the coupons usable now."""
     member = await find_member(
         scope=scope,
         secret=secret,
