@@ -133,8 +133,8 @@ def _table(model: type[Model]) -> str:
 
 
 async def credit_statements(entry: NewEntry) -> list[Stmt] | None:
-    """The statements of a credit to the member's account (in the caller's transaction; a missing account stops
-    the batch at its first statement, sqlpath.GuardFailed).
+    """The statements of a credit to the member's account, in the caller's transaction (a missing account inserts
+    no ledger row: the capture is NULL and the first listener's NOT NULL column fails the batch).
 
     The same writes as change_points/change_balance for a credit: the account's balance, one ledger row carrying
     the new balance (read from the locked row in the same statement) and every ENTRY_WRITTEN listener's
@@ -162,7 +162,6 @@ async def credit_statements(entry: NewEntry) -> list[Stmt] | None:
         Stmt(
             f"UPDATE {account} SET balance = balance + %s WHERE member_id = %s AND merchant_id = %s",  # noqa: S608
             (entry.delta, entry.member_id, entry.merchant_id),
-            guard=True,  # the account exists: else the batch stops here (sqlpath.GuardFailed)
         ),
         Stmt(
             f"INSERT INTO {ledger_table} (merchant_id, member_id, delta, balance_after, kind, reason, ref_type, ref_id,"  # noqa: S608

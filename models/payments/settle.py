@@ -11,7 +11,6 @@ from typing import Any
 
 from models.coupons.issue import grant_gift_coupons
 from models.kernel import clock, sqlpath
-from models.kernel.errors import Conflict
 from models.kernel.sqlpath import Stmt
 from models.ledger import books as ledger
 from models.payments.orders import PayOrder, record_anomaly
@@ -141,20 +140,14 @@ def _batchable(order: OrderHead) -> bool:
     )
 
 
-class _NoAccount(Exception):
-    def __init__(self, book: str) -> None:
-        super().__init__(f"member has no {book} account")
-        self.book = book
-
-
 async def _settle_batched(order: OrderHead, *, transaction_id: str, amount: int) -> tuple[bool, bool]:
     """CREATED -> PAID and the goods as ONE round trip with the COMMIT: (won, tier may go up).
 
     The same guard (the conditional UPDATE's row count, a sqlpath guard: a loser's batch stops right after it and
     its transaction rolls back), the same ledger rows, keys and listeners' work as _deliver_goods
-    (models.ledger.books.credit_statements, whose account update is a guard too: a member without the account
-    stops the batch). Locks in the ORM path's order: pay order, then accounts. The batch ends by reading what
-    the tier check needs.
+    (models.ledger.books.credit_statements; a member without the account fails the batch at the ledger row's
+    listeners). Locks in the ORM path's order: pay order, then accounts. The batch ends by reading what the tier
+    check needs.
     """
     now = clock.now()
     paid = Stmt(
@@ -164,7 +157,6 @@ async def _settle_batched(order: OrderHead, *, transaction_id: str, amount: int)
         guard=True,
     )
     statements: list[Stmt] = [paid]
-    books: dict[int, str] = {}  # the first statement of each credit (its account's guard) -> its book
     for book, delta, kind, reason, key in _recharge_credits(order):
         credit = await ledger.credit_statements(
             ledger.NewEntry(
@@ -185,17 +177,11 @@ async def _settle_batched(order: OrderHead, *, transaction_id: str, amount: int)
             order.status, order.transaction_id, order.paid_at = "PAID", transaction_id, now
             await _deliver_goods(order)
             return True, True
-        books[len(statements)] = book
         statements += credit
     probe = await tier_rules.upgrade_probe(merchant_id=order.merchant_id, member_id=order.member_id)
     if probe is not None:
         statements.append(probe)
-    try:
-        done = await sqlpath.run(statements, commit=True, keep=())
-    except sqlpath.GuardFailed as failed:
-        if failed.index not in books:
-            raise
-        raise _NoAccount(books[failed.index]) from failed
+    done = await sqlpath.run(statements, commit=True, keep=())
     order.status, order.transaction_id, order.paid_at = "PAID", transaction_id, now
     if probe is None:
         return True, False
@@ -272,8 +258,6 @@ async def settle_paid(
                 return await settle_orm()
         except sqlpath.GuardFailed:  # someone else moved the order on from CREATED: rolled back, nothing written
             return False
-        except _NoAccount as exc:
-            raise Conflict(str(exc), code=f"{exc.book}.no_account") from exc
 
     async def settle_orm() -> bool:
         nonlocal upgrade
