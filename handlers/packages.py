@@ -14,7 +14,7 @@ from models.members import members
 from models.packages import sales, templates, uses
 from models.packages.tables import MemberPackage, PackageTemplate
 from server.api import Out, Schema, endpoint, ok
-from server.auth import ADMINS, ALL_STAFF, MANAGERS, MEMBER, scope_of
+from server.auth import ADMINS, ALL_STAFF, MANAGERS, MEMBER, POS, scope_of
 
 bp = Blueprint("packages")
 
@@ -253,7 +253,7 @@ async def member_packages(request: Request, member_id: int, query: PackageQuery)
 @endpoint(
     summary="Use a package for a visit",
     tag="packages",
-    roles=TILL,
+    roles=(*TILL, POS),
     body=UseIn,
     response=UseResult,
     status=201,
@@ -271,7 +271,7 @@ async def use(request: Request, member_id: int, package_id: int, body: UseIn):
         package_id=package_id,
         visit_key=body.idempotency_key,
         store_id=_store(request, body.store_id),
-        staff_id=principal.subject_id,
+        staff_id=None if principal.kind == "api_key" else principal.subject_id,  # a store's POS key is no staff
     )
     package = await sales.get_package(scope=scope, member_id=member_id, package_id=package_id)
     out = UseResult(use=UseOut.model_validate(package_use, from_attributes=True), package=_package(package))

@@ -287,3 +287,17 @@ async def test_a_cashier_sells_and_uses_in_their_own_store_only(client, admin, d
         f"/api/members/{member_id}/packages/{package_id}/refund", json={"idempotency_key": "r"}, headers=cashier
     )
     assert refund.status_code == 403
+
+
+async def test_a_stores_pos_key_records_a_visit_without_naming_a_staff_member(client, admin, demo):
+    tpl = await template(client, admin, uses=2, price=100)
+    member_id = (await add_member(client, admin, phone="13900000112", store_id=demo.store.id))["id"]
+    body = {"template_id": tpl["id"], "idempotency_key": "k1", "payments": [{"method": "cash", "amount": 100}]}
+    package_id = (await client.post(f"/api/members/{member_id}/packages", json=body, headers=admin)).json()["id"]
+    created = await client.post(f"/api/stores/{demo.store.id}/api-keys", json={"name": "till"}, headers=admin)
+    till = {"Authorization": f"ApiKey {created.json()['key']}"}
+    visit = await use(client, till, member_id, package_id, "visit-1")
+    assert visit.status_code == 201, visit.text
+    assert visit.json()["use"]["staff_id"] is None and visit.json()["package"]["uses_left"] == 1
+    sale = await client.post(f"/api/members/{member_id}/packages", json={**body, "idempotency_key": "k2"}, headers=till)
+    assert sale.status_code == 403  # a key records visits; selling stays with staff

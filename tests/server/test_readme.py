@@ -31,6 +31,8 @@ QUOTED = (
     "0 points lots expired",
     "1 rows, created 1",
     '"points":30',
+    '"due":4440,',
+    '"points_back":174,',
 )
 # Every curl fails the script on an HTTP error (the README's `curl -s` would print the error body and go on).
 PREAMBLE = 'curl() { command curl -sS --fail-with-body "$@"; }\n'
