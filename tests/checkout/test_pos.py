@@ -203,7 +203,7 @@ async def test_bad_input_is_refused_and_writes_nothing(client, admin, demo):
     await _error(await quote(points=680), 422, "checkout.points_over_cap", "points")
     await _error(await quote(points=15), 422, "checkout.points_invalid", "points")
     await _error(await quote(balance=3001), 422, "checkout.balance_insufficient", "balance")
-    await _error(await quote(coupon_id=7), 422, "checkout.coupons_unavailable", "coupon_id")
+    await _error(await quote(coupon_id=7), 404, "coupon.not_found", "coupon_id")  # none of this member's
     no_stylist = [ITEMS[0], {**ITEMS[1], "staff_id": 999_999}]
     await _error(await quote(items=no_stylist), 422, "checkout.staff_invalid", "items.1.staff_id")
     await _error(await quote(member_id=999_999), 404, "member.not_found")
@@ -234,7 +234,7 @@ async def test_bad_input_is_refused_and_writes_nothing(client, admin, demo):
     await _error(await settle(payments=[{"method": "bitcoin", "amount": 6501}]), 422, "validation.failed")
     await _error(await settle(expect={"due": 6000}), 409, "checkout.changed")
     await _error(await settle(points=680, expect=None), 422, "checkout.points_over_cap", "points")
-    await _error(await settle(coupon_id=3), 422, "checkout.coupons_unavailable", "coupon_id")
+    await _error(await settle(coupon_id=3), 404, "coupon.not_found", "coupon_id")
     await _error(await settle(idempotency_key=""), 422, "validation.failed", "idempotency_key")
     assert (await client.get("/api/pos/orders/999999", headers=admin)).status_code == 404
     assert await _balances(member) == (1000, 3000, 0)

@@ -22,7 +22,7 @@ from __future__ import annotations
 from models.ledger.books import BalanceAccount, PointsAccount
 from models.tiers.tables import MemberTier
 from server.__main__ import _check_ledgers
-from tests.helpers import add_staff, error_of
+from tests.helpers import add_member, add_staff, add_store, error_of
 from tests.points.helpers import adjust
 from tests.tiers.helpers import add_tier
 
@@ -173,3 +173,36 @@ async def test_a_new_user_drives_coupon_claim_qr_identify_quote_settle_and_retur
     usable = await client.get("/api/mp/me/coupons", params={"status": "usable"}, headers=me)
     assert [c["id"] for c in usable.json()["items"]] == [coupon_id], usable.text
     assert await _check_ledgers() == 0
+
+
+async def test_a_coupon_that_does_not_apply_or_is_not_the_members_is_refused_with_the_reason(client, admin, demo):
+    body = {"kind": "full_reduction", "name": "满100减20", "threshold": 10000, "reduction": 2000, "valid_days": 30,
+            "channels": ["staff"], "store_ids": [demo.store.id]}  # fmt: skip
+    template = (await client.post("/api/coupon-templates", json=body, headers=admin)).json()["id"]
+    members = [(await add_member(client, admin, phone=f"1370000000{i}"))["id"] for i in range(2)]
+    coupons = []
+    for member in members:
+        grant = {"template_id": template, "idempotency_key": f"g-{member}"}
+        coupons.append((await client.post(f"/api/members/{member}/coupons", json=grant, headers=admin)).json()["id"])
+    other_store = await add_store(client, admin, code="F2")
+
+    async def quote(member: int, coupon: int, *, store: int = demo.store.id, price: int = 12000):
+        items = [{"sku": "A", "name": "A", "unit_price": price, "quantity": 1}]
+        body = {"store_id": store, "member_id": member, "items": items, "coupon_id": coupon}
+        return await client.post("/api/pos/quote", json=body, headers=admin)
+
+    theirs = await quote(members[0], coupons[1])
+    assert (theirs.status_code, error_of(theirs)["code"]) == (404, "coupon.not_found")
+    for response, reason in (
+        (await quote(members[0], coupons[0], price=9999), "threshold"),
+        (await quote(members[0], coupons[0], store=other_store), "store"),
+    ):
+        error = error_of(response)
+        assert (response.status_code, error["code"], error["field"], error["reason"]) == (
+            422,
+            "coupon.not_applicable",
+            "coupon_id",
+            reason,
+        )
+    fine = await quote(members[0], coupons[0])
+    assert fine.status_code == 200 and fine.json()["coupon_discount"] == 2000, fine.text
