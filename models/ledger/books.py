@@ -133,8 +133,9 @@ def _table(model: type[Model]) -> str:
 
 
 async def credit_statements(entry: NewEntry) -> list[Stmt] | None:
-    """The statements of a credit to the member's account, in the caller's transaction (a missing account inserts
-    no ledger row: the capture is NULL and the first listener's NOT NULL column fails the batch).
+    """The statements of a credit to the member's account, in the caller's transaction; the first is the account's
+    update (a caller that has not read the account under its lock makes it a sqlpath guard: a missing account
+    would otherwise insert no ledger row and the batch would go on).
 
     The same writes as change_points/change_balance for a credit: the account's balance, one ledger row carrying
     the new balance (read from the locked row in the same statement) and every ENTRY_WRITTEN listener's

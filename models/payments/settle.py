@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
 from models.coupons.issue import grant_gift_coupons
 from models.kernel import clock, sqlpath
+from models.kernel.errors import Conflict
 from models.kernel.sqlpath import Stmt
 from models.ledger import books as ledger
 from models.payments.orders import PayOrder, record_anomaly
@@ -140,14 +141,20 @@ def _batchable(order: OrderHead) -> bool:
     )
 
 
+class _NoAccount(Exception):
+    def __init__(self, book: str) -> None:
+        super().__init__(f"member has no {book} account")
+        self.book = book
+
+
 async def _settle_batched(order: OrderHead, *, transaction_id: str, amount: int) -> tuple[bool, bool]:
     """CREATED -> PAID and the goods as ONE round trip with the COMMIT: (won, tier may go up).
 
     The same guard (the conditional UPDATE's row count, a sqlpath guard: a loser's batch stops right after it and
     its transaction rolls back), the same ledger rows, keys and listeners' work as _deliver_goods
-    (models.ledger.books.credit_statements; a member without the account fails the batch at the ledger row's
-    listeners). Locks in the ORM path's order: pay order, then accounts. The batch ends by reading what the tier
-    check needs.
+    (models.ledger.books.credit_statements, whose account update is made a guard here: nothing has read the
+    accounts, so a member without one stops the batch instead of paying the order with no credit). Locks in the
+    ORM path's order: pay order, then accounts. The batch ends by reading what the tier check needs.
     """
     now = clock.now()
     paid = Stmt(
@@ -157,6 +164,7 @@ async def _settle_batched(order: OrderHead, *, transaction_id: str, amount: int)
         guard=True,
     )
     statements: list[Stmt] = [paid]
+    books: dict[int, str] = {}  # the first statement of each credit (its account's update, guarded) -> its book
     for book, delta, kind, reason, key in _recharge_credits(order):
         credit = await ledger.credit_statements(
             ledger.NewEntry(
@@ -177,11 +185,17 @@ async def _settle_batched(order: OrderHead, *, transaction_id: str, amount: int)
             order.status, order.transaction_id, order.paid_at = "PAID", transaction_id, now
             await _deliver_goods(order)
             return True, True
-        statements += credit
+        books[len(statements)] = book
+        statements += [replace(credit[0], guard=True), *credit[1:]]
     probe = await tier_rules.upgrade_probe(merchant_id=order.merchant_id, member_id=order.member_id)
     if probe is not None:
         statements.append(probe)
-    done = await sqlpath.run(statements, commit=True, keep=())
+    try:
+        done = await sqlpath.run(statements, commit=True, keep=())
+    except sqlpath.GuardFailed as failed:
+        if failed.index not in books:
+            raise
+        raise _NoAccount(books[failed.index]) from failed
     order.status, order.transaction_id, order.paid_at = "PAID", transaction_id, now
     if probe is None:
         return True, False
@@ -258,6 +272,8 @@ async def settle_paid(
                 return await settle_orm()
         except sqlpath.GuardFailed:  # someone else moved the order on from CREATED: rolled back, nothing written
             return False
+        except _NoAccount as exc:  # rolled back; answered 500, so WeChat delivers again
+            raise Conflict(str(exc), code=f"{exc.book}.no_account") from exc
 
     async def settle_orm() -> bool:
         nonlocal upgrade
