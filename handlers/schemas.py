@@ -5,12 +5,19 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, StrictInt
 
 from models.ledger import books as ledger
 from models.members import members
 from server.api import IsoDate, Out, Schema
 from server.auth import Principal, scope_of
+
+
+class CouponGiftIn(Schema):
+    """One entry of a promised coupon pack (recharge package, plan benefits, tier upgrade gift)."""
+
+    template_id: StrictInt = Field(ge=1, le=2**31 - 1, description="An active coupon template with the gift channel")
+    quantity: StrictInt = Field(1, ge=1, le=20)
 
 
 class MemberOut(Out):

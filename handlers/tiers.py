@@ -9,6 +9,8 @@ from pydantic import BaseModel, Field, StrictBool, StrictInt
 from sanic import Blueprint
 from sanic.request import Request
 
+from handlers.schemas import CouponGiftIn
+from models.coupons.issue import check_gift_templates
 from models.members import members
 from models.tiers import admin as tier_admin
 from models.tiers import policy as tier_policy
@@ -29,8 +31,8 @@ class Benefits(Schema):
 class UpgradeGift(Schema):
     points: StrictInt = Field(0, ge=0, le=1_000_000_000)
     balance: StrictInt = Field(0, ge=0, le=1_000_000_000, description="Fen")
-    coupons: list[dict[str, Any]] = Field(
-        default_factory=list, max_length=50, description="Recorded with the grant for the marketing issue"
+    coupons: list[CouponGiftIn] = Field(
+        default_factory=list, max_length=10, description="Coupons granted once with the gift (gift channel templates)"
     )
 
 
@@ -117,6 +119,16 @@ def _dump(body: BaseModel) -> dict[str, Any]:
     return body.model_dump()
 
 
+async def _check_gift(merchant_id: int, body: TierIn) -> None:
+    """The upgrade gift's coupons are the merchant's active templates open to the gift channel (422 otherwise)."""
+    if body.upgrade_gift.coupons:
+        await check_gift_templates(
+            merchant_id=merchant_id,
+            template_ids=[c.template_id for c in body.upgrade_gift.coupons],
+            field="upgrade_gift.coupons",
+        )
+
+
 @bp.get("/api/tiers")
 @endpoint(summary="The merchant's tiers", tag="tiers", roles=ALL_STAFF, response=TierList)
 async def list_tiers(request: Request):
@@ -133,9 +145,11 @@ async def list_tiers(request: Request):
     response=TierOut,
     status=201,
     errors=(409,),
-    description="Active tiers need strictly increasing thresholds by rank (422 tier.threshold_overlap).",
+    description="Active tiers need strictly increasing thresholds by rank (422 tier.threshold_overlap); "
+    "upgrade_gift.coupons are active templates with the gift channel (422 coupon_template.not_giftable).",
 )
 async def create_tier(request: Request, body: TierIn):
+    await _check_gift(request.ctx.principal.merchant_id, body)
     tier = await tier_admin.create_tier(merchant_id=request.ctx.principal.merchant_id, data=_dump(body))
     return ok(TierOut.model_validate(tier), status=201)
 
@@ -148,9 +162,11 @@ async def create_tier(request: Request, body: TierIn):
     body=TierIn,
     response=TierOut,
     errors=(404, 409),
-    description="Members move on their next event or at settlement, never retroactively.",
+    description="Members move on their next event or at settlement, never retroactively; upgrade_gift.coupons "
+    "are checked as on create.",
 )
 async def update_tier(request: Request, tier_id: int, body: TierIn):
+    await _check_gift(request.ctx.principal.merchant_id, body)
     tier = await tier_admin.update_tier(
         merchant_id=request.ctx.principal.merchant_id, tier_id=tier_id, data=_dump(body)
     )

@@ -5,21 +5,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, Field, StrictBool, StrictInt
+from pydantic import AwareDatetime, ConfigDict, Field, StrictBool, StrictInt
 from sanic import Blueprint
 from sanic.request import Request
 
+from handlers.schemas import CouponGiftIn
 from models.payments import catalogue as recharge
 from server.api import Out, Schema, endpoint, ok
 from server.auth import ALL_STAFF, MANAGERS, MEMBER
 
 bp = Blueprint("pay_catalogue")
 FEN_MAX = 100_000_000  # one million yuan: anything above is a typo
-
-
-class CouponGiftIn(Schema):
-    template_id: StrictInt = Field(ge=1, le=2**31 - 1, description="An active coupon template with the gift channel")
-    quantity: StrictInt = Field(1, ge=1, le=20)
 
 
 class PackageGiftsIn(Schema):
@@ -63,6 +59,14 @@ class PackageList(Out):
     items: list[PackageOut]
 
 
+class PlanBenefitsIn(Schema):
+    model_config = ConfigDict(extra="allow", str_strip_whitespace=True)  # free items and the like, kept as given
+
+    coupons: list[CouponGiftIn] = Field(
+        default_factory=list, max_length=10, description="The monthly coupon pack, granted each month of the term"
+    )
+
+
 class PlanIn(Schema):
     code: str = Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_.-]+$")
     name: str = Field(min_length=1, max_length=64)
@@ -70,7 +74,7 @@ class PlanIn(Schema):
     price: StrictInt = Field(gt=0, le=FEN_MAX)
     tier_id: StrictInt | None = Field(None, ge=1, description="Tier held while the plan runs")
     points_multiplier_permille: StrictInt = Field(1000, gt=0, le=100_000, description="1500 = points ×1.5")
-    benefits: dict[str, Any] = Field(default_factory=dict, description="Monthly coupon pack, free items…")
+    benefits: PlanBenefitsIn = Field(default_factory=PlanBenefitsIn, description="Monthly coupon pack, free items…")
     refund_rule: Literal["pro_rata", "none"] = "pro_rata"
     is_active: StrictBool = True
 
@@ -164,8 +168,9 @@ async def list_plans(request: Request):
     body=PlanIn,
     response=PlanOut,
     status=201,
-    errors=(409,),
-    description="409 paid_plan.code_taken when the code is in use.",
+    errors=(409, 422),
+    description="409 paid_plan.code_taken when the code is in use; benefits.coupons are active templates with the "
+    "gift channel (422 coupon_template.not_giftable).",
 )
 async def create_plan(request: Request, body: PlanIn):
     plan = await recharge.create_plan(merchant_id=request.ctx.principal.merchant_id, values=body.model_dump())
@@ -179,7 +184,8 @@ async def create_plan(request: Request, body: PlanIn):
     roles=MANAGERS,
     body=PlanIn,
     response=PlanOut,
-    errors=(404, 409),
+    errors=(404, 409, 422),
+    description="Terms already bought keep the order's snapshot; benefits.coupons are checked as on create.",
 )
 async def update_plan(request: Request, plan_id: int, body: PlanIn):
     plan = await recharge.update_plan(

@@ -128,6 +128,8 @@ class RefundResultOut(Out):
     replayed: bool
     points_clawed_back: int
     points_not_clawed: int = Field(description="Gift points the member had already used: not taken below zero")
+    coupons_voided: int = Field(description="The package's gift coupons still unused, voided by this refund")
+    coupons_kept_used: int = Field(description="The package's gift coupons the member had already used: kept")
 
 
 class RefundsQuery(Schema):
@@ -153,7 +155,8 @@ class RefundPage(Out):
     also=(200,),
     errors=(404, 409),
     description="Recharge: the unspent principal is paid back and the unspent bonus forfeited, gift points clawed "
-    "back as far as they remain. Plan: the unused days pro rata, the term ends now. The balance is debited first; "
+    "back as far as they remain, the package's unused gift coupons voided (used ones stay used). Plan: the unused "
+    "days pro rata, the term ends now. The balance is debited first; "
     "WeChat is called through the outbox. 409 refund.nothing_refundable / refund.not_refundable.",
 )
 async def refund_order(request: Request, order_id: int, body: RefundIn):
@@ -171,6 +174,8 @@ async def refund_order(request: Request, order_id: int, body: RefundIn):
         replayed=result.replayed,
         points_clawed_back=result.detail.points_clawed_back,
         points_not_clawed=result.detail.points_not_clawed,
+        coupons_voided=result.coupons.voided,
+        coupons_kept_used=result.coupons.kept_used,
     )
     return ok(out, status=200 if result.replayed else 201)
 
@@ -218,7 +223,8 @@ async def retry_refund(request: Request, refund_id: int):
     roles=ADMINS,
     response=RefundOut,
     errors=(404, 409),
-    description="The only way money comes back: the same balance lots, points and plan days are restored "
+    description="The only way money comes back: the same balance lots, points, plan days and voided gift coupons "
+    "are restored "
     "(ledger kind reverse, with the operator) and the order is PAID again. 409 refund.not_failed otherwise.",
 )
 async def cancel_refund(request: Request, refund_id: int):

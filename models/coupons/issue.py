@@ -191,21 +191,28 @@ async def grant_gift_coupons(
     Keys are `<key_prefix>:<template_id>:<i>`; a template out of stock, voided or closed to gifts is skipped
     (logged) so the payment, activation or upgrade that promised it still goes through.
     """
+    for template_id, key in gift_keys(coupons=coupons, key_prefix=key_prefix):
+        try:
+            await issue(
+                merchant_id=merchant_id,
+                member_id=member_id,
+                template_id=template_id,
+                channel="gift",
+                idempotency_key=key,
+            )
+        except (Conflict, Forbidden, NotFound) as exc:
+            log.warning("gift coupon %s for member %s not granted: %s", template_id, member_id, exc.code)
+
+
+def gift_keys(*, coupons: list[dict[str, Any]], key_prefix: str) -> list[tuple[int, str]]:
+    """The (template id, idempotency key) of every coupon a pack promises: `<key_prefix>:<template_id>:<i>`."""
+    keys: list[tuple[int, str]] = []
     for entry in coupons:
-        template_id = entry.get("template_id")
+        template_id = entry.get("template_id") if isinstance(entry, dict) else None
         if not isinstance(template_id, int):
             continue  # an entry written before coupons existed (a name, not a template id)
-        for i in range(int(entry.get("quantity") or 1)):
-            try:
-                await issue(
-                    merchant_id=merchant_id,
-                    member_id=member_id,
-                    template_id=template_id,
-                    channel="gift",
-                    idempotency_key=f"{key_prefix}:{template_id}:{i}",
-                )
-            except (Conflict, Forbidden, NotFound) as exc:
-                log.warning("gift coupon %s for member %s not granted: %s", template_id, member_id, exc.code)
+        keys.extend((template_id, f"{key_prefix}:{template_id}:{i}") for i in range(int(entry.get("quantity") or 1)))
+    return keys
 
 
 async def check_gift_templates(*, merchant_id: int, template_ids: list[int], field: str) -> None:

@@ -146,6 +146,11 @@ async def _check_plan(*, merchant_id: int, values: dict[str, Any]) -> None:
             field="points_multiplier_permille",
         )
     await _check_tier(merchant_id=merchant_id, tier_id=values.get("tier_id"), field="tier_id")
+    coupons = (values.get("benefits") or {}).get("coupons") or []
+    if coupons:
+        await check_gift_templates(
+            merchant_id=merchant_id, template_ids=[c["template_id"] for c in coupons], field="benefits.coupons"
+        )
 
 
 async def _save_plan(plan: PaidPlan) -> PaidPlan:

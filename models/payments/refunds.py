@@ -10,12 +10,14 @@ from datetime import timedelta
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
+from models.coupons import takeback as coupon_packs
 from models.kernel.errors import Conflict, NotFound
 from models.kernel.outbox import enqueue
 from models.ledger import balance_lots as wallet
 from models.ledger import books as ledger
 from models.payments.orders import PayOrder, PayRefund, record_anomaly
 from models.payments.refund_settle import REFUND_TOPIC, RefundDetail
+from models.payments.settle import package_gift_coupons, recharge_coupon_prefix
 from models.plans import terms as plans
 from models.points import expiry as points_lots
 from models.points import lots as points
@@ -29,6 +31,7 @@ class RefundResult:
     refund: PayRefund
     detail: RefundDetail
     replayed: bool
+    coupons: coupon_packs.PackState = coupon_packs.PackState(voided=0, kept_used=0)
 
 
 def out_refund_no(*, merchant_id: int, idempotency_key: str) -> str:
@@ -42,7 +45,8 @@ async def _replay(*, order: PayOrder, number: str) -> RefundResult | None:
         return None
     if refund.order_id != order.id:
         raise Conflict("idempotency_key was already used for another refund", code="idempotency.key_reused")
-    return RefundResult(refund=refund, detail=await RefundDetail.get(refund_id=refund.id), replayed=True)
+    detail = await RefundDetail.get(refund_id=refund.id)
+    return RefundResult(refund=refund, detail=detail, replayed=True, coupons=await gift_coupon_state(order=order))
 
 
 async def _take_recharge(order: PayOrder, refund_no: str, staff_id: int | None) -> tuple[PayRefund, RefundDetail]:
@@ -86,7 +90,42 @@ async def _take_recharge(order: PayOrder, refund_no: str, staff_id: int | None) 
         setattr(detail, f"{part}_entry_id", result.entry.id)
     if order.bonus_points > 0:
         await _claw_back_points(order, refund, detail, staff_id)
+    await _void_gift_coupons(order, refund)
     return refund, detail
+
+
+async def _void_gift_coupons(order: PayOrder, refund: PayRefund) -> None:
+    """The package's gift coupons go with its bonus: every one still unused is voided, whatever part of the
+    principal is paid back (the bonus is forfeited whole too); a used one stays used, recorded in the log."""
+    coupons = package_gift_coupons(order.snapshot)
+    if not coupons:
+        return
+    state = await coupon_packs.void_pack(
+        merchant_id=order.merchant_id,
+        member_id=order.member_id,
+        coupons=coupons,
+        key_prefix=recharge_coupon_prefix(order.id),
+    )
+    log.info(
+        "refund %s of order %s: %s gift coupons voided, %s already used stay used",
+        refund.id,
+        order.id,
+        state.voided,
+        state.kept_used,
+    )
+
+
+async def gift_coupon_state(*, order: PayOrder) -> coupon_packs.PackState:
+    """What a recharge refund did to the package's gift coupons: voided, and kept because already used."""
+    coupons = package_gift_coupons(order.snapshot) if order.kind == "recharge" else []
+    if not coupons:
+        return coupon_packs.PackState(voided=0, kept_used=0)
+    return await coupon_packs.pack_state(
+        merchant_id=order.merchant_id,
+        member_id=order.member_id,
+        coupons=coupons,
+        key_prefix=recharge_coupon_prefix(order.id),
+    )
 
 
 async def _claw_back_points(order: PayOrder, refund: PayRefund, detail: RefundDetail, staff_id: int | None) -> None:
@@ -172,7 +211,7 @@ async def request_refund(
             return earlier
         raise
     await _after_commit(order)
-    return RefundResult(refund=refund, detail=detail, replayed=False)
+    return RefundResult(refund=refund, detail=detail, replayed=False, coupons=await gift_coupon_state(order=order))
 
 
 async def _after_commit(order: PayOrder) -> None:
@@ -223,6 +262,14 @@ async def cancel_refund(*, merchant_id: int, refund_id: int, staff_id: int | Non
                     idempotency_key=f"refund-points-cancel:{refund.id}",
                     reason="退款取消,退回积分",
                     operator_staff_id=staff_id,
+                )
+            coupons = package_gift_coupons(order.snapshot) if order.kind == "recharge" else []
+            if coupons:  # the pack's coupons this refund voided (nothing else voids a coupon)
+                await coupon_packs.restore_pack(
+                    merchant_id=merchant_id,
+                    member_id=order.member_id,
+                    coupons=coupons,
+                    key_prefix=recharge_coupon_prefix(order.id),
                 )
             if detail.member_plan_id is not None and detail.term_starts_at and detail.term_ends_at:
                 await plans.restore_term(

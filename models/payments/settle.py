@@ -90,10 +90,15 @@ def _recharge_credits(order: PayOrder | OrderHead) -> list[tuple[str, int, str, 
     ]
 
 
-def _gift_coupons(snapshot: dict[str, Any]) -> list[dict[str, Any]]:
+def package_gift_coupons(snapshot: dict[str, Any]) -> list[dict[str, Any]]:
     """The coupons the order's package promised ([{template_id, quantity}]), from the snapshot it was sold with."""
     package = snapshot.get("package") or {}
     return list((package.get("gifts") or {}).get("coupons") or [])
+
+
+def recharge_coupon_prefix(order_id: int) -> str:
+    """The key prefix of a recharge's gift coupons: each is `recharge:<order id>:<template>:<i>`."""
+    return f"recharge:{order_id}"
 
 
 async def _deliver_goods(order: PayOrder | OrderHead) -> None:
@@ -120,13 +125,13 @@ async def _deliver_goods(order: PayOrder | OrderHead) -> None:
                 tier_id=gift_tier_id,
                 detail=f"recharge package, pay order {order.id}",
             )
-        coupons = _gift_coupons(order.snapshot)
+        coupons = package_gift_coupons(order.snapshot)
         if coupons:  # each `recharge:<order id>:<template>:<i>`, in the settling transaction
             await grant_gift_coupons(
                 merchant_id=order.merchant_id,
                 member_id=order.member_id,
                 coupons=coupons,
-                key_prefix=f"recharge:{order.id}",
+                key_prefix=recharge_coupon_prefix(order.id),
             )
     elif order.kind == "plan":
         await plans.start_plan_term(order=order if isinstance(order, PayOrder) else await PayOrder.get(id=order.id))
@@ -137,7 +142,7 @@ def _batchable(order: OrderHead) -> bool:
     return (
         order.kind == "recharge"
         and not isinstance(order.snapshot.get("gift_tier_id"), int)
-        and not _gift_coupons(order.snapshot)
+        and not package_gift_coupons(order.snapshot)
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from models.coupons.tables import Coupon
 from models.tiers.earning import add_growth
+from models.tiers.tables import Tier
 from tests.cards.helpers import activated_member, put_template, set_rewards
 from tests.coupons.helpers import add_template
 from tests.helpers import error_of
@@ -48,8 +49,11 @@ async def test_tier_upgrade_gift_coupons_once(app, client, admin, demo):
     admin = lasting(app, admin)
     template = await add_template(client, admin, channels=["gift"], per_member_limit=1)
     await add_tier(client, admin, "normal", 0, 0)
-    gift = {"points": 10, "coupons": [{"template_id": template["id"], "quantity": 2}, {"template": "legacy-name"}]}
-    await add_tier(client, admin, "silver", 1, 1000, upgrade_gift=gift)
+    gift = {"points": 10, "coupons": [{"template_id": template["id"], "quantity": 2}]}
+    silver = await add_tier(client, admin, "silver", 1, 1000, upgrade_gift=gift)
+    # a gift written before coupons existed names a template the API no longer accepts: it is skipped
+    legacy = {**gift, "coupons": [*gift["coupons"], {"template": "legacy-name"}]}
+    await Tier.filter(id=silver["id"]).update(upgrade_gift=legacy)
     member_id = await new_member(client, admin, merchant_id=demo.merchant.id, phone="13900000401")
     for key in ("g1", "g1", "g2"):
         await add_growth(

@@ -81,7 +81,7 @@ async def test_packages_are_managed_by_managers_and_validated(client, admin, dem
 
 
 async def test_plans_have_unique_codes_and_valid_terms(client, admin):
-    plan = await add_plan(client, admin, points_multiplier_permille=1500, benefits={"coupons": ["c1"]})
+    plan = await add_plan(client, admin, points_multiplier_permille=1500, benefits={"free_items": ["c1"]})
     assert (plan["period"], plan["refund_rule"], plan["points_multiplier_permille"]) == ("month", "pro_rata", 1500)
     duplicate = await client.post("/api/paid-plans", json={**plan_body(), "name": "again"}, headers=admin)
     assert (duplicate.status_code, error_of(duplicate)["code"]) == (409, "paid_plan.code_taken")

@@ -108,7 +108,7 @@ async def standard_tiers(client: httpx.AsyncClient, headers: dict[str, str]) -> 
             1000,
             points_multiplier_permille=1200,
             discount_permille=950,
-            upgrade_gift={"points": 100, "balance": 500, "coupons": [{"template": "silver-welcome"}]},
+            upgrade_gift={"points": 100, "balance": 500, "coupons": []},
         ),
         "gold": await add_tier(
             client,
