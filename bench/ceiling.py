@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -404,3 +405,35 @@ def main() -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def run_bench(
+    doc: str | None,
+    run: Callable[[argparse.Namespace, Path, list[Service]], int],
+    *,
+    name: str,
+    extra: Callable[[argparse.ArgumentParser], None] | None = None,
+) -> int:
+    """The common command line of the wrk benches (--duration, --connections, --threads, --quick and the bench's
+    own options), wrk checked, then `run` with a scratch folder; every service it started stopped at the end."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=int, default=10, help="seconds per measured row (default 10)")
+    parser.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
+    parser.add_argument("--threads", type=int, default=1, help="wrk threads (default 1)")
+    parser.add_argument("--quick", action="store_true", help="3 s per row: a smoke run")
+    if extra is not None:
+        extra(parser)
+    args = parser.parse_args()
+    if args.quick:
+        args.duration = 3
+    if shutil.which("wrk") is None:
+        print("wrk not found: install it with `apt-get install -y wrk` (Debian package)", file=sys.stderr)
+        return 2
+    services: list[Service] = []
+    with tempfile.TemporaryDirectory(prefix=f"{name}-bench-") as tmp:
+        try:
+            return run(args, Path(tmp), services)
+        finally:
+            for service in reversed(services):
+                service.stop()
+            cleanup()

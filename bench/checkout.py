@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import httpx
@@ -120,25 +118,7 @@ RATIOS: list = [
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--duration", type=int, default=10, help="seconds per measured row (default 10)")
-    parser.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
-    parser.add_argument("--threads", type=int, default=1, help="wrk threads (default 1)")
-    parser.add_argument("--quick", action="store_true", help="3 s per row: a smoke run")
-    args = parser.parse_args()
-    if args.quick:
-        args.duration = 3
-    if shutil.which("wrk") is None:
-        print("wrk not found: install it with `apt-get install -y wrk` (Debian package)", file=sys.stderr)
-        return 2
-    services: list[Service] = []
-    with tempfile.TemporaryDirectory(prefix="checkout-bench-") as tmp:
-        try:
-            return run(args, Path(tmp), services)
-        finally:
-            for service in reversed(services):
-                service.stop()
-            ceiling.cleanup()
+    return ceiling.run_bench(__doc__, run, name="checkout")
 
 
 if __name__ == "__main__":

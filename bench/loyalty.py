@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -269,27 +267,12 @@ RATIOS: list = [
 ]
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--duration", type=int, default=10, help="seconds per measured row (default 10)")
-    parser.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
-    parser.add_argument("--threads", type=int, default=1, help="wrk threads (default 1)")
-    parser.add_argument("--quick", action="store_true", help="3 s per row: a smoke run")
+def _options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=1, help="also measure the member's points read with N workers")
-    args = parser.parse_args()
-    if args.quick:
-        args.duration = 3
-    if shutil.which("wrk") is None:
-        print("wrk not found: install it with `apt-get install -y wrk` (Debian package)", file=sys.stderr)
-        return 2
-    services: list[Service] = []
-    with tempfile.TemporaryDirectory(prefix="loyalty-bench-") as tmp:
-        try:
-            return run(args, Path(tmp), services)
-        finally:
-            for service in reversed(services):
-                service.stop()
-            ceiling.cleanup()
+
+
+def main() -> int:
+    return ceiling.run_bench(__doc__, run, name="loyalty", extra=_options)
 
 
 if __name__ == "__main__":

@@ -377,33 +377,25 @@ async def settle(
                 coupon_id=priced.coupon_id, member_id=member_id, order_ref=f"purchase:{purchase.id}"
             ):  # the guarded UPDATE lost: used by another order meanwhile (or just expired); all of this rolls back
                 raise _changed("coupon", "the coupon was used or expired meanwhile")
+            debits = (
+                (ledger.change_points, priced.points_used, "spend", "pos-points"),
+                (ledger.change_balance, priced.balance_fen, "pay", "pos-balance"),
+            )
             try:
-                if priced.points_used:
-                    await ledger.change_points(
-                        merchant_id=merchant_id,
-                        member_id=member_id,
-                        delta=-priced.points_used,
-                        kind="spend",
-                        reason=reason,
-                        idempotency_key=f"pos-points:{purchase.id}",
-                        ref_type="purchase",
-                        ref_id=str(purchase.id),
-                        operator_staff_id=staff_id,
-                        savepoint=False,
-                    )
-                if priced.balance_fen:
-                    await ledger.change_balance(
-                        merchant_id=merchant_id,
-                        member_id=member_id,
-                        delta=-priced.balance_fen,
-                        kind="pay",
-                        reason=reason,
-                        idempotency_key=f"pos-balance:{purchase.id}",
-                        ref_type="purchase",
-                        ref_id=str(purchase.id),
-                        operator_staff_id=staff_id,
-                        savepoint=False,
-                    )
+                for change, amount, kind, key in debits:
+                    if amount:
+                        await change(
+                            merchant_id=merchant_id,
+                            member_id=member_id,
+                            delta=-amount,
+                            kind=kind,
+                            reason=reason,
+                            idempotency_key=f"{key}:{purchase.id}",
+                            ref_type="purchase",
+                            ref_id=str(purchase.id),
+                            operator_staff_id=staff_id,
+                            savepoint=False,
+                        )
             except Conflict as exc:
                 if exc.code in _CHANGED_CODES:
                     raise _changed(_CHANGED_CODES[exc.code], exc.message) from None
