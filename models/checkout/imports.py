@@ -66,7 +66,10 @@ class ExternalOrder(BaseModel):
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
     external_order_id: str = Field(
-        min_length=1, max_length=48, description="Unique per merchant: a repeat is kept once"
+        min_length=1,
+        max_length=48,
+        pattern=r"^[^\x00-\x1f\x7f]+$",  # no control characters
+        description="Unique per merchant: a repeat is kept once",
     )
     store_id: int | None = Field(None, ge=1, le=2**31 - 1)
     store_code: str | None = Field(None, min_length=1, max_length=32)
@@ -156,8 +159,9 @@ def _csv_header(header: list[str]) -> list[str]:
     known = set(ExternalOrder.model_fields)
     unknown = [name for name in columns if name not in known]
     if unknown:
+        shown = unknown[0][:64].encode("utf-8", "surrogateescape").decode("utf-8", "replace")  # JSON-safe text
         raise Unprocessable(
-            f"unknown column {unknown[0]!r}; the columns are {', '.join(ExternalOrder.model_fields)}",
+            f"unknown column {shown!r}; the columns are {', '.join(ExternalOrder.model_fields)}",
             code="import.header_invalid",
             field="body",
         )
@@ -306,6 +310,8 @@ class _Lookups:
 
 
 def _check_time(occurred_at: datetime) -> datetime:
+    if occurred_at.year < 2000:  # checked before the move to UTC, which overflows at year 1
+        raise Unprocessable("occurred_at is before 2000", code="import.occurred_at_invalid", field="occurred_at")
     when = occurred_at.astimezone(UTC)
     if when.year < 2000:
         raise Unprocessable("occurred_at is before 2000", code="import.occurred_at_invalid", field="occurred_at")

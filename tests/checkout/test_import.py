@@ -175,6 +175,20 @@ async def test_too_many_lines_or_bytes_write_nothing(client, admin, demo):
     huge = await _post(client, admin, b" " * (imports.MAX_BYTES + 1), NDJSON)
     assert (huge.status_code, error_of(huge)["code"]) == (413, "request.too_large")
     assert await Purchase.filter(member_id=member).count() == 0
+    bad = _ndjson(*({"external_order_id": f"Z-{n}", **line, "amount": 0} for n in range(150)))
+    capped = (await _post(client, admin, bad, NDJSON)).json()
+    assert (capped["total"], capped["rejected"], len(capped["errors"])) == (150, 150, imports.MAX_ERRORS)
+    assert [e["line"] for e in capped["errors"]] == list(range(1, 101))
+    times = _ndjson(
+        {"external_order_id": "T-1", **line, "occurred_at": "1999-12-31T23:00:00-08:00"},
+        {"external_order_id": "T-2", **line, "occurred_at": "0001-01-01T00:00:00+14:00"},
+        {"external_order_id": "T-3", **line, "occurred_at": "2999-01-01T00:00:00+08:00"},
+        {"external_order_id": "T-4", **line, "occurred_at": 1_767_000_000},
+    )
+    timed = (await _post(client, admin, times, NDJSON)).json()
+    assert [(e["line"], e["code"]) for e in timed["errors"]] == [
+        (n, "import.occurred_at_invalid") for n in (1, 2, 3, 4)
+    ]
     exactly = _ndjson(*({"external_order_id": f"M-{n}", **line} for n in range(3)))
     assert (await _post(client, admin, exactly, NDJSON)).json()["created"] == 3
     assert await _standing(member) == (3, 30)
