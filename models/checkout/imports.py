@@ -19,9 +19,9 @@ from typing import Annotated, Any
 
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
-from models.checkout.purchases import MAX_AMOUNT, record_purchase_once
+from models.checkout.purchases import MAX_AMOUNT, Purchase, record_purchase_once
 from models.kernel import clock
-from models.kernel.errors import DomainError, Unprocessable
+from models.kernel.errors import Conflict, DomainError, Unprocessable
 from models.members.member_card import MemberCard
 from models.members.members import Member
 from models.tenancy.merchants import Store
@@ -30,6 +30,7 @@ from models.tenancy.visibility import Scope
 MAX_BYTES = 8 * 1024 * 1024
 MAX_LINES = 5_000
 MAX_ERRORS = 100
+KNOWN_BATCH = 500  # order numbers per query when reading which lines are already recorded
 ORDER_PREFIX = "ext:"
 NDJSON = "application/x-ndjson"
 CSV_TYPES = ("text/csv", "application/csv")
@@ -320,6 +321,41 @@ def _check_time(occurred_at: datetime) -> datetime:
     return when
 
 
+async def _recorded(*, merchant_id: int, order_nos: list[str]) -> dict[str, tuple[int, int]]:
+    """(member_id, amount) of the orders already recorded, by order number: a file sent again is read, not redone."""
+    found: dict[str, tuple[int, int]] = {}
+    for start in range(0, len(order_nos), KNOWN_BATCH):
+        rows = await Purchase.filter(
+            merchant_id=merchant_id, order_no__in=order_nos[start : start + KNOWN_BATCH]
+        ).values_list("order_no", "member_id", "amount")
+        found.update({str(no): (int(member), int(amount)) for no, member, amount in rows})
+    return found
+
+
+async def _record(
+    *, scope: Scope, order: ExternalOrder, store_id: int, member_id: int, known: tuple[int, int] | None
+) -> bool:
+    """Record one line (True) or recognise it as recorded before (False), as record_purchase_once tells them."""
+    order_no = ORDER_PREFIX + order.external_order_id
+    occurred_at = _check_time(order.occurred_at)
+    if known is not None:  # the purchase and what it earned were committed together: nothing is left to finish
+        if known != (member_id, order.amount):
+            raise Conflict("order_no was already recorded for another purchase", code="purchase.order_no_taken")
+        return False
+    _, created = await record_purchase_once(
+        merchant_id=scope.merchant_id,
+        member_id=member_id,
+        order_no=order_no,
+        amount=order.amount,
+        items=[item.model_dump() for item in order.items],
+        store_id=store_id,
+        occurred_at=occurred_at,
+        scope=scope,
+        source="import",
+    )
+    return created
+
+
 async def import_orders(*, scope: Scope, body: bytes, media_type: str) -> ImportResult:
     """Record each order of the file once (a repeat is `repeated`), earning points and growth by the purchase rule."""
     if len(body) > MAX_BYTES:
@@ -330,23 +366,17 @@ async def import_orders(*, scope: Scope, body: bytes, media_type: str) -> Import
     result = ImportResult(total=parsed.total)
     errors = sorted(parsed.errors, key=lambda error: error.line)
     lookups = _Lookups(scope)
+    recorded = await _recorded(
+        merchant_id=scope.merchant_id, order_nos=[ORDER_PREFIX + order.external_order_id for _, order in parsed.orders]
+    )
     for number, order in parsed.orders:
         while errors and errors[0].line < number:  # the errors stay in line order
             result.reject(errors.pop(0))
         try:
             store_id = await lookups.store(order)
             member_id = await lookups.member(order)
-            _, created = await record_purchase_once(
-                merchant_id=scope.merchant_id,
-                member_id=member_id,
-                order_no=ORDER_PREFIX + order.external_order_id,
-                amount=order.amount,
-                items=[item.model_dump() for item in order.items],
-                store_id=store_id,
-                occurred_at=_check_time(order.occurred_at),
-                scope=scope,
-                source="import",
-            )
+            known = recorded.get(ORDER_PREFIX + order.external_order_id)
+            created = await _record(scope=scope, order=order, store_id=store_id, member_id=member_id, known=known)
         except DomainError as exc:
             field_name = exc.extra.get("field")
             result.reject(LineError(number, exc.code, exc.message, None if field_name is None else str(field_name)))

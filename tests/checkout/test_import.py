@@ -79,6 +79,10 @@ async def test_ndjson_lines_become_purchases_that_earn_and_a_second_send_repeats
     assert await PointsEntry.filter(member_id__in=[by_id, by_phone, by_card]).count() == 2  # 999 fen earn no points
     assert await GrowthEntry.filter(member_id__in=[by_id, by_phone, by_card]).count() == 3
     assert await _standing(by_id) == (12, 123)
+    changed = _ndjson({"external_order_id": "X-2", "member_id": by_id, "store_id": demo.store.id, "occurred_at": WHEN,
+                       "amount": 8_000})  # fmt: skip
+    taken = (await _post(client, admin, changed, NDJSON)).json()
+    assert (taken["rejected"], taken["errors"][0]["code"]) == (1, "purchase.order_no_taken")
     # the purchases endpoint and the import are one record: its order number is the import's
     same = await client.post(
         f"/api/members/{by_id}/purchases", json={"order_no": "ext:X-1", "amount": 12_345}, headers=admin
