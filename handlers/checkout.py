@@ -10,16 +10,20 @@ from typing import Any, Literal
 from pydantic import Field, StrictInt
 from sanic import Blueprint
 from sanic.request import Request
+from sanic_ext.extensions.openapi.builders import OperationStore
+from sanic_ext.extensions.openapi.definitions import RequestBody
 
-from models.checkout import orders, pricing
+from models.checkout import imports, orders, pricing
 from models.checkout.purchases import MAX_AMOUNT, Purchase
 from models.checkout.returns import PurchaseReturn, PurchaseReturnLine, return_items
+from models.kernel.errors import DomainError
 from server.api import Out, Schema, endpoint, ok
 from server.auth import POS, Principal, scope_of
 
 bp = Blueprint("checkout")
 
 POS_ROLES = ("owner", "hq_admin", "store_manager", "cashier", POS)  # POS: a store's API key, scoped like a cashier
+IMPORT_ROLES = ("owner", "hq_admin", "store_manager", POS)  # a back-office or till batch, not a cashier's act
 ID = Field(ge=1, le=2**31 - 1)
 
 
@@ -372,3 +376,101 @@ async def return_order(request: Request, pos_order_id: int, body: ReturnIn):
         **_who(principal),
     )
     return ok(_return_out(ret, lines), status=201 if created else 200)
+
+
+class ImportErrorOut(Out):
+    line: int = Field(description="1-based physical line of the file (a CSV's header is line 1)")
+    code: str
+    message: str
+    field: str | None
+
+
+class ImportOut(Out):
+    total: int = Field(description="Orders in the file (blank lines and a CSV's header excluded)")
+    created: int = Field(description="Recorded now, earning points and growth")
+    repeated: int = Field(description="Already recorded (by external_order_id): nothing earned twice")
+    rejected: int
+    errors: list[ImportErrorOut] = Field(
+        description=f"The rejected lines in line order, the first {imports.MAX_ERRORS}"
+    )
+
+
+IMPORT_LINE = (
+    "One order per line: external_order_id (1-48 characters, unique per merchant), store_id or store_code (a"
+    " store-scoped caller may leave both out: its own store), exactly one of member_id, phone, card_code,"
+    " occurred_at (ISO 8601 with offset), amount (fen actually paid, > 0), items (optional: [{sku, category,"
+    " amount, quantity}], as the purchases endpoint takes them)."
+)
+
+
+def _import_document(handler: Any) -> Any:
+    """The OpenAPI says JSON lines or CSV (not JSON) for this endpoint's request body."""
+    binary = {"type": "string", "format": "binary"}
+    OperationStore()[handler].requestBody = RequestBody.make(
+        {
+            imports.NDJSON: {
+                "schema": {**binary, "description": "JSON lines, one order object a line. " + IMPORT_LINE}
+            },
+            "text/csv": {
+                "schema": {
+                    **binary,
+                    "description": "UTF-8 CSV (optional BOM), a header row naming the columns, then one order a"
+                    " row; an items cell holds the JSON array. " + IMPORT_LINE,
+                }
+            },
+        },
+        required=True,
+    )
+    return handler
+
+
+async def _bounded_body(request: Request) -> bytes:
+    """The request body as it arrives, refused once past the import's size limit (nothing is written)."""
+    chunks, size = [], 0
+    while (chunk := await request.stream.read()) is not None:  # type: ignore[union-attr]  # stream=True route
+        size += len(chunk)
+        if size > imports.MAX_BYTES:
+            raise DomainError(
+                f"the file is larger than {imports.MAX_BYTES} bytes: split it",
+                code="request.too_large",
+                status=413,
+                limit=imports.MAX_BYTES,
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@bp.post("/api/pos/orders/import", stream=True)
+@_import_document
+@endpoint(
+    summary="Import orders of an external POS as consumption records that earn points and growth",
+    tag="pos",
+    roles=IMPORT_ROLES,
+    response=ImportOut,
+    errors=(413, 415, 422),
+    description="Each line is recorded as the purchases endpoint records a purchase (order_no"
+    " `ext:<external_order_id>`, source `import`): the same points rule, daily cap and growth value, each line"
+    " in its own transaction. A line already recorded counts as `repeated`, so sending a file again changes"
+    " nothing. A bad line (unknown member, bad amount or date, another store for a store-scoped caller"
+    " (auth.store_scope), an external id twice in the file (import.duplicate_line)) is reported with its line"
+    f" number and the other lines still land. At most {imports.MAX_BYTES} bytes (413 request.too_large) and"
+    f" {imports.MAX_LINES} orders (422 import.too_many_lines) per request: beyond either nothing is written. 415"
+    " import.media_type unless the body is application/x-ndjson or text/csv; 422 import.header_invalid for a"
+    " CSV header with an unknown or missing column.",
+)
+async def import_orders(request: Request):
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type not in imports.MEDIA_TYPES:
+        raise DomainError("send the orders as application/x-ndjson or text/csv", code="import.media_type", status=415)
+    result = await imports.import_orders(
+        scope=scope_of(request.ctx.principal), body=await _bounded_body(request), media_type=media_type
+    )
+    return ok(
+        ImportOut(
+            total=result.total,
+            created=result.created,
+            repeated=result.repeated,
+            rejected=result.rejected,
+            errors=[ImportErrorOut.model_validate(error) for error in result.errors],
+        )
+    )

@@ -42,7 +42,7 @@ class Purchase(Model):
     occurred_at = fields.DatetimeField()
     created_at = fields.DatetimeField(auto_now_add=True)
     # a POS order (models/checkout/orders.py); NULL for a purchase recorded through the purchases endpoint
-    source = fields.CharField(max_length=8, null=True)  # pos
+    source = fields.CharField(max_length=8, null=True)  # pos | import (models/checkout/imports.py)
     staff_id = fields.IntField(null=True)
     api_key_id = fields.IntField(null=True)  # the store's POS key that called, when no staff login did
     gross = fields.BigIntField(null=True)  # fen before any discount
@@ -170,6 +170,7 @@ async def _record_batched(
     store_id: int | None,
     when: datetime,
     scope: Scope | None,
+    source: str | None = None,
 ) -> Purchase:
     """A fresh purchase as one deliberate SQL path: BEGIN, one round trip of locks and reads, one of writes + COMMIT.
 
@@ -246,7 +247,8 @@ async def _record_batched(
         statements = [
             Stmt(
                 "INSERT INTO purchase (merchant_id, member_id, store_id, order_no, amount, items, points, growth,"
-                " status, occurred_at, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 'settled', %s, %s)",
+                " status, occurred_at, created_at, source)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 'settled', %s, %s, %s)",
                 (
                     merchant_id,
                     member_id,
@@ -258,6 +260,7 @@ async def _record_batched(
                     growth_amount,
                     sqlpath.db_time(when),
                     sqlpath.db_time(now),
+                    source,
                 ),
                 capture="purchase",
             )
@@ -328,6 +331,7 @@ async def _record_batched(
         status="settled",
         occurred_at=when,
         created_at=now,
+        source=source,
     )
 
 
@@ -340,6 +344,7 @@ async def _record_orm(
     items: list[dict[str, Any]],
     store_id: int | None,
     when: datetime,
+    source: str | None = None,
 ) -> Purchase:
     """The same purchase through the ORM (a ledger listener that cannot batch): several round trips, same rows."""
     async with in_transaction():
@@ -367,6 +372,7 @@ async def _record_orm(
             points=points,
             growth=growth_amount,
             occurred_at=when,
+            source=source,
         )
         await _finish(purchase, fresh=True)
         return purchase
@@ -382,11 +388,12 @@ async def record_purchase_once(
     store_id: int | None = None,
     occurred_at: datetime | None = None,
     scope: Scope | None = None,
+    source: str | None = None,
 ) -> tuple[Purchase, bool]:
     """record_purchase, also telling whether this call created the record (False: a repeat of the order).
 
     scope: the staff principal's; the member must be visible in it (404 member.not_found), checked in the
-    purchase's own reads.
+    purchase's own reads. source: None (the purchases endpoint) or 'import' (an external POS's order file).
     """
     _check_input(order_no=order_no, amount=amount, items=items)
     when = occurred_at or clock.now()
@@ -398,6 +405,7 @@ async def record_purchase_once(
         items=items,
         store_id=store_id,
         when=when,
+        source=source,
     )
 
     async def work() -> Purchase:
