@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import asdict
 from datetime import datetime
 from typing import Any, Literal
 
@@ -210,23 +211,7 @@ def _order_input(body: QuoteIn) -> orders.OrderInput:
 
 
 def _line(ln: pricing.PricedLine) -> dict[str, Any]:
-    return {
-        "index": ln.index,
-        "sku": ln.sku,
-        "name": ln.name,
-        "category": ln.category,
-        "kind": ln.kind,
-        "staff_id": ln.staff_id,
-        "minutes": ln.minutes,
-        "unit_price": ln.unit_price,
-        "quantity": ln.quantity,
-        "gross": ln.gross,
-        "tier_discount": ln.tier_discount,
-        "coupon_discount": ln.coupon_discount,
-        "points_fen": ln.points_fen,
-        "balance_fen": ln.balance_fen,
-        "due": ln.due,
-    }
+    return asdict(ln)
 
 
 def _order_out(purchase: Purchase) -> OrderOut:

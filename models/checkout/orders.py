@@ -245,27 +245,10 @@ async def _repeat(*, scope: Scope, order_no: str, digest: str) -> Purchase | Non
 
 
 def _lines_json(priced: pricing.Priced) -> list[dict[str, Any]]:
+    """The lines as the order keeps them: every priced figure, the points each took, how many units came back."""
     points_per_line = pricing.allocate(priced.points_used, [ln.points_fen for ln in priced.lines])
     return [
-        {
-            "index": ln.index,
-            "sku": ln.sku,
-            "name": ln.name,
-            "category": ln.category,
-            "kind": ln.kind,
-            "staff_id": ln.staff_id,
-            "minutes": ln.minutes,
-            "unit_price": ln.unit_price,
-            "quantity": ln.quantity,
-            "gross": ln.gross,
-            "tier_discount": ln.tier_discount,
-            "coupon_discount": ln.coupon_discount,
-            "points": points,
-            "points_fen": ln.points_fen,
-            "balance_fen": ln.balance_fen,
-            "due": ln.due,
-            "returned": 0,
-        }
+        {**asdict(ln), "points": points, "returned": 0}
         for ln, points in zip(priced.lines, points_per_line, strict=True)
     ]
 
