@@ -5,7 +5,9 @@ from tortoise import migrations
 from tortoise.migrations import operations as ops
 from tortoise import fields
 
-_OPEN_HELD = "(SELECT COALESCE(SUM(l.remaining), 0) FROM points_lot l WHERE l.member_id = a.member_id AND l.status = 'open')"
+_OPEN_HELD = (
+    "(SELECT COALESCE(SUM(l.remaining), 0) FROM points_lot l WHERE l.member_id = a.member_id AND l.status = 'open')"
+)
 
 
 async def fill_legacy_lots(client: Any) -> None:
@@ -54,33 +56,44 @@ async def _fill(apps: Any, schema_editor: Any) -> None:
 
 
 class Migration(migrations.Migration):
-    dependencies = [('models', '0008_auth_lockout_revocation')]
+    dependencies = [("models", "0008_auth_lockout_revocation")]
 
     initial = False
 
     operations = [
         ops.CreateModel(
-            name='GrowthBucket',
+            name="GrowthBucket",
             fields=[
-                ('id', fields.BigIntField(generated=True, primary_key=True, unique=True, db_index=True)),
-                ('merchant_id', fields.IntField()),
-                ('member_id', fields.IntField()),
-                ('day', fields.IntField()),
-                ('total', fields.BigIntField(default=0)),
+                ("id", fields.BigIntField(generated=True, primary_key=True, unique=True, db_index=True)),
+                ("merchant_id", fields.IntField()),
+                ("member_id", fields.IntField()),
+                ("day", fields.IntField()),
+                ("total", fields.BigIntField(default=0)),
             ],
-            options={'table': 'growth_bucket', 'app': 'models', 'unique_together': (('member_id', 'day'),), 'pk_attr': 'id', 'table_description': "A member's growth per UTC day (YYYYMMDD), kept with every growth row: rolling windows read days, not rows."},
-            bases=['Model'],
+            options={
+                "table": "growth_bucket",
+                "app": "models",
+                "unique_together": (("member_id", "day"),),
+                "pk_attr": "id",
+                "table_description": "A member's growth per UTC day (YYYYMMDD), kept with every growth row: rolling windows read days, not rows.",
+            },
+            bases=["Model"],
         ),
         ops.CreateModel(
-            name='RechargeTotal',
+            name="RechargeTotal",
             fields=[
-                ('id', fields.BigIntField(generated=True, primary_key=True, unique=True, db_index=True)),
-                ('merchant_id', fields.IntField()),
-                ('member_id', fields.IntField(unique=True)),
-                ('total', fields.BigIntField(default=0)),
+                ("id", fields.BigIntField(generated=True, primary_key=True, unique=True, db_index=True)),
+                ("merchant_id", fields.IntField()),
+                ("member_id", fields.IntField(unique=True)),
+                ("total", fields.BigIntField(default=0)),
             ],
-            options={'table': 'recharge_total', 'app': 'models', 'pk_attr': 'id', 'table_description': 'Fen a member recharged minus recharges refunded, kept with every such balance row (the total_recharge basis).'},
-            bases=['Model'],
+            options={
+                "table": "recharge_total",
+                "app": "models",
+                "pk_attr": "id",
+                "table_description": "Fen a member recharged minus recharges refunded, kept with every such balance row (the total_recharge basis).",
+            },
+            bases=["Model"],
         ),
         ops.RunPython(_fill, ops.RunPython.noop),
     ]

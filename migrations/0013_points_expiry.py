@@ -15,22 +15,28 @@ async def fill_points_expiry(apps: Any, schema_editor: Any) -> None:
 
 
 class Migration(migrations.Migration):
-    dependencies = [('models', '0012_points_lot_covering_index')]
+    dependencies = [("models", "0012_points_lot_covering_index")]
 
     initial = False
 
     operations = [
         ops.CreateModel(
-            name='PointsExpiry',
+            name="PointsExpiry",
             fields=[
-                ('id', fields.BigIntField(generated=True, primary_key=True, unique=True, db_index=True)),
-                ('merchant_id', fields.IntField()),
-                ('member_id', fields.IntField()),
-                ('expires_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
-                ('points', fields.BigIntField(default=0)),
+                ("id", fields.BigIntField(generated=True, primary_key=True, unique=True, db_index=True)),
+                ("merchant_id", fields.IntField()),
+                ("member_id", fields.IntField()),
+                ("expires_at", fields.DatetimeField(auto_now=False, auto_now_add=False)),
+                ("points", fields.BigIntField(default=0)),
             ],
-            options={'table': 'points_expiry', 'app': 'models', 'unique_together': (('member_id', 'expires_at'),), 'pk_attr': 'id', 'table_description': 'A member\'s open points per expiry instant, kept with every lot change: "expiring soon" reads instants, not lots.'},
-            bases=['Model'],
+            options={
+                "table": "points_expiry",
+                "app": "models",
+                "unique_together": (("member_id", "expires_at"),),
+                "pk_attr": "id",
+                "table_description": 'A member\'s open points per expiry instant, kept with every lot change: "expiring soon" reads instants, not lots.',
+            },
+            bases=["Model"],
         ),
         ops.RunPython(fill_points_expiry, ops.RunPython.noop),
     ]

@@ -302,7 +302,11 @@ class _Lookups:
     async def _find_member(self, *, kind: str, value: object) -> int | None:
         visible = Member.filter(**self.scope.members())
         if kind == "card_code":
-            card = await MemberCard.filter(merchant_id=self.scope.merchant_id, code=value).order_by("-id").first()
+            card = (
+                await MemberCard.filter(merchant_id=self.scope.merchant_id, code=value)
+                .order_by("-claimed_at", "-id")
+                .first()
+            )
             if card is None:
                 return None
             value, kind = card.member_id, "member_id"

@@ -157,7 +157,7 @@ async def next_self_slot(*, template_id: int, member_id: int) -> int:
 async def coupons_of(*, merchant_id: int, member_id: int, status: str | None = None) -> list[tuple[Coupon, str, str]]:
     """A member's coupons (newest first, at most 200) with their template's name and kind."""
     query = Coupon.filter(merchant_id=merchant_id, member_id=member_id, **({"status": status} if status else {}))
-    coupons = await query.order_by("-id").limit(200)
+    coupons = await query.order_by("-created_at", "-id").limit(200)
     templates = {t.id: t for t in await CouponTemplate.filter(id__in={c.template_id for c in coupons})}
     return [(c, templates[c.template_id].name, templates[c.template_id].kind) for c in coupons]
 
@@ -170,7 +170,7 @@ async def claimable(*, merchant_id: int, member_id: int) -> list[tuple[CouponTem
         await CouponTemplate.filter(merchant_id=merchant_id, status="active")
         .filter(Q(valid_until__isnull=True) | Q(valid_until__gt=now))
         .filter(Q(total_stock__isnull=True) | Q(total_stock__gt=F("issued")))
-        .order_by("-id")
+        .order_by("-created_at", "-id")
         .limit(200)
     )
     templates = [t for t in templates if "self" in t.channels and (not t.tier_ids or (tier and tier.id in t.tier_ids))]

@@ -172,11 +172,21 @@ async def redeem(*, coupon_id: int, member_id: int, order_ref: str) -> bool:
 
 
 async def restore(*, coupon_id: int, order_ref: str) -> bool:
-    """Back to usable when used by this order, still valid and its template returnable; False otherwise."""
+    """Back to usable when used by this order, still valid and its template returnable; False otherwise.
+
+    A coupon whose pack was taken back while it was used (its recharge refunded) is voided instead: the member
+    already kept it once, through the refund.
+    """
     coupon = await Coupon.get_or_none(id=coupon_id)
-    if coupon is None or not await CouponTemplate.exists(id=coupon.template_id, returnable=True):
+    if coupon is None:
         return False
-    back = await Coupon.filter(id=coupon_id, status="used", order_ref=order_ref, valid_until__gt=clock.now()).update(
+    used_here = Coupon.filter(id=coupon_id, status="used", order_ref=order_ref)
+    if coupon.taken_back_at is not None:
+        await used_here.filter(taken_back_at__isnull=False).update(status="voided", used_at=None, order_ref=None)
+        return False
+    if not await CouponTemplate.exists(id=coupon.template_id, returnable=True):
+        return False
+    back = await used_here.filter(taken_back_at__isnull=True, valid_until__gt=clock.now()).update(
         status="usable", used_at=None, order_ref=None
     )
     return back == 1

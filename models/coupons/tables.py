@@ -77,6 +77,9 @@ class Coupon(Model):
     valid_until = fields.DatetimeField()
     used_at = fields.DatetimeField(null=True)
     order_ref = fields.CharField(max_length=64, null=True)
+    # set while used when what paid for its pack was refunded (models/coupons/takeback.py): a return of the order
+    # that used it voids it instead of giving it back
+    taken_back_at = fields.DatetimeField(null=True)
     created_at = fields.DatetimeField(auto_now_add=True)
 
     class Meta:

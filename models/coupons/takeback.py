@@ -7,6 +7,7 @@ from typing import Any
 
 from models.coupons.issue import gift_keys
 from models.coupons.tables import Coupon, CouponClaim
+from models.kernel import clock
 
 
 @dataclass(frozen=True)
@@ -45,14 +46,17 @@ async def void_pack(*, merchant_id: int, member_id: int, coupons: list[dict[str,
     if not claim_ids:
         return PackState(voided=0, kept_used=0)
     voided = await Coupon.filter(claim_id__in=claim_ids, status="usable").update(status="voided")
-    kept_used = await Coupon.filter(claim_id__in=claim_ids, status="used").count()
+    # the used ones stay used, marked: returning the order that used one voids it rather than giving it back
+    kept_used = await Coupon.filter(claim_id__in=claim_ids, status="used").update(taken_back_at=clock.now())
     return PackState(voided=voided, kept_used=kept_used)
 
 
 async def restore_pack(*, merchant_id: int, member_id: int, coupons: list[dict[str, Any]], key_prefix: str) -> int:
     """Undo a take-back (its refund was cancelled): the pack's voided coupons are usable again, guarded on
-    `status = 'voided'`; one past its validity is then marked expired by the expiry job as any other."""
+    `status = 'voided'`, and the used ones lose their take-back mark; one past its validity is then marked
+    expired by the expiry job as any other."""
     claim_ids = await _claim_ids(merchant_id=merchant_id, member_id=member_id, coupons=coupons, key_prefix=key_prefix)
     if not claim_ids:
         return 0
+    await Coupon.filter(claim_id__in=claim_ids, taken_back_at__isnull=False).update(taken_back_at=None)
     return await Coupon.filter(claim_id__in=claim_ids, status="voided").update(status="usable")

@@ -133,7 +133,7 @@ async def list_packages(
     query = MemberPackage.filter(merchant_id=merchant_id, member_id=member_id)
     if status:
         query = query.filter(status=status)
-    return await query.order_by("-id").limit(limit)
+    return await query.order_by("-sold_at", "-id").limit(limit)
 
 
 def refund_due(package: MemberPackage, *, now_days_left: int) -> int:

@@ -62,7 +62,7 @@ async def list_templates(*, merchant_id: int, status: str | None, limit: int = 2
     query = PackageTemplate.filter(merchant_id=merchant_id)
     if status:
         query = query.filter(status=status)
-    return await query.order_by("-id").limit(limit)
+    return await query.order_by("-created_at", "-id").limit(limit)
 
 
 async def update_template(*, merchant_id: int, template_id: int, changes: dict[str, Any]) -> PackageTemplate:

@@ -113,7 +113,7 @@ async def reverse_use(*, scope: Scope, member_id: int, package_id: int, use_id: 
 
 async def list_uses(*, package_id: int, limit: int = 100) -> list[PackageUse]:
     """A package's visits, newest first (bounded)."""
-    return await PackageUse.filter(member_package_id=package_id).order_by("-id").limit(limit)
+    return await PackageUse.filter(member_package_id=package_id).order_by("-at", "-id").limit(limit)
 
 
 async def expire_due_packages(*, now: datetime, batch: int = EXPIRE_BATCH) -> int:

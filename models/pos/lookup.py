@@ -50,7 +50,7 @@ def _not_found() -> NotFound:
 
 
 async def _by_card_code(*, scope: Scope, code: str) -> Member:
-    card = await MemberCard.filter(merchant_id=scope.merchant_id, code=code).order_by("-id").first()
+    card = await MemberCard.filter(merchant_id=scope.merchant_id, code=code).order_by("-claimed_at", "-id").first()
     if card is None:
         raise _not_found()
     return await members.get_member(scope=scope, member_id=card.member_id)
@@ -96,7 +96,7 @@ async def describe(*, member: Member) -> PosMember:
     card = (
         await MemberCard.filter(member_id=member.id, merchant_id=member.merchant_id)  # type: ignore[attr-defined]
         .exclude(status="removed")
-        .order_by("-id")
+        .order_by("-claimed_at", "-id")
         .first()
     )
     tier = await current_tier(merchant_id=member.merchant_id, member_id=member.id)  # type: ignore[attr-defined]

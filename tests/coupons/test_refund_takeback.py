@@ -85,6 +85,33 @@ async def test_a_recharge_refund_voids_the_unused_gift_coupons_and_keeps_the_use
     assert sorted(c["id"] for c in voided.json()["items"]) == first_ids[1:]
 
 
+async def test_returning_the_order_after_its_pack_was_refunded_voids_the_coupon(app, client, admin, demo):
+    """The member kept the used coupon through the refund once: returning the order gives nothing back."""
+    member_id, _, first, _ = await _gift_pack(app, client, admin, demo, "mp-takeback-3")
+    coupon_id = sorted(await _coupons(client, admin, member_id))[0]
+    till = {
+        "store_id": demo.store.id,
+        "member_id": member_id,
+        "items": [{"sku": "T1", "name": "Tea", "category": "drink", "unit_price": 15000, "quantity": 1}],
+        "coupon_id": coupon_id,
+        "idempotency_key": "till-takeback-3",
+        "payments": [{"method": "cash", "amount": 13000}],
+    }
+    settled = await client.post("/api/pos/orders", json=till, headers=admin)
+    assert settled.status_code == 201, settled.text
+    body = (await refund(client, admin, first["id"])).json()
+    assert (body["coupons_voided"], body["coupons_kept_used"]) == (2, 1)
+
+    returned = await client.post(
+        f"/api/pos/orders/{settled.json()['id']}/returns",
+        json={"items": [{"sku": "T1", "quantity": 1}], "idempotency_key": "ret-takeback-3"},
+        headers=admin,
+    )
+    assert returned.status_code == 201, returned.text
+    assert returned.json()["coupon_back"] is False
+    assert (await _coupons(client, admin, member_id))[coupon_id] == "voided"
+
+
 async def test_a_cancelled_refund_gives_the_voided_coupons_back(app, client, admin, demo):
     member_id, _, first, _ = await _gift_pack(app, client, admin, demo, "mp-takeback-2")
     before = await _coupons(client, admin, member_id)
