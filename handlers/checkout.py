@@ -17,7 +17,9 @@ from sanic_ext.extensions.openapi.definitions import RequestBody
 from models.checkout import imports, orders, pricing
 from models.checkout.purchases import MAX_AMOUNT, Purchase
 from models.checkout.returns import PurchaseReturn, PurchaseReturnLine, return_items
-from models.kernel.errors import DomainError
+from models.kernel.errors import DomainError, Forbidden
+from models.pos import tickets
+from models.tenancy.visibility import Scope
 from server.api import Out, Schema, endpoint, ok
 from server.auth import POS, Principal, scope_of
 
@@ -48,6 +50,13 @@ class QuoteIn(Schema):
     )
     points: StrictInt = Field(0, ge=0, le=10**9, description="Points to pay with: a multiple of the rate")
     balance: StrictInt = Field(0, ge=0, le=MAX_AMOUNT, description="Stored value (fen) to pay with")
+    member_ticket: str | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        description="For a member of another store of the chain: the till ticket GET /api/pos/member gave when"
+        " they showed their QR code or card here (a cashier or POS key serves its own store's members without one)",
+    )
 
 
 class PaymentIn(Schema):
@@ -187,6 +196,23 @@ def _who(principal: Principal) -> dict[str, int | None]:
     return {"staff_id": principal.subject_id, "api_key_id": None}
 
 
+def _order_scope(request: Request, body: QuoteIn) -> Scope:
+    """The caller's scope; for a store-scoped caller with a valid till ticket, that member served at this store."""
+    scope = scope_of(request.ctx.principal)
+    if body.member_ticket is None or scope.store_id is None or body.member_id is None:
+        return scope
+    tickets.check_ticket(  # 403 pos.ticket_invalid
+        body.member_ticket,
+        secret=request.app.ctx.settings.security.jwt_secret,
+        merchant_id=scope.merchant_id,
+        store_id=scope.store_id,
+        member_id=body.member_id,
+    )
+    if body.store_id != scope.store_id:
+        raise Forbidden("staff of one store settle orders of that store", code="auth.store_scope", field="store_id")
+    return Scope(merchant_id=scope.merchant_id)  # the ticket's member, at the one store just checked
+
+
 def _order_input(body: QuoteIn) -> orders.OrderInput:
     return orders.OrderInput(
         store_id=body.store_id,
@@ -254,7 +280,7 @@ def _order_out(purchase: Purchase) -> OrderOut:
     " checkout.points_insufficient, checkout.balance_insufficient, checkout.balance_over_due).",
 )
 async def quote(request: Request, body: QuoteIn):
-    scope = scope_of(request.ctx.principal)
+    scope = _order_scope(request, body)
     q = await orders.quote(scope=scope, order=_order_input(body))
     p = q.priced
     return ok(
@@ -300,7 +326,7 @@ async def quote(request: Request, body: QuoteIn):
 async def settle(request: Request, body: OrderIn):
     principal = request.ctx.principal
     purchase, created = await orders.settle(
-        scope=scope_of(principal),
+        scope=_order_scope(request, body),
         order=_order_input(body),
         idempotency_key=body.idempotency_key,
         payments=[p.model_dump() for p in body.payments],

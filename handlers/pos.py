@@ -70,6 +70,10 @@ class PosMemberOut(Out):
     balance: int = Field(description="Stored value in fen")
     plan: PlanOut | None
     coupons: list[PosCouponOut] = Field(description="Coupons usable now, soonest expiring first (at most 100)")
+    visiting: bool = Field(description="A member of another store of the chain, shown in person (QR or card)")
+    member_ticket: str | None = Field(
+        description="For a visiting member: pass it as member_ticket to quote and settle here (valid 30 minutes)"
+    )
 
 
 def _out(found: PosMember) -> PosMemberOut:
@@ -101,6 +105,8 @@ def _out(found: PosMember) -> PosMemberOut:
             )
             for c in found.coupons
         ],
+        visiting=found.visiting,
+        member_ticket=found.ticket,
     )
 
 
@@ -114,8 +120,10 @@ def _out(found: PosMember) -> PosMemberOut:
     errors=(404, 502, 503),
     description="Exactly one of qr, card_code, encrypted_code, phone (else 422 pos.lookup_missing or "
     "pos.lookup_ambiguous). 401 member_qr.invalid for a forged or expired QR; 404 member.not_found for an unknown "
-    "member or one the caller may not see (another merchant's; for a cashier or a store's POS key, another "
-    "store's). encrypted_code is decrypted by the merchant's official account (card/code/decrypt).",
+    "member or one the caller may not see (another merchant's; for a cashier or a store's POS key, by phone, "
+    "another store's). A member of another store who shows their QR code or card is found, with `visiting` and "
+    "a `member_ticket` for quote and settle at this store. encrypted_code is decrypted by the merchant's "
+    "official account (card/code/decrypt).",
 )
 async def find_member(request: Request, query: LookupQuery):
     given = {way: getattr(query, way) for way in WAYS if getattr(query, way) is not None}

@@ -1,13 +1,15 @@
 """Identify the member at the till: by dynamic QR, card code, encrypted card code (WeChat) or phone.
 
-Every way ends in the same visibility rule as the staff views: the caller's Scope (a cashier or a store's POS
-key sees the members of its store, HQ roles the whole merchant). A member of another merchant, of another store
-for a store-scoped caller, or nobody at all, is the same 404 member.not_found.
+Every way ends in the caller's merchant; a member of another merchant, or nobody at all, is the same 404
+member.not_found. By phone, the staff views' visibility rule holds: a cashier or a store's POS key finds the
+members of its own store only. A member who shows their dynamic QR code or their card is at this till in person:
+a store-scoped caller finds them wherever they joined the chain, and gets a till ticket (models/pos/tickets.py)
+to quote and settle their order here.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -20,6 +22,7 @@ from models.members.members import Member
 from models.members.qr import verify_member_qr
 from models.onboarding.miniprogram import mask_phone
 from models.plans.terms import PaidPlan, member_plan_status
+from models.pos.tickets import issue_ticket
 from models.tenancy.merchants import merchant_client
 from models.tenancy.visibility import Scope
 from models.tiers.standing import current_tier
@@ -43,6 +46,8 @@ class PosMember:
     plan: PaidPlan | None
     plan_ends_at: datetime | None
     coupons: list[CouponTerms] = field(default_factory=list)  # usable now, soonest expiring first
+    visiting: bool = False  # a member of another store, served at this store's till
+    ticket: str | None = None  # for a visiting member: what quote and settle need to serve them here
 
 
 def _not_found() -> NotFound:
@@ -66,14 +71,18 @@ async def find_member(
     encrypted_code: str | None = None,
     phone: str | None = None,
 ) -> Member:
-    """The member named by exactly one of qr, card_code, encrypted_code or phone, visible in the scope."""
+    """The member named by exactly one of qr, card_code, encrypted_code or phone.
+
+    By phone, visible in the scope; by QR or card (the member is here), anywhere in the scope's merchant.
+    """
+    present = Scope(merchant_id=scope.merchant_id)  # shown in person: the whole chain's members
     if qr is not None:
         merchant_id, member_id = verify_member_qr(qr, secret=secret)  # 401 member_qr.invalid: forged or expired
         if merchant_id != scope.merchant_id:
             raise _not_found()
-        return await members.get_member(scope=scope, member_id=member_id)
+        return await members.get_member(scope=present, member_id=member_id)
     if card_code is not None:
-        return await _by_card_code(scope=scope, code=card_code)
+        return await _by_card_code(scope=present, code=card_code)
     if encrypted_code is not None:
         # a network call to WeChat: outside any transaction, through the gateway's client
         client = await merchant_client(wechat, merchant_id=scope.merchant_id, kind="official")
@@ -81,7 +90,7 @@ async def find_member(
             code = await card_api.decrypt_code(client, encrypt_code=encrypted_code)
         if code is None:
             raise _not_found()
-        return await _by_card_code(scope=scope, code=code)
+        return await _by_card_code(scope=present, code=code)
     if phone is not None:
         member = await Member.filter(phone=phone, **scope.members()).first()
         if member is None:
@@ -124,7 +133,10 @@ async def lookup_member(
     encrypted_code: str | None = None,
     phone: str | None = None,
 ) -> PosMember:
-    """Identify the member at the till: tier, benefits, points, balance, plan and the coupons usable now."""
+    """Identify the member at the till: tier, benefits, points, balance, plan and the coupons usable now.
+
+    A store-scoped caller identifying a member of another store (by QR or card) gets them with a till ticket.
+    """
     member = await find_member(
         scope=scope,
         secret=secret,
@@ -134,4 +146,10 @@ async def lookup_member(
         encrypted_code=encrypted_code,
         phone=phone,
     )
-    return await describe(member=member)
+    found = await describe(member=member)
+    if scope.store_id is not None and member.origin_store_id != scope.store_id:
+        ticket = issue_ticket(
+            secret=secret, merchant_id=scope.merchant_id, store_id=scope.store_id, member_id=member.id
+        )
+        found = replace(found, visiting=True, ticket=ticket)
+    return found

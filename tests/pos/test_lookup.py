@@ -90,9 +90,13 @@ async def test_by_dynamic_qr_expiry_forgery_and_merchant(client, admin, demo, pi
     for headers in (api_key(key), cashier, admin):
         found = await lookup(client, headers, qr=token)
         assert (found.status_code, found.json()["member_id"]) == (200, member_id), found.text
+    # shown in person at another store of the chain: found, as a visiting member with a till ticket
     other_store_key = (await new_key(client, admin, await add_store(client, admin, code="S901")))["key"]
-    hidden = await lookup(client, api_key(other_store_key), qr=token)
-    assert (hidden.status_code, error_of(hidden)["code"]) == (404, "member.not_found")
+    visiting = (await lookup(client, api_key(other_store_key), qr=token)).json()
+    assert (visiting["member_id"], visiting["visiting"]) == (member_id, True)
+    assert visiting["member_ticket"].startswith("HYT")
+    at_home = (await lookup(client, api_key(key), qr=token)).json()
+    assert (at_home["visiting"], at_home["member_ticket"]) == (False, None)
     theirs = await other_merchant()
     owner = await login(client, "other-owner", "other-owner-password-1")
     foreign = await lookup(client, owner, qr=token)
@@ -128,7 +132,8 @@ async def test_by_card_code_and_encrypted_code(client, admin, demo):
         unknown = await lookup(client, api_key(key), **params)
         assert (unknown.status_code, error_of(unknown)["code"]) == (404, "member.not_found"), params
     other_key = (await new_key(client, admin, await add_store(client, admin, code="S902")))["key"]
-    assert (await lookup(client, api_key(other_key), card_code=code)).status_code == 404
+    visiting = await lookup(client, api_key(other_key), card_code=code)  # the card shown at another store
+    assert (visiting.status_code, visiting.json()["visiting"]) == (200, True), visiting.text
 
 
 async def test_a_running_plan_is_shown(client, admin, demo):
