@@ -17,7 +17,7 @@ from models.payments.orders import PayAnomaly, PayOrder, PayRefund
 from tests.cards.helpers import calls, deliver
 from tests.helpers import error_of
 from tests.packages.helpers import sell, template, use
-from tests.payments.helpers import EMU, pay, paying_member, use_pay_version, v2_notify
+from tests.payments.helpers import EMU, pay, paying_member, run_later, use_pay_version, v2_notify
 from tests.payments.wallet_helpers import refund as refund_order
 
 REFUND_PATH = {"v2": "/secapi/pay/refund", "v3": "/v3/refund/domestic/refunds"}
@@ -133,6 +133,19 @@ async def test_a_template_retired_and_changed_after_the_order_still_delivers_wha
     late = await client.post("/api/mp/package-orders", json={"template_id": tpl["id"]}, headers=headers)
     assert (late.status_code, error_of(late)["code"]) == (409, "package.template_retired")
     assert await PayOrder.filter(member_id=member_id).count() == 1
+
+
+async def test_a_lost_notify_is_settled_by_reconciliation_with_the_package(app, client, admin, demo):
+    await use_pay_version("v3")
+    tpl = await template(client, admin, kind="time", days=30, uses=None, valid_days=None, price=9_900)
+    member_id, headers = await paying_member(app, merchant_id=demo.merchant.id, mp_openid="o_mp_lost")
+    order = await _order(client, headers, tpl["id"])
+    assert (await pay(client, order["out_trade_no"], deliver=False))["deliveries"] == []
+    assert await run_later(app, "payments.reconcile", minutes=6) == "reconciled: settled 1"
+    mine = await _mine(client, headers)
+    assert [(p["kind"], p["status"], p["valid_until"] is not None) for p in mine] == [("time", "active", True)]
+    package = await MemberPackage.get(member_id=member_id)
+    assert (package.days_total, package.price_paid, package.sale_key) == (30, 9_900, f"pay:{order['id']}")
 
 
 async def test_orders_that_cannot_be_paid_are_refused(app, client, admin, demo):
@@ -290,3 +303,47 @@ async def test_refunding_the_pay_order_closes_its_package_and_a_failed_one_is_re
     assert (retried.status_code, retried.json()["status"]) == (200, "PENDING"), retried.text
     assert (await PayOrder.get(id=order["id"])).status == "REFUNDING"
     assert (await MemberPackage.get(id=package.id)).status == "refunded"
+
+
+@on_mariadb
+async def test_concurrent_refunds_of_a_wechat_paid_package_send_one_wechat_refund(app, client, admin, demo):
+    member_id, _, order = await _bought(app, client, admin, demo, openid="o_mp_rf_conc")
+    package_id = (await MemberPackage.get(member_id=member_id)).id
+    url = f"/api/members/{member_id}/packages/{package_id}/refund"
+
+    async def refund(key: str):
+        return await client.post(url, json={"idempotency_key": key}, headers=admin)
+
+    racing = await asyncio.gather(*(refund(f"key-{n}") for n in range(6)))
+    assert sorted(r.status_code for r in racing) == [200] + [409] * 5, [r.text for r in racing]
+    # a loser saw the package refunded, or the order already being refunded
+    assert {error_of(r)["code"] for r in racing if r.status_code == 409} <= {
+        "package.refunded",
+        "refund.not_refundable",
+    }
+    winner = next(n for n, r in enumerate(racing) if r.status_code == 200)
+    again = await asyncio.gather(*(refund(f"key-{winner}") for _ in range(4)))  # the winner's request, resent at once
+    assert {(r.status_code, r.json()["refund_amount"]) for r in again} == {(200, 30_000)}
+    refunds = await PayRefund.filter(order_id=order["id"])
+    assert [(r.amount, r.status) for r in refunds] == [(30_000, "PENDING")]
+    assert await OutboxMessage.filter(topic="pay.refund").count() == 1
+
+
+@on_mariadb
+async def test_a_refund_racing_visits_refunds_what_the_visits_left(app, client, admin, demo):
+    member_id, _, order = await _bought(app, client, admin, demo, openid="o_mp_rf_race")
+    package_id = (await MemberPackage.get(member_id=member_id)).id
+    url = f"/api/members/{member_id}/packages/{package_id}/refund"
+    visits = [use(client, admin, member_id, package_id, f"v-{n}") for n in range(4)]
+    answers = await asyncio.gather(*visits, client.post(url, json={"idempotency_key": "race"}, headers=admin))
+    package = await MemberPackage.get(id=package_id)
+    refunds = await PayRefund.filter(order_id=order["id"])
+    if answers[-1].status_code == 200:  # the refund closed the package: it paid back exactly the uses left
+        assert package.status == "refunded"
+        assert [r.amount for r in refunds] == [30_000 * package.uses_left // 10]
+        assert (await PayOrder.get(id=order["id"])).status == "REFUNDING"
+    else:  # a visit changed the package in between: nothing of the refund was written
+        assert (answers[-1].status_code, error_of(answers[-1])["code"]) == (409, "package.changed")
+        assert (refunds, package.status) == ([], "active")
+        assert (await PayOrder.get(id=order["id"])).status == "PAID"
+    assert package.uses_left == 10 - sum(a.status_code == 201 for a in answers[:-1])
