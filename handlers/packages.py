@@ -13,6 +13,7 @@ from models.kernel.errors import Forbidden
 from models.members import members
 from models.packages import sales, templates, uses
 from models.packages.tables import MemberPackage, PackageTemplate
+from models.payments import refunds as pay_refunds
 from server.api import Out, Schema, endpoint, ok
 from server.auth import ADMINS, ALL_STAFF, MANAGERS, MEMBER, POS, scope_of
 
@@ -161,6 +162,28 @@ class MyPackages(Out):
     items: list[MyPackage]
 
 
+class OnSale(Out):
+    id: int
+    name: str
+    kind: str = Field(description="uses: N uses of a service | time: a pass of `days` local days")
+    uses: int | None
+    days: int | None
+    price: int = Field(description="fen")
+    valid_days: int | None = Field(description="kind uses: local days after the purchase; null: never expires")
+    store_ids: list[int] = Field(description="The stores it is used in; empty: every store")
+    all_stores: bool
+
+
+class OnSaleList(Out):
+    items: list[OnSale]
+
+
+class BuyIn(Schema):
+    template_id: StrictInt = Id
+    store_id: StrictInt | None = Field(None, ge=1, le=2**31 - 1, description="Bought for this store (its coverage)")
+    idempotency_key: str = Field(min_length=1, max_length=128, description="One purchase per key (per member)")
+
+
 def _template(row: PackageTemplate) -> TemplateOut:
     return TemplateOut.model_validate(row, from_attributes=True)
 
@@ -303,11 +326,13 @@ async def reverse(request: Request, member_id: int, package_id: int, use_id: int
     response=PackageOut,
     errors=(409,),
     description="price_paid * uses_left // uses_total (a time pass: days left of its days, floored); the stored-"
-    "value share goes back to the lots it came from. Once: 200 for a repeat of the key, 409 package.refunded.",
+    "value share goes back to the lots it came from. A package bought with WeChat Pay in the mini-program gets "
+    "that amount back through a WeChat Pay refund of its order (sent through the outbox; see /api/pay-refunds). "
+    "Once: 200 for a repeat of the key, 409 package.refunded, package.used_up, package.expired.",
 )
 async def refund(request: Request, member_id: int, package_id: int, body: RefundIn):
     principal = request.ctx.principal
-    package, _ = await sales.refund_package(
+    package, _ = await pay_refunds.refund_member_package(
         scope=scope_of(principal),
         member_id=member_id,
         package_id=package_id,
@@ -324,3 +349,44 @@ async def my_packages(request: Request):
     principal = request.ctx.principal
     rows = await sales.list_packages(merchant_id=principal.merchant_id, member_id=principal.subject_id, status=None)
     return ok(MyPackages(items=[MyPackage.model_validate(row, from_attributes=True) for row in rows]))
+
+
+@bp.get("/api/mp/package-templates")
+@endpoint(
+    summary="Service packages I can buy",
+    tag="miniprogram",
+    roles=(MEMBER,),
+    response=OnSaleList,
+    description="The merchant's active package templates, newest first, with the stores each is used in. Buy one "
+    "with WeChat Pay (POST /api/mp/package-orders) or with stored value (POST /api/mp/packages).",
+)
+async def packages_on_sale(request: Request):
+    rows = await templates.list_templates(merchant_id=request.ctx.principal.merchant_id, status="active")
+    items = [OnSale(**_template(row).model_dump(), all_stores=not row.store_ids) for row in rows]
+    return ok(OnSaleList(items=items))
+
+
+@bp.post("/api/mp/packages")
+@endpoint(
+    summary="Buy a service package with my stored value",
+    tag="miniprogram",
+    roles=(MEMBER,),
+    body=BuyIn,
+    response=PackageOut,
+    status=201,
+    also=(200,),
+    errors=(404, 409),
+    description="The template's current price is debited from my stored value in the same transaction as the "
+    "package: 409 balance.insufficient (nothing is written), package.template_retired; 404 "
+    "package.template_not_found; 422 package.store_not_covered. 200 for a repeat of the idempotency key.",
+)
+async def buy_with_balance(request: Request, body: BuyIn):
+    principal = request.ctx.principal
+    package, created = await sales.buy_with_balance(
+        merchant_id=principal.merchant_id,
+        member_id=principal.subject_id,
+        template_id=body.template_id,
+        store_id=body.store_id,
+        idempotency_key=body.idempotency_key,
+    )
+    return ok(_package(package), status=201 if created else 200)

@@ -1,4 +1,4 @@
-"""WeChat Pay orders: members buy recharges and plans; staff see orders and payment anomalies."""
+"""WeChat Pay orders: members buy recharges, plans and service packages; staff see orders and payment anomalies."""
 
 from __future__ import annotations
 
@@ -26,6 +26,11 @@ class RechargeOrderIn(Schema):
 
 class PlanOrderIn(Schema):
     plan_id: StrictInt = Field(ge=1)
+
+
+class PackageOrderIn(Schema):
+    template_id: StrictInt = Field(ge=1, le=2**31 - 1, description="A service package template (套餐/次卡)")
+    store_id: StrictInt | None = Field(None, ge=1, le=2**31 - 1, description="Bought for this store (its coverage)")
 
 
 class OrderOut(Out):
@@ -64,7 +69,7 @@ class CheckoutOut(Out):
 
 class OrderQuery(Schema):
     status: STATUSES | None = None
-    kind: Literal["recharge", "plan"] | None = None
+    kind: Literal["recharge", "plan", "package"] | None = None
     member_id: int | None = Field(None, ge=1, le=2**31 - 1)
     before_id: int | None = Field(None, ge=1, le=2**63 - 1)
     limit: int = Field(50, ge=1, le=200)
@@ -152,6 +157,33 @@ async def create_plan_order(request: Request, body: PlanOrderIn):
         merchant_id=principal.merchant_id,
         member_id=principal.subject_id,
         plan_id=body.plan_id,
+        client_ip=_client_ip(request),
+    )
+    return ok(_checkout(result), status=201)
+
+
+@bp.post("/api/mp/package-orders")
+@endpoint(
+    summary="Buy a service package with WeChat Pay",
+    tag="miniprogram",
+    roles=(MEMBER,),
+    body=PackageOrderIn,
+    response=CheckoutOut,
+    status=201,
+    errors=(404, *WECHAT_ERRORS),
+    description="The price comes from the template; the order keeps the template's terms, and the package is "
+    "delivered with those terms when the payment is notified, even if the template changed or was retired since. "
+    "Same payment path and errors as a recharge, and 404 package.template_not_found, 409 package.template_retired, "
+    "package.free (price 0), 422 package.store_not_covered.",
+)
+async def create_package_order(request: Request, body: PackageOrderIn):
+    principal = request.ctx.principal
+    result = await pay_checkout.create_package_order(
+        gateway=request.app.ctx.wechat,
+        merchant_id=principal.merchant_id,
+        member_id=principal.subject_id,
+        template_id=body.template_id,
+        store_id=body.store_id,
         client_ip=_client_ip(request),
     )
     return ok(_checkout(result), status=201)

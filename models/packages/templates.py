@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from typing import Any
 
-from models.kernel.errors import NotFound, Unprocessable
+from models.kernel.errors import Conflict, NotFound, Unprocessable
 from models.packages.tables import KINDS, TEMPLATE_STATUSES, PackageTemplate
 from models.tenancy.merchants import Store
 
@@ -83,3 +84,65 @@ async def check_store(*, merchant_id: int, store_id: int | None) -> None:
     """A store named at the till is one of the merchant's (422 otherwise)."""
     if store_id is not None and not await Store.exists(id=store_id, merchant_id=merchant_id):
         raise Unprocessable("store not found", code="package.store_unknown", field="store_id")
+
+
+@dataclass(frozen=True)
+class Terms:
+    """What a package is sold as: the template's rules and price at one moment (a pay order keeps a copy)."""
+
+    template_id: int
+    name: str
+    kind: str
+    uses: int | None
+    days: int | None
+    price: int
+    valid_days: int | None
+    store_ids: list[int]
+
+    @classmethod
+    def of(cls, template: PackageTemplate) -> Terms:
+        return cls(
+            template_id=template.id,
+            name=template.name,
+            kind=template.kind,
+            uses=template.uses,
+            days=template.days,
+            price=int(template.price),
+            valid_days=template.valid_days,
+            store_ids=list(template.store_ids),
+        )
+
+    @classmethod
+    def from_snapshot(cls, snapshot: dict[str, Any]) -> Terms:
+        return cls(
+            template_id=int(snapshot["template_id"]),
+            name=str(snapshot["name"]),
+            kind=str(snapshot["kind"]),
+            uses=snapshot.get("uses"),
+            days=snapshot.get("days"),
+            price=int(snapshot["price"]),
+            valid_days=snapshot.get("valid_days"),
+            store_ids=[int(store_id) for store_id in snapshot.get("store_ids") or []],
+        )
+
+    def snapshot(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def check_coverage(terms: Terms, *, store_id: int | None) -> None:
+    """A store-bound package is sold only in its stores (422 otherwise)."""
+    if store_id is not None and terms.store_ids and store_id not in terms.store_ids:
+        raise Unprocessable(
+            "this package is not sold in this store", code="package.store_not_covered", field="store_id"
+        )
+
+
+async def terms_on_sale(*, merchant_id: int, template_id: int, store_id: int | None) -> Terms:
+    """The terms of an active template, for a sale in this store (404 unknown, 409 retired, 422 store)."""
+    template = await get_template(merchant_id=merchant_id, template_id=template_id)
+    await check_store(merchant_id=merchant_id, store_id=store_id)
+    if template.status != "active":
+        raise Conflict("this package is no longer sold", code="package.template_retired")
+    terms = Terms.of(template)
+    check_coverage(terms, store_id=store_id)
+    return terms

@@ -1,4 +1,4 @@
-"""WeChat Pay orders of members (recharges and plans), their refunds and the anomalies staff must see."""
+"""WeChat Pay orders of members (recharges, plans, service packages), their refunds and the anomalies staff must see."""
 
 from __future__ import annotations
 
@@ -27,9 +27,9 @@ class PayOrder(Model):
     id = fields.BigIntField(primary_key=True)
     merchant_id = fields.IntField()
     member_id = fields.IntField()
-    kind = fields.CharField(max_length=12)  # recharge | plan
+    kind = fields.CharField(max_length=12)  # recharge | plan | package (a service package, 套餐)
     out_trade_no = fields.CharField(max_length=32, unique=True)
-    package_id = fields.IntField(null=True)
+    package_id = fields.IntField(null=True)  # the recharge package (kind package: the template is in the snapshot)
     plan_id = fields.IntField(null=True)
     amount = fields.BigIntField()  # fen to pay, fixed server-side
     bonus_balance = fields.BigIntField(default=0)

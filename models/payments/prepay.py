@@ -1,4 +1,4 @@
-"""Recharge and plan orders: the amount fixed server-side, the order written first, then the JSAPI prepay."""
+"""Recharge, plan and service package orders: the amount fixed server-side, the order first, then the prepay."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from models.kernel import clock
 from models.kernel.errors import Conflict, Unavailable, Unprocessable, wechat_errors
 from models.ledger import books as ledger
 from models.members.members import Member
+from models.packages import templates as package_templates
 from models.payments.catalogue import CUSTOM_AMOUNT_MAX, CUSTOM_AMOUNT_MIN, get_package, get_plan, package_on_sale
 from models.payments.orders import PayOrder, purchases_counted
 from models.tenancy.merchants import WechatAccount
@@ -136,6 +137,24 @@ async def create_plan_order(
         description=f"会员 {plan.name}"[:127],
         snapshot={"plan": snapshot},
         plan_id=plan.id,
+    )
+    return await _checkout(
+        gateway=gateway, merchant_id=merchant_id, member_id=member_id, sale=sale, client_ip=client_ip
+    )
+
+
+async def create_package_order(
+    *, gateway: Any, merchant_id: int, member_id: int, template_id: int, store_id: int | None, client_ip: str
+) -> Checkout:
+    """Buy an active service package at its current price; the order keeps its terms, delivered as they were."""
+    terms = await package_templates.terms_on_sale(merchant_id=merchant_id, template_id=template_id, store_id=store_id)
+    if terms.price <= 0:
+        raise Conflict("a free package is not paid with WeChat Pay", code="package.free")
+    sale = _Sale(
+        kind="package",
+        amount=terms.price,
+        description=f"套餐 {terms.name}"[:127],
+        snapshot={"template": terms.snapshot(), "store_id": store_id},
     )
     return await _checkout(
         gateway=gateway, merchant_id=merchant_id, member_id=member_id, sale=sale, client_ip=client_ip

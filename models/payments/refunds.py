@@ -1,4 +1,5 @@
-"""Staff refunds of pay orders: first take back what the order gave (unspent principal, bonus, points, plan days)."""
+"""Staff refunds of pay orders: first take back what the order gave (unspent principal, bonus, points, plan days,
+a package's unused uses)."""
 
 from __future__ import annotations
 
@@ -15,12 +16,15 @@ from models.kernel.errors import Conflict, NotFound
 from models.kernel.outbox import enqueue
 from models.ledger import balance_lots as wallet
 from models.ledger import books as ledger
+from models.packages import sales as package_sales
+from models.packages.tables import MemberPackage
 from models.payments.orders import PayOrder, PayRefund, record_anomaly
 from models.payments.refund_settle import REFUND_TOPIC, RefundDetail
 from models.payments.settle import package_gift_coupons, recharge_coupon_prefix
 from models.plans import terms as plans
 from models.points import expiry as points_lots
 from models.points import lots as points
+from models.tenancy.visibility import Scope
 from models.tiers import standing as tier_rules
 
 log = logging.getLogger("huiyuan.refunds")
@@ -175,11 +179,63 @@ async def _take_plan(order: PayOrder, refund_no: str, staff_id: int | None) -> t
     return refund, detail
 
 
+async def _take_package(order: PayOrder, refund_no: str, staff_id: int | None) -> tuple[PayRefund, RefundDetail]:
+    # the package's uses close in this transaction (a savepoint), with the pay_refund row and its outbox message
+    package = await package_sales.package_of_pay_order(merchant_id=order.merchant_id, order_id=order.id)
+    if package_sales.check_refund(package, refund_key=refund_no, store_id=None):  # 409 unless still active
+        raise Conflict("the package was already refunded", code="package.refunded")
+    amount, _ = await package_sales.refund_quote(package)
+    if amount <= 0:
+        raise Conflict("nothing of the package is left to refund", code="refund.nothing_refundable")
+    refund = await PayRefund.create(
+        merchant_id=order.merchant_id,
+        order_id=order.id,
+        out_refund_no=refund_no,
+        amount=amount,
+        operator_staff_id=staff_id,
+    )
+    await package_sales.write_refund(package, amount=amount, to_balance=0, refund_key=refund_no, staff_id=staff_id)
+    return refund, RefundDetail(refund_id=refund.id)
+
+
+TAKE = {"recharge": _take_recharge, "plan": _take_plan, "package": _take_package}
+
+
+async def refund_member_package(
+    *, scope: Scope, member_id: int, package_id: int, refund_key: str, staff_id: int | None, store_id: int | None
+) -> tuple[MemberPackage, bool]:
+    """Refund a package's unused part once: paid with WeChat Pay, that amount goes back through a WeChat refund;
+    otherwise as at the till (stored value to its lots). (package, refunded now)."""
+    package = await package_sales.get_package(scope=scope, member_id=member_id, package_id=package_id)
+    order_id = package_sales.pay_order_of(package)
+    if order_id is None:
+        return await package_sales.refund_package(
+            scope=scope,
+            member_id=member_id,
+            package_id=package_id,
+            refund_key=refund_key,
+            staff_id=staff_id,
+            store_id=store_id,
+        )
+    number = out_refund_no(merchant_id=package.merchant_id, idempotency_key=refund_key)
+    if package_sales.check_refund(package, refund_key=number, store_id=store_id):
+        return package, False
+    result = await request_refund(
+        merchant_id=package.merchant_id,
+        order_id=order_id,
+        reason=f"套餐退款 {package.name}",
+        idempotency_key=refund_key,
+        staff_id=staff_id,
+    )
+    return await MemberPackage.get(id=package.id), not result.replayed
+
+
 async def request_refund(
     *, merchant_id: int, order_id: int, reason: str, idempotency_key: str, staff_id: int | None
 ) -> RefundResult:
     """Debit first, in one transaction: a recharge gives back its unspent principal (its bonus is forfeited),
-    a plan the unused days; the WeChat refund goes out through the outbox. One refund per order (409)."""
+    a plan the unused days, a service package its unused part (the package closes); the WeChat refund goes out
+    through the outbox. One refund per order (409)."""
     order = await PayOrder.get_or_none(id=order_id, merchant_id=merchant_id)
     if order is None:
         raise NotFound("pay order not found", code="pay_order.not_found")
@@ -195,8 +251,7 @@ async def request_refund(
                     f"the order is {order.status if order.status != 'PAID' else 'being refunded'}",
                     code="refund.not_refundable",
                 )
-            take = _take_recharge if order.kind == "recharge" else _take_plan
-            refund, detail = await take(order, number, staff_id)
+            refund, detail = await TAKE[order.kind](order, number, staff_id)
             refund.reason = reason.strip()[:255]
             await refund.save(update_fields=["reason"])
             await detail.save()
@@ -233,6 +288,8 @@ async def cancel_refund(*, merchant_id: int, refund_id: int, staff_id: int | Non
 
     async def work() -> None:
         async with in_transaction():
+            if order.kind == "package":  # the package stays refunded: a failed one is retried, not given up
+                raise Conflict("a package's refund is retried, not cancelled", code="refund.not_cancellable")
             if not await PayRefund.filter(id=refund.id, status="FAILED").update(status="CANCELLED"):
                 raise Conflict("only a failed refund can be cancelled", code="refund.not_failed")
             if not await PayOrder.filter(id=order.id, status="REFUNDING").update(status="PAID"):

@@ -14,6 +14,8 @@ from models.kernel import clock, sqlpath
 from models.kernel.errors import Conflict
 from models.kernel.sqlpath import Stmt
 from models.ledger import books as ledger
+from models.packages import sales as package_sales
+from models.packages import templates as package_templates
 from models.payments.orders import PayOrder, record_anomaly
 from models.plans import terms as plans
 from models.tiers import standing as tier_rules
@@ -135,10 +137,30 @@ async def _deliver_goods(order: PayOrder | OrderHead) -> None:
             )
     elif order.kind == "plan":
         await plans.start_plan_term(order=order if isinstance(order, PayOrder) else await PayOrder.get(id=order.id))
+    elif order.kind == "package":
+        await deliver_package(order)
+
+
+async def deliver_package(order: PayOrder | OrderHead) -> None:
+    """The package the order bought, from its snapshot (sold even if the template was retired since); once, by
+    the sale key pay:<order id>, which a replayed or concurrent notify finds instead of selling again."""
+    terms = package_templates.Terms.from_snapshot(order.snapshot["template"])
+    await package_sales.sell_package(
+        merchant_id=order.merchant_id,
+        member_id=order.member_id,
+        template_id=terms.template_id,
+        sale_key=package_sales.pay_order_key(order.id),
+        payments=[{"method": "wechat", "amount": order.amount}],
+        store_id=order.snapshot.get("store_id"),
+        staff_id=None,
+        terms=terms,
+        channel="pay",
+    )
 
 
 def _batchable(order: OrderHead) -> bool:
-    """A plain recharge settles as a batched write; plans, tier-gift and coupon-gift packages through the ORM."""
+    """A plain recharge settles as a batched write; plans, service packages, tier-gift and coupon-gift recharge
+    packages through the ORM."""
     return (
         order.kind == "recharge"
         and not isinstance(order.snapshot.get("gift_tier_id"), int)
