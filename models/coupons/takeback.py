@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from models.coupons.changes import coupons_changed
 from models.coupons.issue import gift_keys
 from models.coupons.tables import Coupon, CouponClaim
 
@@ -45,6 +46,8 @@ async def void_pack(*, merchant_id: int, member_id: int, coupons: list[dict[str,
     if not claim_ids:
         return PackState(voided=0, kept_used=0)
     voided = await Coupon.filter(claim_id__in=claim_ids, status="usable").update(status="voided")
+    if voided:
+        await coupons_changed([(merchant_id, member_id)])
     kept_used = await Coupon.filter(claim_id__in=claim_ids, status="used").count()
     return PackState(voided=voided, kept_used=kept_used)
 
@@ -55,4 +58,7 @@ async def restore_pack(*, merchant_id: int, member_id: int, coupons: list[dict[s
     claim_ids = await _claim_ids(merchant_id=merchant_id, member_id=member_id, coupons=coupons, key_prefix=key_prefix)
     if not claim_ids:
         return 0
-    return await Coupon.filter(claim_id__in=claim_ids, status="voided").update(status="usable")
+    restored = await Coupon.filter(claim_id__in=claim_ids, status="voided").update(status="usable")
+    if restored:
+        await coupons_changed([(merchant_id, member_id)])
+    return restored
