@@ -202,25 +202,30 @@ async def grant_gift_coupons(
 
     Keys are `<key_prefix>:<template_id>:<i>`; a template out of stock, voided or closed to gifts is skipped
     (logged) so the payment, activation or upgrade that promised it still goes through. COUPONS_CHANGED is
-    emitted once for the pack (in the caller's transaction, where there is one), not once per coupon.
+    emitted once for the pack, in the pack's transaction (a savepoint of the caller's, where there is one).
     """
-    granted = False
-    for template_id, key in gift_keys(coupons=coupons, key_prefix=key_prefix):
-        try:
-            issued = await issue(
-                merchant_id=merchant_id,
-                member_id=member_id,
-                template_id=template_id,
-                channel="gift",
-                idempotency_key=key,
-                announce=False,
-            )
-        except (Conflict, Forbidden, NotFound) as exc:
-            log.warning("gift coupon %s for member %s not granted: %s", template_id, member_id, exc.code)
-            continue
-        granted = granted or not issued.replayed
-    if granted:
-        await coupons_changed([(merchant_id, member_id)])
+
+    async def work() -> None:
+        async with in_transaction():  # the pack and its hook commit together (a savepoint inside a caller's)
+            granted = False
+            for template_id, key in gift_keys(coupons=coupons, key_prefix=key_prefix):
+                try:
+                    issued = await issue(
+                        merchant_id=merchant_id,
+                        member_id=member_id,
+                        template_id=template_id,
+                        channel="gift",
+                        idempotency_key=key,
+                        announce=False,
+                    )
+                except (Conflict, Forbidden, NotFound) as exc:
+                    log.warning("gift coupon %s for member %s not granted: %s", template_id, member_id, exc.code)
+                    continue
+                granted = granted or not issued.replayed
+            if granted:
+                await coupons_changed([(merchant_id, member_id)])
+
+    await ledger.retrying(work, what="gift coupons")
 
 
 def gift_keys(*, coupons: list[dict[str, Any]], key_prefix: str) -> list[tuple[int, str]]:

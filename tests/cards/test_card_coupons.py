@@ -14,7 +14,7 @@ from jobs.scheduler import run_job
 from models.kernel import clock
 from models.kernel.outbox import OutboxMessage
 from server import wiring
-from tests.cards.helpers import EMU, activated_member, calls, deliver, member_headers, put_template
+from tests.cards.helpers import EMU, activated_member, calls, deliver, member_headers, put_template, set_rewards
 from tests.coupons.helpers import add_template
 from tests.helpers import add_member, add_staff
 from tests.points.helpers import adjust
@@ -129,3 +129,14 @@ async def test_the_migration_queues_the_field_for_existing_cards_and_a_silent_co
     assert not any(synced["notify_optional"].values())
     assert (await card_state(client, card_id=card_id, code=bare_code))["custom_field_value2"] == "0"
     assert bare != member_id
+
+
+async def test_welcome_coupons_granted_at_activation_are_counted_by_the_activate_call(app, client, admin):
+    card_id = (await put_template(client, admin))["card_id"]
+    template = await add_template(client, admin, threshold=500, reduction=500, channels=["gift"])
+    await set_rewards(client, admin, welcome_coupon_template_ids=[template["id"]])
+    _, code = await activated_member(client, app, admin, card_id=card_id, openid="o3", mobile="13800000003")
+    [activated] = [c["body"] for c in await calls(client, "/card/membercard/activate")]
+    assert activated["init_custom_field_value2"] == "1"
+    await deliver(app)
+    assert (await card_state(client, card_id=card_id, code=code))["custom_field_value2"] == "1"
