@@ -33,6 +33,9 @@ class CardTemplateIn(Schema):
     description: str = Field(min_length=1, max_length=1024)
     service_phone: str | None = Field(None, max_length=24)
     activate_url: str | None = Field(None, max_length=128, pattern=URL, description="Page opened after the form")
+    coupons_url: str | None = Field(
+        None, max_length=128, pattern=URL, description="Page the card's coupon count (custom_field2) opens"
+    )
     prerogative: str = Field(min_length=1, max_length=1024, description="Member privileges text")
     form: CardFormIn = Field(
         default_factory=CardFormIn,

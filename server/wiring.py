@@ -24,6 +24,7 @@ from models.cards import activation as card_activation
 from models.cards import events as card_events
 from models.cards import sync as card_sync
 from models.cards import template as card_template
+from models.coupons import changes as coupon_changes
 from models.coupons import issue as coupon_issue
 from models.ledger import balance_lots
 from models.ledger import books as ledger_books
@@ -87,6 +88,8 @@ LEDGER_ENTRY_WRITTEN = (
     (tier_growth.on_ledger_entry, tier_growth.entry_statements),
 )
 TIER_CHANGED = (card_sync.on_tier_changed,)  # (merchant_id=, member_id=) after every recorded tier move
+# (members=[(merchant_id, member_id)]) after coupons are issued, redeemed, restored, expired, voided or unvoided
+COUPONS_CHANGED = (card_sync.on_coupons_changed,)  # the card shows the count of usable coupons
 POINTS_RULES_CHANGED = (card_template.on_points_rules_changed,)  # (merchant_id=): the card shows the bonus rule
 
 # Scheduled jobs by stable dotted id (python -m jobs.scheduler list / run ID).
@@ -119,6 +122,7 @@ def install() -> None:
     ledger_books.ENTRY_STATEMENTS.install(batched for _, batched in LEDGER_ENTRY_WRITTEN)
     tier_standing.TIER_CHANGED.install(TIER_CHANGED)
     tier_standing.GIFT_COUPONS.install((coupon_issue.grant_gift_coupons,))
+    coupon_changes.COUPONS_CHANGED.install(COUPONS_CHANGED)
     points_rules.RULES_CHANGED.install(POINTS_RULES_CHANGED)
 
 

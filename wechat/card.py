@@ -58,12 +58,21 @@ def member_card(*, config: dict[str, Any], bonus_rule: dict[str, Any], activate_
         "prerogative": config["prerogative"],
         "bonus_rule": bonus_rule,
         "custom_field1": {"name_type": "FIELD_NAME_TYPE_LEVEL"},
+        "custom_field2": coupons_field(url=config.get("coupons_url")),
         "wx_activate": True,
         "wx_activate_after_submit": True,
     }
     if activate_url:
         card["wx_activate_after_submit_url"] = activate_url
     return card
+
+
+def coupons_field(*, url: str | None) -> dict[str, Any]:
+    """custom_field2: WeChat's 优惠券 cell (the count of usable coupons), linking to the coupons page when set."""
+    field: dict[str, Any] = {"name_type": "FIELD_NAME_TYPE_COUPON"}
+    if url:
+        field["url"] = url
+    return field
 
 
 async def create_card(client: AppClient, *, card: dict[str, Any]) -> str:
@@ -132,9 +141,17 @@ async def activation_form(client: AppClient, *, activate_ticket: str, card_id: s
 
 
 async def activate(
-    client: AppClient, *, card_id: str, code: str, membership_number: str, bonus: int, balance: int, tier: str
+    client: AppClient,
+    *,
+    card_id: str,
+    code: str,
+    membership_number: str,
+    bonus: int,
+    balance: int,
+    tier: str,
+    coupons: int,
 ) -> None:
-    """card/membercard/activate with the opening points, balance (fen) and tier name."""
+    """card/membercard/activate with the opening points, balance (fen), tier name and count of usable coupons."""
     await client.call(
         "POST",
         "/card/membercard/activate",
@@ -145,6 +162,7 @@ async def activate(
             "init_bonus": bonus,
             "init_balance": balance,
             "init_custom_field_value1": tier,
+            "init_custom_field_value2": str(coupons),
         },
     )
 
@@ -157,10 +175,12 @@ async def update_user(
     bonus: int,
     balance: int,
     tier: str,
+    coupons: int,
     record_bonus: str,
     record_balance: str,
     notify_bonus: bool,
     notify_balance: bool,
+    notify_coupons: bool,
 ) -> None:
     """card/membercard/updateuser with absolute values (the latest state wins)."""
     body: dict[str, Any] = {
@@ -169,10 +189,12 @@ async def update_user(
         "bonus": bonus,
         "balance": balance,
         "custom_field_value1": tier,
+        "custom_field_value2": str(coupons),
         "notify_optional": {
             "is_notify_bonus": notify_bonus,
             "is_notify_balance": notify_balance,
             "is_notify_custom_field1": False,
+            "is_notify_custom_field2": notify_coupons,
         },
     }
     if record_bonus:

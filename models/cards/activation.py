@@ -11,6 +11,7 @@ from tortoise.transactions import in_transaction
 
 from models.cards.template import CardTemplate, official_client, wechat_errors
 from models.coupons.issue import grant_gift_coupons
+from models.coupons.redemption import count_usable
 from models.kernel import clock
 from models.kernel.errors import Conflict, Forbidden, NotFound, Unprocessable
 from models.kernel.outbox import OutboxMessage, enqueue
@@ -263,7 +264,7 @@ def _activate_call_key(card_id: str, code: str) -> str:
 
 
 async def push_activation(*, wechat: WeChatGateway, merchant_id: int, card_id: str, code: str) -> None:
-    """card/membercard/activate with the member number and the points, balance and tier as they are now."""
+    """card/membercard/activate with the member number and the points, balance, tier and coupons as they are now."""
     card = await MemberCard.get_or_none(merchant_id=merchant_id, card_id=card_id, code=code)
     if card is None or card.status != "activated":
         log.info("activate call for card %s/%s skipped: not activated here", card_id, code)
@@ -280,6 +281,7 @@ async def push_activation(*, wechat: WeChatGateway, merchant_id: int, card_id: s
             bonus=points,
             balance=balance,
             tier=await tier_name(merchant_id=merchant_id, member_id=member.id),
+            coupons=await count_usable(member_id=member.id),
         )
 
 

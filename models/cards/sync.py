@@ -1,10 +1,13 @@
-"""The member card follows points, balance and tier: a coalesced outbox sync, sent with the state at delivery."""
+"""The member card follows points, balance, tier and usable coupons: a coalesced outbox sync, sent with the state
+at delivery."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from models.cards.template import official_client, wechat_errors
+from models.coupons.redemption import count_usable
 from models.kernel import clock, sqlpath
 from models.kernel.outbox import OutboxMessage, enqueue
 from models.kernel.sqlpath import Stmt
@@ -65,10 +68,27 @@ async def on_tier_changed(*, merchant_id: int, member_id: int) -> None:
     await enqueue_card_sync(merchant_id=merchant_id, member_id=member_id, book="tier")
 
 
+async def on_coupons_changed(*, members: Sequence[tuple[int, int]]) -> None:
+    """A change of usable coupons queues one card sync (coalesced) per member with an activated card.
+
+    One query finds which of the members have one, however many the change touched (the expiry job's batch).
+    """
+    ids = [member_id for _, member_id in members]
+    rows = await MemberCard.filter(member_id__in=ids, status="activated").values_list("member_id", flat=True)
+    carded = {int(member_id) for member_id in rows}  # type: ignore[call-overload]
+    for merchant_id, member_id in members:
+        if member_id in carded:
+            await _enqueue(merchant_id=merchant_id, member_id=member_id, book="coupons")
+
+
 async def enqueue_card_sync(*, merchant_id: int, member_id: int, book: str) -> None:
-    """Queue one coalesced card sync of a member with an activated card ("points", "balance" or "tier" changed)."""
+    """Queue one coalesced card sync of a member with an activated card ("points", "balance", "tier" or "coupons")."""
     if not await MemberCard.exists(member_id=member_id, status="activated"):
         return
+    await _enqueue(merchant_id=merchant_id, member_id=member_id, book=book)
+
+
+async def _enqueue(*, merchant_id: int, member_id: int, book: str) -> None:
     key = f"card:{member_id}"
     queued = await enqueue(
         merchant_id=merchant_id,
@@ -95,7 +115,8 @@ def _record_text(entry: ledger.PointsEntry | ledger.BalanceEntry | None, *, fen:
 
 
 async def sync_card(*, wechat: WeChatGateway, member_id: int, books: list[str]) -> None:
-    """card/membercard/updateuser with the points, balance and tier at delivery time (the latest state wins)."""
+    """card/membercard/updateuser with the points, balance, tier and usable coupons at delivery time (the latest
+    state wins); WeChat notifies the member of what the books say changed."""
     card = await MemberCard.filter(member_id=member_id, status="activated").order_by("-id").first()
     if card is None:
         return
@@ -111,8 +132,10 @@ async def sync_card(*, wechat: WeChatGateway, member_id: int, books: list[str]) 
             bonus=points,
             balance=balance,
             tier=await tier_name(merchant_id=card.merchant_id, member_id=member_id),
+            coupons=await count_usable(member_id=member_id),
             record_bonus=_record_text(last_points, fen=False) if "points" in books else "",
             record_balance=_record_text(last_balance, fen=True) if "balance" in books else "",
             notify_bonus="points" in books,
             notify_balance="balance" in books,
+            notify_coupons="coupons" in books,
         )

@@ -357,7 +357,10 @@ async def settle(
             )
             reason = f"POS order {purchase.id}"
             if priced.coupon_id is not None and not await redemption.redeem(
-                coupon_id=priced.coupon_id, member_id=member_id, order_ref=f"purchase:{purchase.id}"
+                merchant_id=merchant_id,
+                coupon_id=priced.coupon_id,
+                member_id=member_id,
+                order_ref=f"purchase:{purchase.id}",
             ):  # the guarded UPDATE lost: used by another order meanwhile (or just expired); all of this rolls back
                 raise _changed("coupon", "the coupon was used or expired meanwhile")
             debits = (

@@ -8,6 +8,7 @@ from tortoise.exceptions import IntegrityError
 from tortoise.expressions import Subquery
 from tortoise.transactions import in_transaction
 
+from models.coupons.changes import coupons_changed
 from models.coupons.tables import Coupon, CouponReminder, CouponTemplate
 from models.kernel.outbox import enqueue
 
@@ -16,19 +17,27 @@ BATCH = 500
 
 
 async def expire_due(*, now: datetime, batch: int = BATCH, max_batches: int = 100) -> int:
-    """Mark usable coupons whose validity ended as expired; a coupon used meanwhile is left as it is."""
+    """Mark usable coupons whose validity ended as expired; a coupon used meanwhile is left as it is.
+
+    Each batch is one transaction that emits COUPONS_CHANGED once for the batch's distinct members.
+    """
     total = 0
     for _ in range(max_batches):
-        ids = list(
-            await Coupon.filter(status="usable", valid_until__lte=now)
-            .order_by("valid_until")
-            .limit(batch)
-            .values_list("id", flat=True)
-        )
-        if not ids:
-            break
-        total += await Coupon.filter(id__in=ids, status="usable", valid_until__lte=now).update(status="expired")
-        if len(ids) < batch:
+        async with in_transaction():
+            rows = list(
+                await Coupon.filter(status="usable", valid_until__lte=now)
+                .order_by("valid_until")
+                .limit(batch)
+                .values_list("id", "merchant_id", "member_id")
+            )
+            if not rows:
+                break
+            ids = [row[0] for row in rows]
+            expired = await Coupon.filter(id__in=ids, status="usable", valid_until__lte=now).update(status="expired")
+            if expired:  # a member whose coupon was used meanwhile gets one needless sync: it reads the state anyway
+                await coupons_changed((int(merchant_id), int(member_id)) for _, merchant_id, member_id in rows)
+            total += expired
+        if len(rows) < batch:
             break
     return total
 

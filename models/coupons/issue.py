@@ -11,6 +11,7 @@ from tortoise.exceptions import IntegrityError
 from tortoise.expressions import F, Q
 from tortoise.transactions import in_transaction
 
+from models.coupons.changes import coupons_changed
 from models.coupons.tables import Coupon, CouponClaim, CouponTemplate
 from models.coupons.templates import local_day, local_midnight
 from models.kernel import clock
@@ -60,11 +61,20 @@ async def validity(*, template: CouponTemplate, now: datetime) -> tuple[datetime
     return now, local_midnight(local_day(now, zone) + timedelta(days=template.valid_days), zone)
 
 
-async def issue(*, merchant_id: int, member_id: int, template_id: int, channel: str, idempotency_key: str) -> Issued:
+async def issue(
+    *,
+    merchant_id: int,
+    member_id: int,
+    template_id: int,
+    channel: str,
+    idempotency_key: str,
+    announce: bool = True,
+) -> Issued:
     """Give the member one coupon of the template through this channel; the same key returns the first coupon.
 
     409 coupon.out_of_stock / coupon.limit_reached / coupon_template.voided; a loser writes nothing. Inside a
-    caller's transaction it is a savepoint of it (recharge settlement, activation, tier gifts).
+    caller's transaction it is a savepoint of it (recharge settlement, activation, tier gifts). A new coupon
+    emits COUPONS_CHANGED in its transaction, unless `announce` is False (the caller emits once for a pack).
     """
     template = await CouponTemplate.get_or_none(id=template_id, merchant_id=merchant_id)
     if template is None:
@@ -108,6 +118,8 @@ async def issue(*, merchant_id: int, member_id: int, template_id: int, channel: 
             valid_from=valid_from,
             valid_until=valid_until,
         )
+        if announce:
+            await coupons_changed([(merchant_id, member_id)])
         return Issued(coupon=coupon, replayed=False)
 
     async def work() -> Issued:
@@ -189,19 +201,31 @@ async def grant_gift_coupons(
     """Grant a promised pack ([{template_id, quantity}]) through the gift channel, each coupon once by its key.
 
     Keys are `<key_prefix>:<template_id>:<i>`; a template out of stock, voided or closed to gifts is skipped
-    (logged) so the payment, activation or upgrade that promised it still goes through.
+    (logged) so the payment, activation or upgrade that promised it still goes through. COUPONS_CHANGED is
+    emitted once for the pack, in the pack's transaction (a savepoint of the caller's, where there is one).
     """
-    for template_id, key in gift_keys(coupons=coupons, key_prefix=key_prefix):
-        try:
-            await issue(
-                merchant_id=merchant_id,
-                member_id=member_id,
-                template_id=template_id,
-                channel="gift",
-                idempotency_key=key,
-            )
-        except (Conflict, Forbidden, NotFound) as exc:
-            log.warning("gift coupon %s for member %s not granted: %s", template_id, member_id, exc.code)
+
+    async def work() -> None:
+        async with in_transaction():  # the pack and its hook commit together (a savepoint inside a caller's)
+            granted = False
+            for template_id, key in gift_keys(coupons=coupons, key_prefix=key_prefix):
+                try:
+                    issued = await issue(
+                        merchant_id=merchant_id,
+                        member_id=member_id,
+                        template_id=template_id,
+                        channel="gift",
+                        idempotency_key=key,
+                        announce=False,
+                    )
+                except (Conflict, Forbidden, NotFound) as exc:
+                    log.warning("gift coupon %s for member %s not granted: %s", template_id, member_id, exc.code)
+                    continue
+                granted = granted or not issued.replayed
+            if granted:
+                await coupons_changed([(merchant_id, member_id)])
+
+    await ledger.retrying(work, what="gift coupons")
 
 
 def gift_keys(*, coupons: list[dict[str, Any]], key_prefix: str) -> list[tuple[int, str]]:

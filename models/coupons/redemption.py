@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from models.coupons.changes import coupons_changed
 from models.coupons.tables import Coupon, CouponTemplate
 from models.kernel import clock
 from models.kernel.errors import NotFound, Unprocessable
@@ -152,7 +153,10 @@ def offer(terms: CouponTerms, lines: list[Line], *, store_id: int, tier_id: int 
 
 
 def redeem_statements(*, coupon_id: int, member_id: int, order_ref: str, now: datetime) -> list[Stmt]:
-    """redeem() as one statement for a sqlpath batch: its row count (1 or 0) says whether the batch took it."""
+    """redeem() as one statement for a sqlpath batch: its row count (1 or 0) says whether the batch took it.
+
+    The batch's caller emits COUPONS_CHANGED (models.coupons.changes) in the same transaction when it took it.
+    """
     return [
         Stmt(
             "UPDATE coupon SET status = 'used', used_at = %s, order_ref = %s"
@@ -162,12 +166,17 @@ def redeem_statements(*, coupon_id: int, member_id: int, order_ref: str, now: da
     ]
 
 
-async def redeem(*, coupon_id: int, member_id: int, order_ref: str) -> bool:
-    """Take the coupon for this order, once: the guarded UPDATE's row count says whether this call took it."""
+async def redeem(*, merchant_id: int, coupon_id: int, member_id: int, order_ref: str) -> bool:
+    """Take the coupon for this order, once: the guarded UPDATE's row count says whether this call took it.
+
+    Call it inside the order's transaction: a taken coupon emits COUPONS_CHANGED there.
+    """
     now = clock.now()
     taken = await Coupon.filter(id=coupon_id, member_id=member_id, status="usable", valid_until__gt=now).update(
         status="used", used_at=now, order_ref=order_ref
     )
+    if taken == 1:
+        await coupons_changed([(merchant_id, member_id)])
     return taken == 1
 
 
@@ -189,6 +198,8 @@ async def restore(*, coupon_id: int, order_ref: str) -> bool:
     back = await used_here.filter(taken_back_at__isnull=True, valid_until__gt=clock.now()).update(
         status="usable", used_at=None, order_ref=None
     )
+    if back == 1:
+        await coupons_changed([(coupon.merchant_id, coupon.member_id)])
     return back == 1
 
 
@@ -204,3 +215,11 @@ async def usable_for_member(*, merchant_id: int, member_id: int, now: datetime |
     )
     templates = {t.id: t for t in await CouponTemplate.filter(id__in={c.template_id for c in coupons})}
     return [terms_of(coupon, templates[coupon.template_id]) for coupon in coupons]
+
+
+async def count_usable(*, member_id: int, now: datetime | None = None) -> int:
+    """How many coupons the member holds that are usable and unexpired now (what the member card shows).
+
+    One not valid yet is counted: no event fires when its window opens, so the card could not catch up.
+    """
+    return await Coupon.filter(member_id=member_id, status="usable", valid_until__gt=now or clock.now()).count()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from models.coupons.changes import coupons_changed
 from models.coupons.issue import gift_keys
 from models.coupons.tables import Coupon, CouponClaim
 from models.kernel import clock
@@ -46,6 +47,8 @@ async def void_pack(*, merchant_id: int, member_id: int, coupons: list[dict[str,
     if not claim_ids:
         return PackState(voided=0, kept_used=0)
     voided = await Coupon.filter(claim_id__in=claim_ids, status="usable").update(status="voided")
+    if voided:
+        await coupons_changed([(merchant_id, member_id)])
     # the used ones stay used, marked: returning the order that used one voids it rather than giving it back
     kept_used = await Coupon.filter(claim_id__in=claim_ids, status="used").update(taken_back_at=clock.now())
     return PackState(voided=voided, kept_used=kept_used)
@@ -59,4 +62,7 @@ async def restore_pack(*, merchant_id: int, member_id: int, coupons: list[dict[s
     if not claim_ids:
         return 0
     await Coupon.filter(claim_id__in=claim_ids, taken_back_at__isnull=False).update(taken_back_at=None)
-    return await Coupon.filter(claim_id__in=claim_ids, status="voided").update(status="usable")
+    restored = await Coupon.filter(claim_id__in=claim_ids, status="voided").update(status="usable")
+    if restored:
+        await coupons_changed([(merchant_id, member_id)])
+    return restored

@@ -56,6 +56,7 @@ async def test_scan_claim_activate_then_earn_updates_the_card(app, client, admin
             "init_bonus": 100,
             "init_balance": 0,
             "init_custom_field_value1": "普通会员",
+            "init_custom_field_value2": "0",
         }
     ]
     member = (await client.get(f"/api/members/{member_id}", headers=admin)).json()
@@ -83,7 +84,13 @@ async def test_scan_claim_activate_then_earn_updates_the_card(app, client, admin
             "bonus": 130,
             "balance": 0,
             "custom_field_value1": "普通会员",
-            "notify_optional": {"is_notify_bonus": True, "is_notify_balance": False, "is_notify_custom_field1": False},
+            "custom_field_value2": "0",
+            "notify_optional": {
+                "is_notify_bonus": True,
+                "is_notify_balance": False,
+                "is_notify_custom_field1": False,
+                "is_notify_custom_field2": False,
+            },
             "record_bonus": "消费 +30",
         }
     ]

@@ -60,6 +60,7 @@ async def test_template_creates_the_card_then_updates_it(client, admin, demo):
         100,
     )
     assert card["custom_field1"] == {"name_type": "FIELD_NAME_TYPE_LEVEL"}
+    assert card["custom_field2"] == {"name_type": "FIELD_NAME_TYPE_COUPON"}
     assert (card["wx_activate"], card["wx_activate_after_submit"]) == (True, True)
     assert card["wx_activate_after_submit_url"] == "https://huiyuan.test/mp/activate"
     [form] = [c["body"] for c in await calls(client, "/card/membercard/activateuserform/set")]

@@ -114,13 +114,13 @@ async def test_redeem_once_and_restore(client, admin, demo):
     with pytest.raises(NotFound):
         await usable_coupon(merchant_id=merchant_id, member_id=member + 1, coupon_id=coupon["id"])
     assert [t.coupon_id for t in await usable_for_member(merchant_id=merchant_id, member_id=member)] == [coupon["id"]]
-    assert await redeem(coupon_id=coupon["id"], member_id=member, order_ref="o1") is True
-    assert await redeem(coupon_id=coupon["id"], member_id=member, order_ref="o2") is False
+    assert await redeem(merchant_id=merchant_id, coupon_id=coupon["id"], member_id=member, order_ref="o1") is True
+    assert await redeem(merchant_id=merchant_id, coupon_id=coupon["id"], member_id=member, order_ref="o2") is False
     assert await usable_for_member(merchant_id=merchant_id, member_id=member) == []
     assert await restore(coupon_id=coupon["id"], order_ref="o2") is False
     assert await restore(coupon_id=coupon["id"], order_ref="o1") is True
     assert await restore(coupon_id=coupon["id"], order_ref="o1") is False
-    assert await redeem(coupon_id=coupon["id"], member_id=member, order_ref="o3") is True
+    assert await redeem(merchant_id=merchant_id, coupon_id=coupon["id"], member_id=member, order_ref="o3") is True
     assert await restore(coupon_id=coupon["id"], order_ref="o3") is True
     async with in_transaction():
         batch = await sqlpath.run(

@@ -162,6 +162,13 @@ class Control:
         member_record(self.state, _text(body, "card_id"), code, str(body.get("openid", "")))
         return {"encrypt_code": encrypt_card_code(self.state, account.appid, code)}
 
+    async def card_member(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Return the emulator's record of one member card (bonus, balance, custom_field_value1..3 as last sent)."""
+        record = self.state.members.get((_text(body, "card_id"), _text(body, "code")))
+        if record is None:
+            raise ControlError("no such member card code", 404)
+        return dict(record)
+
     async def mp_code(self, body: dict[str, Any]) -> dict[str, Any]:
         """Return a single-use wx.login code for openid."""
         account = self.app(body, self.miniprogram_appid)
@@ -324,6 +331,7 @@ class Control:
             "expire-tokens": self.expire_tokens,
             "fail-next": self.fail_next,
             "card-encrypt-code": self.card_encrypt_code,
+            "card-member": self.card_member,
             "mp-code": self.mp_code,
         }
         firing: dict[str, Any] = {
