@@ -181,7 +181,7 @@ class OnSaleList(Out):
 class BuyIn(Schema):
     template_id: StrictInt = Id
     store_id: StrictInt | None = Field(None, ge=1, le=2**31 - 1, description="Bought for this store (its coverage)")
-    idempotency_key: str = Field(min_length=1, max_length=128, description="One purchase per key (per member)")
+    idempotency_key: str = Field(min_length=1, max_length=100, description="One purchase per key (per member)")
 
 
 def _template(row: PackageTemplate) -> TemplateOut:

@@ -225,6 +225,11 @@ async def test_buy_with_stored_value_and_too_little_is_409_with_nothing_written(
     assert (refunded.status_code, refunded.json()["refund_balance"]) == (200, 30_000), refunded.text
     assert (await BalanceAccount.get(member_id=rich_id)).balance == 50_000
     assert await PayRefund.all().count() == 0
+    # the longest key the schema allows is a purchase of its own; one longer is 422 (found by the member fuzz pass)
+    longest = await client.post("/api/mp/packages", json={**body, "idempotency_key": "k" * 100}, headers=rich)
+    assert longest.status_code == 201, longest.text
+    too_long = await client.post("/api/mp/packages", json={**body, "idempotency_key": "k" * 101}, headers=rich)
+    assert (too_long.status_code, error_of(too_long)["field"]) == (422, "idempotency_key")
 
 
 @pytest.mark.parametrize("version", ["v2", "v3"])
