@@ -12,17 +12,24 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from tortoise.exceptions import IntegrityError
-from tortoise.transactions import in_transaction
 
-from models.checkout import pricing
-from models.checkout.purchases import Purchase, _earned_today, _finish, multiplier_permille
+from models.checkout import earn_batch, pricing
+from models.checkout.purchases import (
+    Purchase,
+    _finish,
+    _Repeat,
+    insert_statement,
+    member_visible_sql,
+    multiplier_permille,
+)
 from models.coupons import redemption
-from models.kernel import clock
+from models.kernel import clock, sqlpath
 from models.kernel.errors import Conflict, Forbidden, NotFound, Unprocessable
+from models.kernel.sqlpath import GuardFailed, Ref, Stmt
 from models.ledger import books as ledger
 from models.members.members import Member
 from models.points.rules import PointsRules, get_points_rules, purchase_points
-from models.tenancy.merchants import Store, merchant_zone
+from models.tenancy.merchants import Store
 from models.tenancy.staff import Staff
 from models.tenancy.visibility import Scope
 from models.tiers import standing as tier_rules
@@ -77,22 +84,32 @@ async def _coupon(
     return pricing.Coupon(coupon_id=coupon_id, stackable=terms.stackable, offer=offer)
 
 
-async def _check_store(*, scope: Scope, store_id: int) -> None:
+def _store_checked(*, scope: Scope, store_id: int, found: bool) -> None:
     if not scope.sees_store(store_id):
         raise Forbidden("staff of one store settle orders of that store", code="auth.store_scope", field="store_id")
-    if not await Store.exists(id=store_id, merchant_id=scope.merchant_id):
+    if not found:
         raise Unprocessable("no such store", code="checkout.store_invalid", field="store_id")
 
 
-async def _check_staff(*, scope: Scope, items: list[pricing.Item]) -> None:
+async def _check_store(*, scope: Scope, store_id: int) -> None:
+    found = scope.sees_store(store_id) and await Store.exists(id=store_id, merchant_id=scope.merchant_id)
+    _store_checked(scope=scope, store_id=store_id, found=found)
+
+
+def _staff_checked(*, items: list[pricing.Item], found: set[int]) -> None:
     """A service line's staff member must be the merchant's (of this merchant, any store: stylists move)."""
-    wanted = {it.staff_id for it in items if it.staff_id is not None}
-    if not wanted:
-        return
-    found = set(await Staff.filter(id__in=wanted, merchant_id=scope.merchant_id).values_list("id", flat=True))
     for index, item in enumerate(items):
         if item.staff_id is not None and item.staff_id not in found:
             raise Unprocessable("no such staff member", code="checkout.staff_invalid", field=f"items.{index}.staff_id")
+
+
+async def _check_staff(*, scope: Scope, items: list[pricing.Item]) -> None:
+    wanted = {it.staff_id for it in items if it.staff_id is not None}
+    if not wanted:
+        return
+    rows = await Staff.filter(id__in=wanted, merchant_id=scope.merchant_id).values_list("id", flat=True)
+    found = {int(i) for i in rows}  # type: ignore[call-overload]
+    _staff_checked(items=items, found=found)
 
 
 async def _member(*, scope: Scope, member_id: int) -> None:
@@ -253,6 +270,78 @@ def _lines_json(priced: pricing.Priced) -> list[dict[str, Any]]:
     ]
 
 
+_PURCHASE_COLUMNS = (
+    "merchant_id", "member_id", "store_id", "order_no", "amount", "items", "points", "growth", "status",
+    "occurred_at", "created_at", "source", "staff_id", "api_key_id", "gross", "tier_discount", "coupon_id",
+    "coupon_discount", "points_used", "points_fen", "balance_fen", "due", "payments", "lines", "request_hash",
+    "return_seq",
+)  # fmt: skip
+
+
+def _settle_reads(*, scope: Scope, order: OrderInput, order_no: str, earn_reads: earn_batch.EarnReads) -> Stmt:
+    """The settle's reads, sent with the member's locks: the key's earlier order, the store, the lines' staff, the
+    member's visibility, points and stored value, then what the earning needs."""
+    merchant_id, member_id = scope.merchant_id, order.member_id
+    staff_ids = sorted({it.staff_id for it in order.items if it.staff_id is not None})
+    staff_sql = "NULL"
+    if staff_ids:
+        staff_sql = (
+            "(SELECT GROUP_CONCAT(id) FROM staff WHERE merchant_id = %s"  # noqa: S608
+            f" AND id IN ({', '.join(['%s'] * len(staff_ids))}))"
+        )
+    visible_sql, visible_params = member_visible_sql(
+        scope=scope, member_id=int(member_id or 0), merchant_id=merchant_id
+    )
+    columns = [
+        "(SELECT id FROM purchase WHERE merchant_id = %s AND order_no = %s)",
+        "(SELECT 1 FROM store WHERE id = %s AND merchant_id = %s)",
+        staff_sql,
+        f"({visible_sql})",
+        "(SELECT balance FROM points_account WHERE member_id = %s)",
+        "(SELECT balance FROM balance_account WHERE member_id = %s)",
+        *earn_reads.columns,
+    ]
+    params = [
+        merchant_id,
+        order_no,
+        order.store_id,
+        merchant_id,
+        *([merchant_id, *staff_ids] if staff_ids else []),
+        *visible_params,
+        member_id,
+        member_id,
+        *earn_reads.params,
+    ]
+    return Stmt("SELECT " + ", ".join(columns), tuple(params), rows=True)
+
+
+async def _debit(purchase: Purchase, *, priced: pricing.Priced, staff_id: int | None) -> None:
+    """The order's points and stored value, through the ledger's guarded debits (a lost race: checkout.changed)."""
+    debits = (
+        (ledger.change_points, priced.points_used, "spend", "pos-points"),
+        (ledger.change_balance, priced.balance_fen, "pay", "pos-balance"),
+    )
+    try:
+        for change, amount, kind, key in debits:
+            if amount:
+                await change(
+                    merchant_id=purchase.merchant_id,
+                    member_id=purchase.member_id,
+                    delta=-amount,
+                    kind=kind,
+                    reason=f"POS order {purchase.id}",
+                    idempotency_key=f"{key}:{purchase.id}",
+                    ref_type="purchase",
+                    ref_id=str(purchase.id),
+                    operator_staff_id=staff_id,
+                    savepoint=False,
+                )
+    except Conflict as exc:
+        if exc.code in _CHANGED_CODES:
+            raise _changed(_CHANGED_CODES[exc.code], exc.message) from None
+        raise
+
+
 async def settle(
     *,
     scope: Scope,
@@ -276,20 +365,30 @@ async def settle(
     member_id = order.member_id
     order_no = f"pos:{idempotency_key}"
     digest = request_hash(order, payments, expect)
-    earlier = await _repeat(scope=scope, order_no=order_no, digest=digest)
-    if earlier is not None:
-        return earlier, False
-    await _check_store(scope=scope, store_id=order.store_id)
-    await _check_staff(scope=scope, items=order.items)
-    await _member(scope=scope, member_id=member_id)
-    rules = await get_points_rules(merchant_id=merchant_id)
+    config = await earn_batch.earn_config(merchant_id=merchant_id)  # configuration: cached per process
+    rules = config.rules
 
     async def work() -> Purchase:
-        async with in_transaction():
-            # the points account row lock serialises this member's orders (their points, the daily cap)
-            await ledger.PointsAccount.filter(member_id=member_id, merchant_id=merchant_id).select_for_update().first()
-            member_points, member_balance = await ledger.get_balances(member_id=member_id)
-            tier = await tier_rules.current_tier(merchant_id=merchant_id, member_id=member_id)
+        when = clock.now()
+        earn_reads = earn_batch.earn_reads(config, merchant_id=merchant_id, member_id=member_id, when=when, probe=True)
+        reads = _settle_reads(scope=scope, order=order, order_no=order_no, earn_reads=earn_reads)
+        async with sqlpath.transaction():  # BEGIN rides with the first round trip
+            # the points account row lock serialises this member's orders (their points, the daily cap); the tier
+            # row's their growth rows
+            found = await sqlpath.run([earn_batch.lock_statement(merchant_id=merchant_id, member_id=member_id), reads])
+            locked, (figures_row,) = found.rows
+            earlier, store_ok, staff_found, visible, member_points, member_balance = figures_row[:6]
+            if earlier is not None:
+                raise _Repeat
+            _store_checked(scope=scope, store_id=order.store_id, found=store_ok is not None)
+            _staff_checked(items=order.items, found={int(i) for i in str(staff_found or "").split(",") if i})
+            if visible is None:
+                raise NotFound("member not found", code="member.not_found", field="member_id")
+            if not locked:
+                raise Conflict("member has no points account", code="points.no_account")
+            _, tier_row_id, tier_id = locked[0]
+            earn = earn_batch.earn_figures(config, list(figures_row[6:]), tier_row_id=tier_row_id, tier_id=tier_id)
+            tier = earn.tier
             off = pricing.off_permille_of(tier.discount_permille) if tier is not None else 0
             coupon = await _coupon(
                 merchant_id=merchant_id,
@@ -306,8 +405,8 @@ async def settle(
                     points=order.points,
                     balance=order.balance,
                     rules=rules,
-                    member_points=member_points,
-                    member_balance=member_balance,
+                    member_points=int(member_points or 0),
+                    member_balance=int(member_balance or 0),
                 )
             except Unprocessable as exc:
                 if exc.code in _CHANGED_CODES and expect is not None:
@@ -320,16 +419,19 @@ async def settle(
                     if name in expect and expect[name] != now:
                         raise _changed(name, f"{name} is now {now}, the quote said {expect[name]}")
             _check_payments(payments, priced.due)
-            when = clock.now()
-            points = await _points_earned(
-                rules, priced=priced, store_id=order.store_id, merchant_id=merchant_id, member_id=member_id
-            )
-            if rules.daily_cap is not None and points > 0:
-                zone = await merchant_zone(merchant_id=merchant_id)
-                used = await _earned_today(merchant_id=merchant_id, member_id=member_id, occurred_at=when, zone=zone)
-                points = max(0, min(points, rules.daily_cap - used))
-            growth = int(await growth_for_amount(merchant_id=merchant_id, amount=priced.earn_basis))
-            purchase = await Purchase.create(
+            points = 0
+            if priced.earn_basis > 0:
+                points = purchase_points(
+                    rules,
+                    amount=priced.earn_basis,
+                    items=_earn_items(priced),
+                    store_id=order.store_id,
+                    multiplier_permille=earn.multiplier_permille,
+                )
+            points = earn_batch.capped(config, earn, points)
+            growth = priced.earn_basis // config.policy.fen_per_growth if priced.earn_basis > 0 else 0
+            created = clock.now()
+            purchase = Purchase(
                 merchant_id=merchant_id,
                 member_id=member_id,
                 store_id=order.store_id,
@@ -338,7 +440,9 @@ async def settle(
                 items=_earn_items(priced),
                 points=points,
                 growth=growth,
+                status="settled",
                 occurred_at=when,
+                created_at=created,
                 source="pos",
                 staff_id=staff_id,
                 api_key_id=api_key_id,
@@ -355,40 +459,49 @@ async def settle(
                 request_hash=digest,
                 return_seq=0,
             )
-            reason = f"POS order {purchase.id}"
-            if priced.coupon_id is not None and not await redemption.redeem(
-                coupon_id=priced.coupon_id, member_id=member_id, order_ref=f"purchase:{purchase.id}"
-            ):  # the guarded UPDATE lost: used by another order meanwhile (or just expired); all of this rolls back
-                raise _changed("coupon", "the coupon was used or expired meanwhile")
-            debits = (
-                (ledger.change_points, priced.points_used, "spend", "pos-points"),
-                (ledger.change_balance, priced.balance_fen, "pay", "pos-balance"),
-            )
+            inserted = [insert_statement(**{name: getattr(purchase, name) for name in _PURCHASE_COLUMNS})]
+            if priced.coupon_id is not None:  # guarded status='usable': lost to another order, all of this rolls back
+                inserted += redemption.redeem_statements(
+                    coupon_id=priced.coupon_id,
+                    member_id=member_id,
+                    order_ref=Ref("purchase", prefix="purchase:"),
+                    now=created,
+                    guard=True,
+                )
             try:
-                for change, amount, kind, key in debits:
-                    if amount:
-                        await change(
-                            merchant_id=merchant_id,
-                            member_id=member_id,
-                            delta=-amount,
-                            kind=kind,
-                            reason=reason,
-                            idempotency_key=f"{key}:{purchase.id}",
-                            ref_type="purchase",
-                            ref_id=str(purchase.id),
-                            operator_staff_id=staff_id,
-                            savepoint=False,
-                        )
-            except Conflict as exc:
-                if exc.code in _CHANGED_CODES:
-                    raise _changed(_CHANGED_CODES[exc.code], exc.message) from None
-                raise
-            await _finish(purchase, fresh=True)  # points earned as a new lot, growth value and tier upgrade
+                purchase.id = (await sqlpath.run(inserted, keep=("purchase",))).ids["purchase"]
+            except GuardFailed:
+                raise _changed("coupon", "the coupon was used or expired meanwhile") from None
+            await _debit(purchase, priced=priced, staff_id=staff_id)
+            reason = f"Purchase {order_no}"
+            write = await earn_batch.earn_statements(
+                config,
+                earn_reads,
+                earn,
+                merchant_id=merchant_id,
+                member_id=member_id,
+                points=points,
+                growth=growth,
+                reason=reason,
+                when=when,
+                now=clock.now(),
+                purchase_id=purchase.id,
+            )
+            if write is None:  # a ledger listener cannot batch the credit: the ORM's earning, same rows
+                await _finish(purchase, fresh=True)
+            elif write.statements:
+                finish = earn_batch.must_finish(write)
+                done = await sqlpath.run(write.statements, commit=not finish)
+                if finish:
+                    await earn_batch.finish_earn(
+                        config, write, done, merchant_id=merchant_id, member_id=member_id,
+                        detail=f"growth {growth:+d}: {reason}",
+                    )  # fmt: skip
             return purchase
 
     try:
         return await ledger.retrying(work, what="pos order"), True
-    except IntegrityError:
+    except (IntegrityError, _Repeat):
         earlier = await _repeat(scope=scope, order_no=order_no, digest=digest)
         if earlier is None:
             raise
