@@ -28,6 +28,7 @@ from models.kernel.errors import Conflict, Forbidden, NotFound, Unprocessable
 from models.kernel.sqlpath import GuardFailed, Ref, Stmt
 from models.ledger import books as ledger
 from models.members.members import Member
+from models.points.lots import LotChanged, lots_in_order, open_lots_statements
 from models.points.rules import PointsRules, get_points_rules, purchase_points
 from models.tenancy.merchants import Store
 from models.tenancy.staff import Staff
@@ -315,11 +316,52 @@ def _settle_reads(*, scope: Scope, order: OrderInput, order_no: str, earn_reads:
     return Stmt("SELECT " + ", ".join(columns), tuple(params), rows=True)
 
 
-async def _debit(purchase: Purchase, *, priced: pricing.Priced, staff_id: int | None) -> None:
+def _debit_entry(purchase: Purchase, *, amount: int, lots: tuple[tuple[int, int, Any], ...]) -> ledger.NewEntry:
+    """The order's points debit as a batched ledger row, keyed by the purchase the same batch inserts."""
+    return ledger.NewEntry(
+        book="points",
+        merchant_id=purchase.merchant_id,
+        member_id=purchase.member_id,
+        delta=-amount,
+        kind="spend",
+        reason=Ref("purchase", prefix="POS order "),
+        idempotency_key=Ref("purchase", prefix="pos-points:"),
+        ref_type="purchase",
+        ref_id=Ref("purchase"),
+        at=purchase.created_at,
+        lots=lots,
+    )
+
+
+async def _earn(
+    purchase: Purchase,
+    config: earn_batch.EarnConfig,
+    reads: earn_batch.EarnReads,
+    figures: earn_batch.EarnFigures,
+    *,
+    reason: str,
+    purchase_id: int | None,
+) -> earn_batch.EarnWrite | None:
+    return await earn_batch.earn_statements(
+        config,
+        reads,
+        figures,
+        merchant_id=purchase.merchant_id,
+        member_id=purchase.member_id,
+        points=purchase.points,
+        growth=purchase.growth,
+        reason=reason,
+        when=purchase.occurred_at,
+        now=clock.now(),
+        purchase_id=purchase_id,
+    )
+
+
+async def _debit(purchase: Purchase, *, points: int, balance: int, staff_id: int | None) -> None:
     """The order's points and stored value, through the ledger's guarded debits (a lost race: checkout.changed)."""
     debits = (
-        (ledger.change_points, priced.points_used, "spend", "pos-points"),
-        (ledger.change_balance, priced.balance_fen, "pay", "pos-balance"),
+        (ledger.change_points, points, "spend", "pos-points"),
+        (ledger.change_balance, balance, "pay", "pos-balance"),
     )
     try:
         for change, amount, kind, key in debits:
@@ -375,8 +417,10 @@ async def settle(
         async with sqlpath.transaction():  # BEGIN rides with the first round trip
             # the points account row lock serialises this member's orders (their points, the daily cap); the tier
             # row's their growth rows
-            found = await sqlpath.run([earn_batch.lock_statement(merchant_id=merchant_id, member_id=member_id), reads])
-            locked, (figures_row,) = found.rows
+            lock = earn_batch.lock_statement(merchant_id=merchant_id, member_id=member_id)
+            lots = open_lots_statements(member_id=member_id) if order.points > 0 else []
+            found = await sqlpath.run([lock, reads, *lots])
+            locked, (figures_row,) = found.rows[:2]
             earlier, store_ok, staff_found, visible, member_points, member_balance = figures_row[:6]
             if earlier is not None:
                 raise _Repeat
@@ -459,44 +503,57 @@ async def settle(
                 request_hash=digest,
                 return_seq=0,
             )
-            inserted = [insert_statement(**{name: getattr(purchase, name) for name in _PURCHASE_COLUMNS})]
+            statements = [insert_statement(**{name: getattr(purchase, name) for name in _PURCHASE_COLUMNS})]
+            guards: dict[int, tuple[str, str]] = {}  # a guard's statement index -> the checkout.changed reason
             if priced.coupon_id is not None:  # guarded status='usable': lost to another order, all of this rolls back
-                inserted += redemption.redeem_statements(
+                guards[len(statements)] = ("coupon", "the coupon was used or expired meanwhile")
+                statements += redemption.redeem_statements(
                     coupon_id=priced.coupon_id,
                     member_id=member_id,
                     order_ref=Ref("purchase", prefix="purchase:"),
                     now=created,
                     guard=True,
                 )
-            try:
-                purchase.id = (await sqlpath.run(inserted, keep=("purchase",))).ids["purchase"]
-            except GuardFailed:
-                raise _changed("coupon", "the coupon was used or expired meanwhile") from None
-            await _debit(purchase, priced=priced, staff_id=staff_id)
+            points_debit = None
+            if priced.points_used:  # the lots were read under the account lock with the figures
+                points_debit = await ledger.debit_statements(
+                    _debit_entry(purchase, amount=priced.points_used, lots=lots_in_order(*found.rows[2:4])),
+                    operator_staff_id=staff_id,
+                )
+            if points_debit is not None:
+                guards[len(statements)] = ("points", "not enough points for this change")
+                statements += points_debit
             reason = f"Purchase {order_no}"
-            write = await earn_batch.earn_statements(
-                config,
-                earn_reads,
-                earn,
-                merchant_id=merchant_id,
-                member_id=member_id,
-                points=points,
-                growth=growth,
-                reason=reason,
-                when=when,
-                now=clock.now(),
-                purchase_id=purchase.id,
+            # the earning rides in this batch unless an ORM debit must come between (the ledger rows' order)
+            orm_points = bool(priced.points_used) and points_debit is None
+            write = None
+            if not orm_points and not priced.balance_fen:
+                write = await _earn(purchase, config, earn_reads, earn, reason=reason, purchase_id=None)
+            batched = write is not None
+            if write is not None:
+                statements += write.statements
+            finish = write is None or earn_batch.must_finish(write)
+            try:
+                done = await sqlpath.run(statements, commit=not finish, keep=("purchase",))
+            except GuardFailed as exc:
+                if exc.index not in guards:
+                    raise LotChanged(f"a points lot changed while POS order {order_no} was taking from it") from None
+                raise _changed(*guards[exc.index]) from None
+            purchase.id = done.ids["purchase"]
+            await _debit(
+                purchase, points=priced.points_used if orm_points else 0, balance=priced.balance_fen, staff_id=staff_id
             )
-            if write is None:  # a ledger listener cannot batch the credit: the ORM's earning, same rows
-                await _finish(purchase, fresh=True)
-            elif write.statements:
-                finish = earn_batch.must_finish(write)
-                done = await sqlpath.run(write.statements, commit=not finish)
-                if finish:
-                    await earn_batch.finish_earn(
-                        config, write, done, merchant_id=merchant_id, member_id=member_id,
-                        detail=f"growth {growth:+d}: {reason}",
-                    )  # fmt: skip
+            if not batched:
+                write = await _earn(purchase, config, earn_reads, earn, reason=reason, purchase_id=purchase.id)
+                if write is None:  # a ledger listener cannot batch the credit: the ORM's earning, same rows
+                    await _finish(purchase, fresh=True)
+                    return purchase
+                done = await sqlpath.run(write.statements, commit=not earn_batch.must_finish(write))
+            if write is not None and earn_batch.must_finish(write):
+                await earn_batch.finish_earn(
+                    config, write, done, merchant_id=merchant_id, member_id=member_id,
+                    detail=f"growth {purchase.growth:+d}: {reason}",
+                )  # fmt: skip
             return purchase
 
     try:
