@@ -165,8 +165,9 @@ def run_paths(client: httpx.Client, trace: Trace, staff: dict[str, str], n: int)
 def settle_paths(  # type: ignore[no-untyped-def]
     client: httpx.Client, trace: Trace, staff: dict[str, str], members: list[int], n: int
 ) -> list[tuple[str, str, list[Cost]]]:
-    """POST /api/pos/orders for members paying with points + stored value, then with a coupon too (seeded first,
-    through the API, outside the measured requests)."""
+    """POST /api/pos/orders for members paying with points + stored value, then with a coupon too, then points
+    alone, then a replay of the first key (points, stored value and coupons seeded first through the API, outside
+    the measured requests)."""
     stores = client.get("/api/stores", headers=staff).json()
     store_id = int((stores["items"] if isinstance(stores, dict) else stores)[0]["id"])
     template = client.post(
@@ -191,14 +192,14 @@ def settle_paths(  # type: ignore[no-untyped-def]
         coupons[m] = int(granted.json()["id"])
     price, points, balance = 12345, 100, 2000
 
-    def settle(member: int, key: str, coupon: int | None):  # type: ignore[no-untyped-def]
-        due = price - points * 10 - balance - (100 if coupon is not None else 0)
+    def settle(member: int, key: str, coupon: int | None, stored: int = balance):  # type: ignore[no-untyped-def]
+        due = price - points * 10 - stored - (100 if coupon is not None else 0)
         body = {
             "store_id": store_id,
             "member_id": member,
             "items": [{"sku": "S1", "unit_price": price, "quantity": 1}],
             "points": points,
-            "balance": balance,
+            "balance": stored,
             "coupon_id": coupon,
             "payments": [{"method": "cash", "amount": due}],
             "idempotency_key": key,
@@ -207,9 +208,11 @@ def settle_paths(  # type: ignore[no-untyped-def]
 
     plain = [measure(trace, settle(m, f"rt-settle-{i}", None)) for i, m in enumerate(members)]
     with_coupon = [measure(trace, settle(m, f"rt-settle-c-{i}", coupons[m])) for i, m in enumerate(members)]
+    points_only = [measure(trace, settle(m, f"rt-settle-p-{i}", None, 0)) for i, m in enumerate(members)]
     replay = [measure(trace, settle(m, f"rt-settle-{i}", None)) for i, m in enumerate(members)]
     return [
         ("pos settle, points + balance", "settle", plain),
+        ("pos settle, points only", "settle", points_only),
         ("pos settle, + a coupon", "settle", with_coupon),
         ("pos settle, replay of its key", "settle", replay),
     ]

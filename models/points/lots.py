@@ -165,6 +165,19 @@ class LotChanged(RuntimeError):
 _Lot = tuple[int, int, Any]  # (lot id, remaining, expires_at) as read
 
 
+def _takes(lots: Iterable[_Lot], left: int) -> list[tuple[int, int, int, Any]]:
+    """(lot id, remaining, take, expires_at) of each lot a debit of `left` takes from, in the lots' order."""
+    takes = []
+    for lot_id, remaining, expires_at in lots:
+        if left == 0:
+            break
+        take = min(remaining, left)
+        if take > 0:
+            takes.append((lot_id, remaining, take, expires_at))
+            left -= take
+    return takes
+
+
 async def _take(
     entry: ledger._Entry, lots: list[_Lot], left: int, taken: list[tuple[Any, int]]
 ) -> tuple[int, list[PointsLotUse]]:
@@ -172,12 +185,7 @@ async def _take(
 
     Appends (expires_at, -take) of each lot taken from to `taken`, for the caller's points_expiry change."""
     uses: list[PointsLotUse] = []
-    for lot_id, remaining, expires_at in lots:
-        if left == 0:
-            break
-        take = min(remaining, left)
-        if take <= 0:
-            continue
+    for lot_id, remaining, take, expires_at in _takes(lots, left):
         # remaining was read under the member's account lock: the guard only fails if something bypassed it
         if take == remaining:
             changed = await PointsLot.filter(id=lot_id, status="open", remaining=take).update(
@@ -284,12 +292,7 @@ def _consume_statements(entry: ledger.NewEntry, lots: tuple[tuple[int, int, Any]
     (the ORM path then reads further or makes the legacy lot). Each lot's UPDATE is a sqlpath guard: it fails
     (LotChanged on the ORM path) only if something changed the lots outside the account lock."""
     left, statements, uses, changes = -entry.delta, [], [], []
-    for lot_id, remaining, expires_at in lots:
-        if left == 0:
-            break
-        take = min(remaining, left)
-        if take <= 0:
-            continue
+    for lot_id, remaining, take, expires_at in _takes(lots, left):
         if take == remaining:
             emptied = "SET remaining = 0, status = 'spent' WHERE id = %s AND status = 'open' AND remaining = %s"
             statements.append(Stmt("UPDATE points_lot " + emptied, (lot_id, take), guard=True))
