@@ -41,7 +41,7 @@ BACKGROUND_TASKS = (
     "pushed-state-listener",
 )  # asyncio task names of server/app.py's in-process workers
 # (path label, SQL target, statements); notify covers the fresh credit and the replay
-TARGETS = {"purchase": 4, "notify": 4, "points read": 2}
+TARGETS = {"purchase": 4, "notify": 4, "points read": 2, "settle": 4}
 
 
 @dataclass
@@ -150,6 +150,8 @@ def run_paths(client: httpx.Client, trace: Trace, staff: dict[str, str], n: int)
     replay = [measure(trace, lambda b=b: client.post(path, content=b, headers=xml)) for b in bodies]
     results.append(("pay notify v2, replay", "notify", replay))
 
+    results += settle_paths(client, trace, staff, members[:n], n)
+
     reads = [measure(trace, lambda m=m: client.get(f"/api/members/{m}/points", headers=staff)) for m in members[:n]]
     results.append(("points read (staff)", "points read", reads))
     own = []
@@ -158,6 +160,62 @@ def run_paths(client: httpx.Client, trace: Trace, staff: dict[str, str], n: int)
         own.append(measure(trace, lambda h=headers: client.get("/api/mp/me/points", headers=h)))
     results.append(("points read (member's own, /api/mp/me)", "points read", own))
     return results
+
+
+def settle_paths(  # type: ignore[no-untyped-def]
+    client: httpx.Client, trace: Trace, staff: dict[str, str], members: list[int], n: int
+) -> list[tuple[str, str, list[Cost]]]:
+    """POST /api/pos/orders for members paying with points + stored value, then with a coupon too, then points
+    alone, then a replay of the first key (points, stored value and coupons seeded first through the API, outside
+    the measured requests)."""
+    stores = client.get("/api/stores", headers=staff).json()
+    store_id = int((stores["items"] if isinstance(stores, dict) else stores)[0]["id"])
+    template = client.post(
+        "/api/coupon-templates",
+        json={"kind": "full_reduction", "name": "RT 100 off", "threshold": 1000, "reduction": 100, "valid_days": 30,
+              "channels": ["staff"]},
+        headers=staff,
+    )  # fmt: skip
+    template.raise_for_status()
+    coupons: dict[int, int] = {}
+    for m in members:
+        seeds = (
+            (f"/api/members/{m}/points", {"delta": 10**6, "kind": "adjust", "idempotency_key": f"rp{m}"}),
+            (f"/api/members/{m}/balance", {"delta": 10**8, "kind": "recharge", "idempotency_key": f"rb{m}"}),
+        )
+        for path, body in seeds:
+            body["reason"] = "rt"
+            client.post(path, json=body, headers=staff).raise_for_status()
+        grant = {"template_id": template.json()["id"], "idempotency_key": f"rt-grant-{m}"}
+        granted = client.post(f"/api/members/{m}/coupons", json=grant, headers=staff)
+        granted.raise_for_status()
+        coupons[m] = int(granted.json()["id"])
+    price, points, balance = 12345, 100, 2000
+
+    def settle(member: int, key: str, coupon: int | None, stored: int = balance):  # type: ignore[no-untyped-def]
+        due = price - points * 10 - stored - (100 if coupon is not None else 0)
+        body = {
+            "store_id": store_id,
+            "member_id": member,
+            "items": [{"sku": "S1", "unit_price": price, "quantity": 1}],
+            "points": points,
+            "balance": stored,
+            "coupon_id": coupon,
+            "payments": [{"method": "cash", "amount": due}],
+            "idempotency_key": key,
+        }
+        return lambda: client.post("/api/pos/orders", json=body, headers=staff)
+
+    plain = [measure(trace, settle(m, f"rt-settle-{i}", None)) for i, m in enumerate(members)]
+    with_coupon = [measure(trace, settle(m, f"rt-settle-c-{i}", coupons[m])) for i, m in enumerate(members)]
+    points_only = [measure(trace, settle(m, f"rt-settle-p-{i}", None, 0)) for i, m in enumerate(members)]
+    replay = [measure(trace, settle(m, f"rt-settle-{i}", None)) for i, m in enumerate(members)]
+    return [
+        ("pos settle, points + balance", "settle", plain),
+        ("pos settle, points only", "settle", points_only),
+        ("pos settle, + a coupon", "settle", with_coupon),
+        ("pos settle, replay of its key", "settle", replay),
+    ]
 
 
 def report(results: list[tuple[str, str, list[Cost]]], verbose: bool) -> None:

@@ -14,7 +14,7 @@ from sanic.request import Request
 from sanic_ext.extensions.openapi.builders import OperationStore
 from sanic_ext.extensions.openapi.definitions import RequestBody
 
-from models.checkout import imports, orders, pricing
+from models.checkout import imports, orders, pricing, settling
 from models.checkout.purchases import MAX_AMOUNT, Purchase
 from models.checkout.returns import PurchaseReturn, PurchaseReturnLine, return_items
 from models.kernel.errors import DomainError, Forbidden
@@ -72,7 +72,7 @@ class ExpectIn(Schema):
 
 class OrderIn(QuoteIn):
     member_id: int = ID  # type: ignore[assignment]
-    idempotency_key: str = Field(min_length=1, max_length=orders.KEY_MAX)
+    idempotency_key: str = Field(min_length=1, max_length=settling.KEY_MAX)
     payments: list[PaymentIn] = Field(default_factory=list, max_length=20)
     expect: ExpectIn | None = Field(None, description="The quote's figures; a different one now is 409")
 
@@ -325,7 +325,7 @@ async def quote(request: Request, body: QuoteIn):
 )
 async def settle(request: Request, body: OrderIn):
     principal = request.ctx.principal
-    purchase, created = await orders.settle(
+    purchase, created = await settling.settle(
         scope=_order_scope(request, body),
         order=_order_input(body),
         idempotency_key=body.idempotency_key,

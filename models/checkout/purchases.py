@@ -12,9 +12,10 @@ from tortoise.functions import Sum
 from tortoise.models import Model
 from tortoise.transactions import in_transaction
 
+from models.checkout import earn_batch
 from models.kernel import clock, sqlpath
 from models.kernel.errors import Conflict, NotFound, Unprocessable
-from models.kernel.sqlpath import Ref, Stmt
+from models.kernel.sqlpath import Stmt
 from models.ledger import books as ledger
 from models.points.lots import PointsLot, consume_lots, earn_points
 from models.points.rules import get_points_rules, local_day, local_midnight, purchase_points
@@ -22,8 +23,7 @@ from models.tenancy.merchants import Store, merchant_zone
 from models.tenancy.visibility import Scope
 from models.tiers import earning
 from models.tiers import standing as tier_rules
-from models.tiers.growth import basis_sql, counts_in_basis, growth_for_amount, growth_statements
-from models.tiers.policy import get_policy, local_calendar
+from models.tiers.growth import growth_for_amount
 
 MAX_AMOUNT = 10**12  # fen
 
@@ -148,15 +148,34 @@ class _NotBatchable(Exception):
     """A listener cannot batch this purchase's ledger row: write it through the ORM path instead."""
 
 
-def _lock_statement(*, merchant_id: int, member_id: int) -> Stmt:
-    # the account row lock serialises a member's purchases (the daily cap, the balance); the tier row's serialises
-    # their growth rows, so the basis figure read next is exact
-    lock = " FOR UPDATE" if sqlpath.dialect() == "mysql" else ""
+def member_visible_sql(*, scope: Scope | None, member_id: int, merchant_id: int) -> tuple[str, tuple[Any, ...]]:
+    """A SELECT of 1 when the member is the merchant's and visible in the scope (a store's staff: its members)."""
+    visible = "SELECT 1 FROM member WHERE id = %s AND merchant_id = %s"
+    params: tuple[Any, ...] = (member_id, merchant_id)
+    if scope is not None and scope.limited:
+        visible, params = visible + " AND origin_store_id = %s", (*params, scope.store_id)
+    return visible, params
+
+
+_JSON_COLUMNS = ("items", "payments", "lines")
+
+
+def insert_statement(**columns: Any) -> Stmt:
+    """A purchase row's INSERT for a sqlpath batch, its id captured as "purchase" (JSON and times as the ORM's).
+
+    Column names are quoted (`lines` is a MySQL keyword); SQLite reads backquotes the same way."""
+    values = []
+    for name, value in columns.items():
+        if name in _JSON_COLUMNS and value is not None:
+            value = Purchase._meta.fields_map[name].to_db_value(value, Purchase)
+        elif isinstance(value, datetime):
+            value = sqlpath.db_time(value)
+        values.append(value)
+    names, marks = ", ".join(f"`{name}`" for name in columns), ", ".join(["%s"] * len(columns))
     return Stmt(
-        "SELECT a.id, t.id, t.tier_id FROM points_account a LEFT JOIN member_tier t ON t.member_id = a.member_id"  # noqa: S608
-        " WHERE a.member_id = %s AND a.merchant_id = %s" + lock,
-        (member_id, merchant_id),
-        rows=True,
+        f"INSERT INTO purchase ({names}) VALUES ({marks})",  # noqa: S608
+        tuple(values),
+        capture="purchase",
     )
 
 
@@ -178,51 +197,22 @@ async def _record_batched(
     ledger and growth keys theirs; what the rules need is read under the member's account and tier row locks.
     A member whose tier may go up gets upgrade_in_transaction (the ORM) before the COMMIT.
     """
-    rules = await get_points_rules(merchant_id=merchant_id)  # configuration: cached per process
-    tiers = await tier_rules.active_tiers(merchant_id=merchant_id)
-    policy = await get_policy(merchant_id=merchant_id)
-    calendar = await local_calendar(merchant_id=merchant_id)
-    growth_amount = amount // policy.fen_per_growth
-    visible = "SELECT 1 FROM member WHERE id = %s AND merchant_id = %s"
-    visible_params: tuple[Any, ...] = (member_id, merchant_id)
-    if scope is not None and scope.limited:
-        visible, visible_params = visible + " AND origin_store_id = %s", (*visible_params, scope.store_id)
+    config = await earn_batch.earn_config(merchant_id=merchant_id)  # configuration: cached per process
+    growth_amount = amount // config.policy.fen_per_growth
+    visible, visible_params = member_visible_sql(scope=scope, member_id=member_id, merchant_id=merchant_id)
     columns = [f"({visible})", "(SELECT id FROM purchase WHERE merchant_id = %s AND order_no = %s)"]
     params: list[Any] = [*visible_params, merchant_id, order_no]
     columns.append("(SELECT 1 FROM store WHERE id = %s AND merchant_id = %s)")
     params += [store_id, merchant_id]
-    multiplier_sql, multiplier_params = tier_rules.plans_sql(member_id=member_id, now=when, column="multiplier")
-    columns.append(multiplier_sql)
-    params += multiplier_params
-    if rules.daily_cap is not None:
-        zone = calendar.zone
-        day = local_day(when, zone)
-        columns.append(
-            "(SELECT COALESCE(SUM(points), 0) FROM purchase WHERE merchant_id = %s AND member_id = %s"
-            " AND status = 'settled' AND occurred_at >= %s AND occurred_at < %s)"
-        )
-        params += [
-            merchant_id,
-            member_id,
-            sqlpath.db_time(local_midnight(day, zone)),
-            sqlpath.db_time(local_midnight(day + timedelta(days=1), zone)),
-        ]
-    len_probe = 0
-    if tiers and growth_amount > 0:
-        for sql, values in (
-            basis_sql(policy=policy, calendar=calendar, member_id=member_id),
-            tier_rules.plans_sql(member_id=member_id, now=calendar.now, column="tiers"),
-        ):
-            columns.append(sql)
-            params += values
-            len_probe += len(values)
-    reads = Stmt("SELECT " + ", ".join(columns), tuple(params), rows=True)
+    earn_reads = earn_batch.earn_reads(
+        config, merchant_id=merchant_id, member_id=member_id, when=when, probe=growth_amount > 0
+    )
+    reads = Stmt("SELECT " + ", ".join(columns + earn_reads.columns), (*params, *earn_reads.params), rows=True)
+    lock = earn_batch.lock_statement(merchant_id=merchant_id, member_id=member_id)
 
     async with sqlpath.transaction():  # BEGIN rides with the first round trip
-        locked, found = (await sqlpath.run([_lock_statement(merchant_id=merchant_id, member_id=member_id), reads])).rows
-        figures = list(found[0])
-        is_visible, earlier, store_ok, plan_multiplier = figures[:4]
-        rest = figures[4:]
+        locked, found = (await sqlpath.run([lock, reads])).rows
+        is_visible, earlier, store_ok = found[0][:3]
         if not is_visible:
             raise NotFound("member not found", code="member.not_found")
         if earlier is not None:
@@ -232,91 +222,53 @@ async def _record_batched(
         if not locked:
             raise Conflict("member has no points account", code="points.no_account")
         _, tier_row_id, tier_id = locked[0]
-        tier = tier_rules.tier_by_id(tiers, tier_id) if tiers else None
-        multiplier = max(
-            tier.points_multiplier_permille if tier is not None else 1000,
-            int(plan_multiplier) if plan_multiplier is not None else 0,
+        figures = earn_batch.earn_figures(config, list(found[0][3:]), tier_row_id=tier_row_id, tier_id=tier_id)
+        points = purchase_points(
+            config.rules, amount=amount, items=items, store_id=store_id, multiplier_permille=figures.multiplier_permille
         )
-        points = purchase_points(rules, amount=amount, items=items, store_id=store_id, multiplier_permille=multiplier)
-        if rules.daily_cap is not None:
-            used = int(rest.pop(0))
-            if points > 0:
-                points = max(0, min(points, rules.daily_cap - used))
+        points = earn_batch.capped(config, figures, points)
         now = clock.now()
-        items_field = Purchase._meta.fields_map["items"]
         statements = [
-            Stmt(
-                "INSERT INTO purchase (merchant_id, member_id, store_id, order_no, amount, items, points, growth,"
-                " status, occurred_at, created_at, source)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 'settled', %s, %s, %s)",
-                (
-                    merchant_id,
-                    member_id,
-                    store_id,
-                    order_no,
-                    amount,
-                    items_field.to_db_value(items, Purchase),
-                    points,
-                    growth_amount,
-                    sqlpath.db_time(when),
-                    sqlpath.db_time(now),
-                    source,
-                ),
-                capture="purchase",
-            )
-        ]
-        reason, key, ref = f"Purchase {order_no}", Ref("purchase", prefix="purchase:"), Ref("purchase")
-        if points > 0:
-            credit = await ledger.credit_statements(
-                ledger.NewEntry(
-                    book="points",
-                    merchant_id=merchant_id,
-                    member_id=member_id,
-                    delta=points,
-                    kind="earn",
-                    reason=reason,
-                    idempotency_key=key,
-                    ref_type="purchase",
-                    ref_id=ref,
-                    at=now,
-                )
-            )
-            if credit is None:
-                raise _NotBatchable
-            statements += credit
-        upgrade, reread = False, False
-        if growth_amount > 0:
-            statements += growth_statements(
+            insert_statement(
                 merchant_id=merchant_id,
                 member_id=member_id,
-                delta=growth_amount,
-                kind="spend",
-                reason=reason,
-                idempotency_key=key,
-                ref_type="purchase",
-                ref_id=ref,
+                store_id=store_id,
+                order_no=order_no,
+                amount=amount,
+                items=items,
+                points=points,
+                growth=growth_amount,
+                status="settled",
                 occurred_at=when,
+                created_at=now,
+                source=source,
             )
-            if tiers and tier_row_id is None:
-                # no tier row to lock yet: the batch's upsert makes (or waits for) it, then reads the figures again
-                reread = True
-                statements.append(Stmt("SELECT " + ", ".join(columns[-2:]), tuple(params[-len_probe:]), rows=True))
-            elif tiers:
-                basis, plan_tiers = rest[0], rest[1]
-                if basis is not None and counts_in_basis(policy=policy, calendar=calendar, occurred_at=when):
-                    basis = int(basis) + growth_amount
-                upgrade = tier_rules.upgrade_due(
-                    tiers=tiers, tier_id=tier_id, basis=None if basis is None else int(basis), plan_tier_ids=plan_tiers
-                )
-        done = await sqlpath.run(statements, commit=not (upgrade or reread), keep=("purchase",))
-        if reread:
-            basis, plan_tiers = done.rows[-1][0]
-            upgrade = tier_rules.upgrade_due(
-                tiers=tiers, tier_id=None, basis=None if basis is None else int(basis), plan_tier_ids=plan_tiers
-            )
-        if upgrade:
-            await tier_rules.upgrade_in_transaction(
-                merchant_id=merchant_id, member_id=member_id, detail=f"growth {growth_amount:+d}: {reason}"[:255]
+        ]
+        reason = f"Purchase {order_no}"
+        earn = await earn_batch.earn_statements(
+            config,
+            earn_reads,
+            figures,
+            merchant_id=merchant_id,
+            member_id=member_id,
+            points=points,
+            growth=growth_amount,
+            reason=reason,
+            when=when,
+            now=now,
+        )
+        if earn is None:
+            raise _NotBatchable
+        finish = earn_batch.must_finish(earn)
+        done = await sqlpath.run(statements + earn.statements, commit=not finish, keep=("purchase",))
+        if finish:
+            await earn_batch.finish_earn(
+                config,
+                earn,
+                done,
+                merchant_id=merchant_id,
+                member_id=member_id,
+                detail=f"growth {growth_amount:+d}: {reason}",
             )
     return Purchase(
         id=done.ids["purchase"],

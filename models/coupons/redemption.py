@@ -9,7 +9,7 @@ from models.coupons.changes import coupons_changed
 from models.coupons.tables import Coupon, CouponTemplate
 from models.kernel import clock
 from models.kernel.errors import NotFound, Unprocessable
-from models.kernel.sqlpath import Stmt, db_time
+from models.kernel.sqlpath import Ref, Stmt, db_time
 
 
 @dataclass(frozen=True)
@@ -152,8 +152,11 @@ def offer(terms: CouponTerms, lines: list[Line], *, store_id: int, tier_id: int 
     return Offer(discount=discount, per_line=allocate(discount, eligible))
 
 
-def redeem_statements(*, coupon_id: int, member_id: int, order_ref: str, now: datetime) -> list[Stmt]:
-    """redeem() as one statement for a sqlpath batch: its row count (1 or 0) says whether the batch took it.
+def redeem_statements(
+    *, coupon_id: int, member_id: int, order_ref: str | Ref, now: datetime, guard: bool = False
+) -> list[Stmt]:
+    """redeem() as one statement for a sqlpath batch: its row count (1 or 0) says whether the batch took it
+    (guard: a sqlpath guard, the batch stops with GuardFailed when another order used it or it expired).
 
     The batch's caller emits COUPONS_CHANGED (models.coupons.changes) in the same transaction when it took it.
     """
@@ -162,6 +165,7 @@ def redeem_statements(*, coupon_id: int, member_id: int, order_ref: str, now: da
             "UPDATE coupon SET status = 'used', used_at = %s, order_ref = %s"
             " WHERE id = %s AND member_id = %s AND status = 'usable' AND valid_until > %s",
             (db_time(now), order_ref, coupon_id, member_id, db_time(now)),
+            guard=guard,
         )
     ]
 

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from tortoise import connections, fields
 from tortoise.backends.base.client import TransactionalDBClient
@@ -121,11 +121,14 @@ class NewEntry:
     member_id: int
     delta: int
     kind: str
-    reason: str
+    reason: str | Ref  # a Ref: the captured id with its prefix as the text ("POS order <id>")
     idempotency_key: str | Ref
     ref_type: str
     ref_id: str | Ref
     at: datetime
+    # a points debit: the member's open lots (id, remaining, expires_at) in spending order, read under the account
+    # lock, that the listeners consume (models/points/lots.py); None for a credit
+    lots: tuple[tuple[int, int, Any], ...] | None = None
 
 
 def _table(model: type[Model]) -> str:
@@ -142,16 +145,29 @@ async def credit_statements(entry: NewEntry) -> list[Stmt] | None:
     statements. None when a listener cannot batch it: write through change_points/change_balance instead.
     The idempotency key is the ledger's unique key, as on the ORM path: a used key fails the batch.
     """
-    book = POINTS if entry.book == "points" else BALANCE
     if entry.delta <= 0:
         raise ValueError("credit_statements writes credits only")
+    return await _entry_statements(entry, operator_staff_id=None)
+
+
+async def debit_statements(entry: NewEntry, *, operator_staff_id: int | None) -> list[Stmt] | None:
+    """The statements of a debit, as change_points/change_balance write it: the first is the account's guarded
+    UPDATE (balance >= the debit, a sqlpath guard: the batch stops with GuardFailed at index 0 when the member
+    cannot afford it), then the ledger row and the listeners' statements; None when a listener cannot batch it."""
+    if entry.delta >= 0:
+        raise ValueError("debit_statements writes debits only")
+    return await _entry_statements(entry, operator_staff_id=operator_staff_id)
+
+
+async def _entry_statements(entry: NewEntry, *, operator_staff_id: int | None) -> list[Stmt] | None:
+    book = POINTS if entry.book == "points" else BALANCE
     validate_change(
         name=book.name,
         unit=book.unit,
         kinds=book.kinds,
         delta=entry.delta,
         kind=entry.kind,
-        reason=entry.reason,
+        reason=entry.reason if isinstance(entry.reason, str) else "batched",
         idempotency_key=entry.idempotency_key if isinstance(entry.idempotency_key, str) else "batched",
     )
     listeners = await ENTRY_STATEMENTS.collect(book.name, entry)
@@ -159,23 +175,27 @@ async def credit_statements(entry: NewEntry) -> list[Stmt] | None:
         return None
     account, ledger_table = _table(book.account), _table(book.entry)
     when = sqlpath.db_time(entry.at)
+    debit = entry.delta < 0
     return [
         Stmt(
-            f"UPDATE {account} SET balance = balance + %s WHERE member_id = %s AND merchant_id = %s",  # noqa: S608
-            (entry.delta, entry.member_id, entry.merchant_id),
+            f"UPDATE {account} SET balance = balance + %s WHERE member_id = %s AND merchant_id = %s"  # noqa: S608
+            + (" AND balance >= %s" if debit else ""),
+            (entry.delta, entry.member_id, entry.merchant_id, *((-entry.delta,) if debit else ())),
+            guard=debit,
         ),
         Stmt(
             f"INSERT INTO {ledger_table} (merchant_id, member_id, delta, balance_after, kind, reason, ref_type, ref_id,"  # noqa: S608
             " idempotency_key, operator_staff_id, created_at)"
-            f" SELECT merchant_id, member_id, %s, balance, %s, %s, %s, %s, %s, NULL, %s FROM {account}"
+            f" SELECT merchant_id, member_id, %s, balance, %s, %s, %s, %s, %s, %s, %s FROM {account}"
             " WHERE member_id = %s",
             (
                 entry.delta,
                 entry.kind,
-                entry.reason.strip(),
+                entry.reason.strip() if isinstance(entry.reason, str) else entry.reason,
                 entry.ref_type,
                 entry.ref_id,
                 entry.idempotency_key,
+                operator_staff_id,
                 when,
                 entry.member_id,
             ),

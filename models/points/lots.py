@@ -165,6 +165,19 @@ class LotChanged(RuntimeError):
 _Lot = tuple[int, int, Any]  # (lot id, remaining, expires_at) as read
 
 
+def _takes(lots: Iterable[_Lot], left: int) -> list[tuple[int, int, int, Any]]:
+    """(lot id, remaining, take, expires_at) of each lot a debit of `left` takes from, in the lots' order."""
+    takes = []
+    for lot_id, remaining, expires_at in lots:
+        if left == 0:
+            break
+        take = min(remaining, left)
+        if take > 0:
+            takes.append((lot_id, remaining, take, expires_at))
+            left -= take
+    return takes
+
+
 async def _take(
     entry: ledger._Entry, lots: list[_Lot], left: int, taken: list[tuple[Any, int]]
 ) -> tuple[int, list[PointsLotUse]]:
@@ -172,12 +185,7 @@ async def _take(
 
     Appends (expires_at, -take) of each lot taken from to `taken`, for the caller's points_expiry change."""
     uses: list[PointsLotUse] = []
-    for lot_id, remaining, expires_at in lots:
-        if left == 0:
-            break
-        take = min(remaining, left)
-        if take <= 0:
-            continue
+    for lot_id, remaining, take, expires_at in _takes(lots, left):
         # remaining was read under the member's account lock: the guard only fails if something bypassed it
         if take == remaining:
             changed = await PointsLot.filter(id=lot_id, status="open", remaining=take).update(
@@ -262,12 +270,58 @@ async def on_ledger_entry(book: str, entry: ledger._Entry) -> None:
         await consume_lots(entry, -entry.delta)
 
 
+def open_lots_statements(*, member_id: int) -> list[Stmt]:
+    """The reads a batched debit takes its lots from (sent under the member's account lock): a batch of expiring
+    lots, earliest first, then one of never-expiring lots, oldest first, as consume_lots reads them."""
+    columns = "SELECT id, remaining, expires_at FROM points_lot WHERE member_id = %s AND status = 'open'"
+    return [
+        Stmt(
+            f"{columns} AND expires_at IS NOT NULL ORDER BY expires_at, id LIMIT {SPEND_BATCH}", (member_id,), rows=True
+        ),  # noqa: S608
+        Stmt(f"{columns} AND expires_at IS NULL ORDER BY id LIMIT {SPEND_BATCH}", (member_id,), rows=True),  # noqa: S608
+    ]
+
+
+def lots_in_order(expiring: list[tuple[Any, ...]], never: list[tuple[Any, ...]]) -> tuple[tuple[int, int, Any], ...]:
+    """The open_lots_statements rows as one spending order (ledger.NewEntry.lots)."""
+    return tuple((int(i), int(r), e) for i, r, e in (*expiring, *never))
+
+
+def _consume_statements(entry: ledger.NewEntry, lots: tuple[tuple[int, int, Any], ...]) -> list[Stmt] | None:
+    """consume_lots for a batched debit, from lots read under the account lock; None when they do not cover it
+    (the ORM path then reads further or makes the legacy lot). Each lot's UPDATE is a sqlpath guard: it fails
+    (LotChanged on the ORM path) only if something changed the lots outside the account lock."""
+    left, statements, uses, changes = -entry.delta, [], [], []
+    for lot_id, remaining, take, expires_at in _takes(lots, left):
+        if take == remaining:
+            emptied = "SET remaining = 0, status = 'spent' WHERE id = %s AND status = 'open' AND remaining = %s"
+            statements.append(Stmt("UPDATE points_lot " + emptied, (lot_id, take), guard=True))
+        else:
+            part = "SET remaining = remaining - %s WHERE id = %s AND status = 'open' AND remaining > %s"
+            statements.append(Stmt("UPDATE points_lot " + part, (take, lot_id, take), guard=True))
+        left -= take
+        changes.append((expires_at, -take))
+        uses.append((lot_id, take))
+    if left or not uses:
+        return None
+    marks = ", ".join(["(%s, %s, %s, %s, 0)"] * len(uses))
+    params = [value for lot_id, take in uses for value in (entry.merchant_id, Ref("entry"), lot_id, take)]
+    statements.append(
+        Stmt(
+            f"INSERT INTO points_lot_use (merchant_id, debit_entry_id, lot_id, amount, restored) VALUES {marks}",  # noqa: S608
+            tuple(params),
+        )
+    )
+    return statements + expiry_statements(merchant_id=entry.merchant_id, member_id=entry.member_id, changes=changes)
+
+
 async def entry_statements(book: str, entry: ledger.NewEntry) -> list[Stmt] | None:
-    """on_ledger_entry for a batched credit: the new lot as one INSERT (a debit cannot be batched: None)."""
+    """on_ledger_entry for a batched write: a credit's new lot as one INSERT, a debit's lots taken from the lots
+    it carries (None without them, or when they fall short: the ORM path)."""
     if book != "points" or entry.kind in _SELF_MANAGED:
         return []
     if entry.delta < 0:
-        return None
+        return None if entry.lots is None else _consume_statements(entry, entry.lots)
     rules = await get_points_rules(merchant_id=entry.merchant_id)
     zone = await merchant_zone(merchant_id=entry.merchant_id)
     expires_at = expiry_for(rules.expiry, earned_at=clock.now(), zone=zone)

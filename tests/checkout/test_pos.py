@@ -18,7 +18,8 @@ from typing import Any
 import httpx
 
 from models.ledger.balance_lots import BalanceLot
-from models.ledger.books import BalanceAccount, PointsAccount
+from models.ledger.books import BalanceAccount, PointsAccount, PointsEntry
+from models.points.lots import PointsLotUse
 from models.tiers.tables import MemberTier
 from server.__main__ import _check_ledgers
 from tests.conftest import login
@@ -357,4 +358,30 @@ async def test_a_stores_pos_key_settles_and_returns_and_is_recorded_as_the_key(c
     other_store = await add_store(client, admin, code="K2")
     elsewhere = await client.post("/api/pos/orders", json=_order(other_store, member, "key-2"), headers=till)
     assert elsewhere.status_code == 403, elsewhere.text  # a key sells in its own store only
+    await _ledgers_clean()
+
+
+async def test_points_spread_over_more_lots_than_one_read_holds_are_taken_oldest_first(client, admin, demo):
+    """70 one-point lots: more than the batched debit reads (32 expiring), so the settle takes them through the
+    ledger's ORM path; the same rows either way: every lot used once, in order, the balance and lots agree."""
+    member = await new_member(client, admin)
+    for n in range(70):
+        await adjust(client, admin, member, 1, f"one-{n}")
+    body = {
+        "store_id": demo.store.id,
+        "member_id": member,
+        "items": [{"sku": "S", "unit_price": 2000, "quantity": 1}],
+        "points": 70,
+        "idempotency_key": "many-lots",
+        "payments": [{"method": "cash", "amount": 1300}],
+        "expect": {"due": 1300, "points": 70},
+    }
+    settled = await client.post("/api/pos/orders", json=body, headers=admin)
+    assert settled.status_code == 201, settled.text
+    entry = await PointsEntry.get(idempotency_key=f"pos-points:{settled.json()['id']}")
+    uses = await PointsLotUse.filter(debit_entry_id=entry.id).order_by("lot_id")
+    assert [u.amount for u in uses] == [1] * 70
+    assert len({u.lot_id for u in uses}) == 70
+    earned = settled.json()["points_earned"]
+    assert (await PointsAccount.get(member_id=member)).balance == earned == await assert_lots_agree(member)
     await _ledgers_clean()

@@ -8,7 +8,8 @@ import pytest
 
 from models.checkout.purchases import Purchase
 from models.ledger.balance_lots import BalanceLot
-from models.ledger.books import BalanceAccount, BalanceEntry, PointsAccount
+from models.ledger.books import BalanceAccount, BalanceEntry, PointsAccount, PointsEntry
+from models.points.lots import PointsLotUse
 from server.__main__ import _check_ledgers
 from tests.helpers import error_of
 from tests.points.helpers import adjust, assert_lots_agree, new_member, put_rules
@@ -69,3 +70,47 @@ async def test_only_the_affordable_orders_settle(client, admin, demo, settings):
     assert all(r.status_code == 201 or r.status_code in (409, 422) for r in returns)
     assert (await BalanceAccount.get(member_id=member)).balance == 1000
     assert await _check_ledgers() == 0  # python -m server check-ledgers
+
+
+async def test_two_tills_race_for_the_last_points_one_settles_the_other_is_told_points(client, admin, demo, settings):
+    # the points debit is batched SQL (lots read under the account lock, guarded updates): the loser writes nothing
+    if not settings.database.url.startswith("mysql://"):
+        pytest.skip("row-lock concurrency runs on MariaDB")
+    await put_rules(client, admin, earn={"points": 1, "per_fen": 100_000})  # these orders earn no points
+    member = await new_member(client, admin)
+    for n, points in enumerate((40, 35, 25)):  # three lots: the winner takes all of them, in expiry order
+        await adjust(client, admin, member, points, f"seed-{n}")
+
+    def order(key: str) -> dict:
+        return {
+            "store_id": demo.store.id,
+            "member_id": member,
+            "items": [{"sku": "S", "unit_price": 2000, "quantity": 1}],
+            "points": 100,
+            "idempotency_key": key,
+            "payments": [{"method": "cash", "amount": 1000}],
+            "expect": {"due": 1000, "points": 100},
+        }
+
+    for round_ in range(3):
+        if round_:
+            await adjust(client, admin, member, 100, f"refill-{round_}")
+        keys = [f"last-{round_}-a", f"last-{round_}-b"]
+        answers = await asyncio.gather(*(client.post("/api/pos/orders", json=order(k), headers=admin) for k in keys))
+        codes = sorted(a.status_code for a in answers)
+        assert codes == [201, 409], [a.text for a in answers]
+        lost = next(a for a in answers if a.status_code == 409)
+        assert (error_of(lost)["code"], error_of(lost)["reason"]) == ("checkout.changed", "points")
+        won = next(a for a in answers if a.status_code == 201).json()
+        entry = await PointsEntry.get(idempotency_key=f"pos-points:{won['id']}")
+        assert (entry.delta, entry.balance_after, entry.kind, entry.reason) == (
+            -100,
+            0,
+            "spend",
+            f"POS order {won['id']}",
+        )
+        assert sum(use.amount for use in await PointsLotUse.filter(debit_entry_id=entry.id)) == 100
+    assert await Purchase.filter(member_id=member, source="pos").count() == 3
+    assert await PointsEntry.filter(member_id=member, kind="spend").count() == 3
+    assert (await PointsAccount.get(member_id=member)).balance == 0 == await assert_lots_agree(member)
+    assert await _check_ledgers() == 0
