@@ -3,6 +3,7 @@ from tortoise.migrations import operations as ops
 import functools
 from json import dumps, loads
 from tortoise import fields
+from tortoise.indexes import Index
 
 class Migration(migrations.Migration):
     dependencies = [('models', '0018_coupon_taken_back')]
@@ -21,5 +22,9 @@ class Migration(migrations.Migration):
             ],
             options={'table': 'rfm_cuts', 'app': 'models', 'pk_attr': 'id', 'table_description': "A merchant's RFM quintile cut points as of the last nightly run (one row per merchant, replaced)."},
             bases=['Model'],
+        ),
+        ops.AddIndex(
+            model_name='Purchase',
+            index=Index(fields=['merchant_id', 'status', 'occurred_at', 'member_id', 'amount']),
         ),
     ]
