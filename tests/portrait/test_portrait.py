@@ -184,3 +184,13 @@ async def test_store_roles_read_only_their_stores_members(client, admin, demo):
     missing = await client.get("/api/members/999999/portrait", headers=admin)
     assert missing.status_code == 404
     assert (await client.get(f"/api/members/{member_id}/portrait")).status_code == 401
+
+
+async def test_a_run_over_no_purchases_stores_no_cuts_and_the_scores_stay_null(app, client, admin, demo, pinned):
+    member_id = (await add_member(client, admin, phone="13900009101"))["id"]
+    await buy(client, admin, member_id, "OLD-1", 5000, pinned[0] - timedelta(days=366))  # outside the 12 months
+    assert await run_job("portrait.rfm_cuts", app.ctx.jobs) == "rfm cuts of 1 merchants"
+    rfm = (await portrait(client, admin, member_id))["rfm"]
+    assert (rfm["recency_days"], rfm["frequency"], rfm["monetary"], rfm["member_count"]) == (None, 0, 0, 0)
+    assert (rfm["recency_score"], rfm["segment"]) == (None, None)
+    assert datetime.fromisoformat(rfm["computed_at"]) == pinned[0]
