@@ -17,6 +17,7 @@ from handlers import (
     packages,
     payments,
     points,
+    portrait,
     pos,
     tenancy,
     tiers,
@@ -46,6 +47,7 @@ def register_blueprints(app: Sanic, settings: Settings) -> None:
         packages,
         operations,
         pos,
+        portrait,
     )
     for module in modules:
         app.blueprint(module.bp)

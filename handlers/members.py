@@ -12,7 +12,7 @@ from sanic.request import Request
 from sanic_ext.extensions.openapi.builders import OperationStore
 from sanic_ext.extensions.openapi.definitions import RequestBody, Response
 
-from handlers.schemas import MemberFilters, MemberOut, serialize
+from handlers.schemas import ActivePackage, ActivityOut, MemberFilters, MemberOut, serialize
 from models.kernel.errors import DomainError
 from models.members import export as member_export
 from models.members import import_worker, imports, members, timeline
@@ -49,15 +49,6 @@ class MemberPatch(Schema):
 class MemberQuery(MemberFilters):
     offset: int = Field(0, ge=0, le=10_000_000)
     limit: int = Field(20, ge=1, le=100)
-
-
-class ActivePackage(Out):
-    id: int
-    name: str
-    kind: str
-    uses_total: int
-    uses_left: int
-    valid_until: datetime | None
 
 
 class MemberDetail(MemberOut):
@@ -198,14 +189,6 @@ class RejectPage(Out):
 class TimelineQuery(Schema):
     before_id: int | None = Field(None, ge=1, le=2**63 - 1)
     limit: int = Field(50, ge=1, le=200)
-
-
-class ActivityOut(Out):
-    id: int
-    kind: str = Field(description="registered, scanned, card_claimed, activated, profile_changed, ...")
-    actor: str = Field(description="staff:<id> | member | wechat | system | import")
-    detail: dict[str, Any]
-    created_at: datetime
 
 
 class TimelinePage(Out):

@@ -9,6 +9,8 @@ from pydantic import Field, StrictInt
 
 from models.ledger import books as ledger
 from models.members import members
+from models.tiers import admin as tier_admin
+from models.tiers.tables import Tier
 from server.api import IsoDate, Out, Schema
 from server.auth import Principal, scope_of
 
@@ -59,8 +61,9 @@ class MemberFilters(Schema):
         return {"merchant_id": scope.merchant_id, **filters}
 
 
-async def serialize(member: members.Member) -> MemberOut:
-    points, balance = await ledger.get_balances(member_id=member.id)
+async def serialize(member: members.Member, *, balances: tuple[int, int] | None = None) -> MemberOut:
+    """The member as staff see it; balances: (points, fen) when the caller has read them already."""
+    points, balance = balances if balances is not None else await ledger.get_balances(member_id=member.id)
     return MemberOut(
         id=member.id,
         store_id=member.origin_store_id,
@@ -102,3 +105,70 @@ class ChangeOut(Out):
 class LedgerQuery(Schema):
     before_id: int | None = Field(None, ge=1, le=2**63 - 1)
     limit: int = Field(50, ge=1, le=200)
+
+
+class ActivityOut(Out):
+    id: int
+    kind: str = Field(description="registered, scanned, card_claimed, activated, profile_changed, ...")
+    actor: str = Field(description="staff:<id> | member | wechat | system | import")
+    detail: dict[str, Any]
+    created_at: datetime
+
+
+class ActivePackage(Out):
+    id: int
+    name: str
+    kind: str
+    uses_total: int
+    uses_left: int
+    valid_until: datetime | None
+
+
+class TierOut(Out):
+    id: int
+    code: str
+    name: str
+    rank: int
+    threshold: int
+    points_multiplier_permille: int
+    discount_permille: int
+    benefits: dict[str, Any]
+    upgrade_gift: dict[str, Any]
+    is_active: bool
+
+
+class MemberTierOut(Out):
+    tier: TierOut | None = Field(description="None when the merchant has no tiers")
+    basis: str
+    basis_value: int | None = Field(description="The member's figure in the basis (None for paid_plan)")
+    growth_12m: int
+    growth_lifetime: int
+    next_tier: TierOut | None
+    needed: int | None = Field(description="Basis still needed to reach the next tier")
+    since: datetime | None
+    keep_until: datetime | None = Field(description="The tier cannot fall before this settlement")
+    manual_until: datetime | None
+    manual_reason: str
+    next_settlement: date = Field(description="Merchant-local day of the next monthly settlement")
+
+
+def tier_out(tier: Tier | None) -> TierOut | None:
+    return TierOut.model_validate(tier) if tier is not None else None
+
+
+def member_tier_out(view: tier_admin.MemberTierView) -> MemberTierOut:
+    """Where a member stands in the tiers (GET /api/members/<id>/tier, the portrait) as its schema."""
+    return MemberTierOut(
+        tier=tier_out(view.tier),
+        basis=view.basis,
+        basis_value=view.basis_value,
+        growth_12m=view.growth_12m,
+        growth_lifetime=view.growth_lifetime,
+        next_tier=tier_out(view.next_tier),
+        needed=view.needed,
+        since=view.since,
+        keep_until=view.keep_until,
+        manual_until=view.manual_until,
+        manual_reason=view.manual_reason,
+        next_settlement=view.next_settlement,
+    )

@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field, StrictBool, StrictInt
 from sanic import Blueprint
 from sanic.request import Request
 
-from handlers.schemas import CouponGiftIn
+from handlers.schemas import CouponGiftIn, MemberTierOut, TierOut, member_tier_out
 from models.coupons.issue import check_gift_templates
 from models.members import members
 from models.tiers import admin as tier_admin
@@ -48,19 +48,6 @@ class TierIn(Schema):
     is_active: StrictBool = True
 
 
-class TierOut(Out):
-    id: int
-    code: str
-    name: str
-    rank: int
-    threshold: int
-    points_multiplier_permille: int
-    discount_permille: int
-    benefits: dict[str, Any]
-    upgrade_gift: dict[str, Any]
-    is_active: bool
-
-
 class TierList(Out):
     items: list[TierOut]
 
@@ -94,25 +81,6 @@ class HistoryQuery(Schema):
 class HistoryPage(Out):
     items: list[ChangeOut]
     next_before_id: int | None
-
-
-class MemberTierOut(Out):
-    tier: TierOut | None = Field(description="None when the merchant has no tiers")
-    basis: str
-    basis_value: int | None = Field(description="The member's figure in the basis (None for paid_plan)")
-    growth_12m: int
-    growth_lifetime: int
-    next_tier: TierOut | None
-    needed: int | None = Field(description="Basis still needed to reach the next tier")
-    since: datetime | None
-    keep_until: datetime | None = Field(description="The tier cannot fall before this settlement")
-    manual_until: datetime | None
-    manual_reason: str
-    next_settlement: date = Field(description="Merchant-local day of the next monthly settlement")
-
-
-def _tier_out(tier: Tier | None) -> TierOut | None:
-    return TierOut.model_validate(tier) if tier is not None else None
 
 
 def _dump(body: BaseModel) -> dict[str, Any]:
@@ -194,29 +162,15 @@ async def put_policy(request: Request, body: tier_policy.TierPolicy):
     return ok(PolicyOut.model_validate(policy.model_dump()))
 
 
-async def _view(merchant_id: int, member_id: int) -> MemberTierOut:
-    view = await tier_admin.member_tier_view(merchant_id=merchant_id, member_id=member_id)
-    return MemberTierOut(
-        tier=_tier_out(view.tier),
-        basis=view.basis,
-        basis_value=view.basis_value,
-        growth_12m=view.growth_12m,
-        growth_lifetime=view.growth_lifetime,
-        next_tier=_tier_out(view.next_tier),
-        needed=view.needed,
-        since=view.since,
-        keep_until=view.keep_until,
-        manual_until=view.manual_until,
-        manual_reason=view.manual_reason,
-        next_settlement=view.next_settlement,
-    )
-
-
 @bp.get("/api/mp/me/tier")
 @endpoint(summary="My tier and what the next one needs", tag="mini-program", roles=(MEMBER,), response=MemberTierOut)
 async def my_tier(request: Request):
     principal = request.ctx.principal
-    return ok(await _view(principal.merchant_id, principal.subject_id))
+    return ok(
+        member_tier_out(
+            await tier_admin.member_tier_view(merchant_id=principal.merchant_id, member_id=principal.subject_id)
+        )
+    )
 
 
 @bp.get("/api/members/<member_id:int>/tier")
@@ -224,7 +178,9 @@ async def my_tier(request: Request):
 async def member_tier(request: Request, member_id: int):
     principal = request.ctx.principal
     await members.ensure_visible(scope=scope_of(principal), member_id=member_id)
-    return ok(await _view(principal.merchant_id, member_id))
+    return ok(
+        member_tier_out(await tier_admin.member_tier_view(merchant_id=principal.merchant_id, member_id=member_id))
+    )
 
 
 @bp.post("/api/members/<member_id:int>/tier")

@@ -18,6 +18,7 @@ from jobs import outbox as outbox_jobs
 from jobs import packages as package_jobs
 from jobs import payments as payment_jobs
 from jobs import points as points_jobs
+from jobs import portrait as portrait_jobs
 from jobs import tiers as tier_jobs
 from jobs.context import JobSpec
 from models.cards import activation as card_activation
@@ -112,6 +113,8 @@ SCHEDULED_JOBS: Mapping[str, JobSpec] = {
         JobSpec("auth.purge", auth_jobs.purge, every_seconds=3600),
         JobSpec("packages.expire", package_jobs.expire_packages, every_seconds=600),
         JobSpec("members.imports", member_jobs.run_imports, every_seconds=5, lock_seconds=20),
+        # nightly: one aggregate per member over the merchant's purchases, ranked in SQL (models/portrait/rfm.py)
+        JobSpec("portrait.rfm_cuts", portrait_jobs.rfm_cuts, every_seconds=86400, lock_seconds=3600),
     )
 }
 

@@ -61,7 +61,8 @@ class Purchase(Model):
     class Meta:
         table = "purchase"
         unique_together = (("merchant_id", "order_no"),)
-        indexes = (("member_id", "occurred_at"),)
+        # the second covers the RFM cuts' per-member aggregate of a merchant's window (models/portrait/rfm.py)
+        indexes = (("member_id", "occurred_at"), ("merchant_id", "status", "occurred_at", "member_id", "amount"))
 
 
 async def multiplier_permille(*, merchant_id: int, member_id: int) -> int:

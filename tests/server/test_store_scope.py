@@ -65,6 +65,7 @@ MEMBER_ROWS = {
     "/api/members/<member_id:int>/points/ledger",
     "/api/members/<member_id:int>/points/quote",
     "/api/members/<member_id:int>/tier",
+    "/api/members/<member_id:int>/portrait",
     "/api/members/<member_id:int>/tier/history",
     "/api/members/<member_id:int>/timeline",
 }
