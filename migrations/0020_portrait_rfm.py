@@ -6,7 +6,7 @@ from tortoise import fields
 from tortoise.indexes import Index
 
 class Migration(migrations.Migration):
-    dependencies = [('models', '0018_coupon_taken_back')]
+    dependencies = [('models', '0019_card_coupon_field')]
 
     initial = False
 
