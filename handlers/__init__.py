@@ -18,6 +18,7 @@ from handlers import (
     payments,
     points,
     pos,
+    segments,
     tenancy,
     tiers,
     wechat_accounts,
@@ -46,6 +47,7 @@ def register_blueprints(app: Sanic, settings: Settings) -> None:
         packages,
         operations,
         pos,
+        segments,
     )
     for module in modules:
         app.blueprint(module.bp)

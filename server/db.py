@@ -43,6 +43,7 @@ MODEL_MODULES = [  # every module of models/ that defines tables (app label "mod
     "models.checkout.returns",
     "models.packages.tables",
     "models.coupons.tables",
+    "models.segments.tables",
 ]
 
 
