@@ -23,6 +23,7 @@ from models.segments.rules import compile_rule, is_timely
 from models.segments.tables import MemberTag, Tag
 from models.segments.tags import insert_ignore, lock_tag
 from models.tenancy.merchants import merchant_zone
+from models.tiers.standing import active_tiers, tier_for_value
 
 log = logging.getLogger("huiyuan.segments")
 
@@ -94,7 +95,14 @@ async def evaluate_tag(*, tag: Tag, member_ids: list[int] | None = None) -> Eval
     if tag.kind != "rule" or tag.status != "active" or tag.rule is None:
         return result
     zone = await merchant_zone(merchant_id=tag.merchant_id)
-    condition, params = compile_rule(tag.rule, now=clock.now(), zone=zone, dialect=sqlpath.dialect())
+    entry = tier_for_value(await active_tiers(merchant_id=tag.merchant_id), 0)
+    condition, params = compile_rule(
+        tag.rule,
+        now=clock.now(),
+        zone=zone,
+        dialect=sqlpath.dialect(),
+        entry_tier_id=entry.id if entry is not None else None,
+    )
     if member_ids is not None:
         await _apply(tag, sorted(set(member_ids)), condition, params, result)
         return result

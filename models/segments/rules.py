@@ -292,6 +292,7 @@ class _Compiler:
     now: datetime
     zone: ZoneInfo
     dialect: str
+    entry_tier_id: int | None = None  # a member without an active tier row is on the entry tier
     params: list[Any] = field(default_factory=list)
 
     @property
@@ -340,17 +341,20 @@ class _Compiler:
         return "(" + " AND ".join(parts) + ")"
 
     def custom(self, rule: dict[str, Any]) -> str:
-        key = rule["field"][len(CUSTOM_PREFIX) :]
-        path = self.bind(f"$.{key}")
+        path = f"$.{rule['field'][len(CUSTOM_PREFIX) :]}"
         value = rule["value"]
         if self.dialect == "mysql":
-            text = f"JSON_UNQUOTE(JSON_EXTRACT(m.custom_fields, {path}))"
+            numeric = not isinstance(value, bool) and (
+                isinstance(value, int) or (isinstance(value, list) and isinstance(value[0], int))
+            )
+            if numeric:
+                expr = f"CAST(JSON_EXTRACT(m.custom_fields, {self.bind(path)}) AS SIGNED)"
+            else:
+                expr = f"JSON_UNQUOTE(JSON_EXTRACT(m.custom_fields, {self.bind(path)}))"
             if isinstance(value, bool):
-                return f"{text} = {self.bind('true' if value else 'false')}"
-            numeric = isinstance(value, int) or (isinstance(value, list) and value and isinstance(value[0], int))
-            expr = f"CAST(JSON_EXTRACT(m.custom_fields, {path}) AS SIGNED)" if numeric else text
-            return f"(JSON_EXTRACT(m.custom_fields, {path}) IS NOT NULL AND {self.compare(expr, rule['op'], value)})"
-        expr = f"json_extract(m.custom_fields, {path})"
+                return f"{expr} = {self.bind('true' if value else 'false')}"
+            return self.compare(expr, rule["op"], value)  # a missing key is NULL: never matched
+        expr = f"json_extract(m.custom_fields, {self.bind(path)})"
         if isinstance(value, bool):
             return f"{expr} = {self.bind(1 if value else 0)}"
         return self.compare(expr, rule["op"], value)
@@ -388,6 +392,15 @@ def _birthday_month(c: _Compiler, op: str, value: Any, _: int | None) -> str:
     elif value == "this_month":
         value = c.today.month
     return f"(m.birthday IS NOT NULL AND {c.compare(month, op, value)})"
+
+
+def _tier(c: _Compiler, op: str, value: Any, _: int | None) -> str:
+    """As models.tiers.standing.current_of: the row's tier while it is active, else the entry tier."""
+    active = "SELECT 1 FROM member_tier t JOIN tier r ON r.id = t.tier_id WHERE t.member_id = m.id AND r.is_active = 1"
+    held = f"EXISTS ({active} AND t.tier_id IN ({c.bind(*value)}))"
+    if c.entry_tier_id is not None and c.entry_tier_id in value:
+        return f"({held} OR NOT EXISTS ({active}))"
+    return held
 
 
 def _registered_at(c: _Compiler, op: str, value: Any, _: int | None) -> str:
@@ -491,9 +504,7 @@ _LEAVES: dict[str, Callable[[_Compiler, str, Any, int | None], str]] = {
     "gender": _column("m.gender"),
     "age": _age,
     "birthday_month": _birthday_month,
-    "tier": lambda c, op, value, _: (
-        f"EXISTS (SELECT 1 FROM member_tier t WHERE t.member_id = m.id AND t.tier_id IN ({c.bind(*value)}))"
-    ),
+    "tier": _tier,
     "origin_store": _column("m.origin_store_id"),
     "registered_at": _registered_at,
     "registered_days_ago": _registered_days_ago,
@@ -515,7 +526,9 @@ _LEAVES: dict[str, Callable[[_Compiler, str, Any, int | None], str]] = {
 }
 
 
-def compile_rule(rule: dict[str, Any], *, now: datetime, zone: ZoneInfo, dialect: str) -> tuple[str, list[Any]]:
+def compile_rule(
+    rule: dict[str, Any], *, now: datetime, zone: ZoneInfo, dialect: str, entry_tier_id: int | None = None
+) -> tuple[str, list[Any]]:
     """A checked rule as one SQL condition over `member m` and its parameters (`%s` placeholders)."""
-    compiler = _Compiler(now=now, zone=zone, dialect=dialect)
+    compiler = _Compiler(now=now, zone=zone, dialect=dialect, entry_tier_id=entry_tier_id)
     return compiler.node(rule), compiler.params
