@@ -65,9 +65,11 @@ FIELDS: dict[str, FieldSpec] = {
     "subscribed": FieldSpec(("eq",), "bool"),
     "card_activated": FieldSpec(("eq",), "bool"),
     "last_purchase_days_ago": FieldSpec(RANGE_OPS, "int", timely=True, maximum=MAX_DAYS * 10),
-    "purchase_count": FieldSpec(RANGE_OPS, "int", windowed=True),
-    "purchase_amount": FieldSpec(RANGE_OPS, "int", windowed=True),  # fen of settled purchases
-    "avg_order_value": FieldSpec(RANGE_OPS, "int", windowed=True),  # fen
+    # purchases re-evaluate their member through the purchase's points entry; one that earns no points has none,
+    # so rules on purchases are refreshed nightly too
+    "purchase_count": FieldSpec(RANGE_OPS, "int", windowed=True, timely=True),
+    "purchase_amount": FieldSpec(RANGE_OPS, "int", windowed=True, timely=True),  # fen of settled purchases
+    "avg_order_value": FieldSpec(RANGE_OPS, "int", windowed=True, timely=True),  # fen
     "points_balance": FieldSpec(RANGE_OPS, "int"),
     "points_expiring_within": FieldSpec(("within",), "expiring", timely=True),  # value {"days", "gte"}
     "balance": FieldSpec(RANGE_OPS, "int"),  # stored value, fen

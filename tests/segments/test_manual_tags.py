@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+
+from models.members.timeline import MemberActivity
 from models.segments.tables import MemberTag
 from models.tenancy.staff import Staff
 from tests.helpers import add_member, add_staff, add_store, error_of
@@ -131,3 +134,18 @@ async def test_codes_are_unique_archived_tags_take_no_members_and_rule_tags_refu
         await client.post(f"/api/tags/{rule_tag['id']}/members", json={"member_ids": [member["id"]]}, headers=admin),
     ):
         assert (response.status_code, error_of(response)["code"]) == (409, "tag.rule_managed")
+
+
+async def test_the_same_tag_added_at_once_many_times_is_added_once(client, admin):
+    tag = await new_tag(client, admin)
+    member = await add_member(client, admin, phone="13800000001")
+    path = f"/api/members/{member['id']}/tags"
+    answers = await asyncio.gather(*(client.post(path, json={"tag_id": tag["id"]}, headers=admin) for _ in range(8)))
+    assert sorted(a.status_code for a in answers) == [200] * 7 + [201]
+    bulk = f"/api/tags/{tag['id']}/members"
+    twice = await asyncio.gather(
+        *(client.post(bulk, json={"member_ids": [member["id"]]}, headers=admin) for _ in range(4))
+    )
+    assert [b.json()["added"] for b in twice] == [0, 0, 0, 0]
+    assert await MemberTag.filter(tag_id=tag["id"]).count() == 1
+    assert await MemberActivity.filter(member_id=member["id"], kind="tag_added").count() == 1
