@@ -69,7 +69,8 @@ async def get_tag(*, merchant_id: int, tag_id: int) -> Tag:
 
 
 async def update_tag(*, merchant_id: int, tag_id: int, name: str | None, archived: bool | None) -> Tag:
-    """Rename, archive or restore a tag; an archived tag keeps its members but takes no new ones."""
+    """Rename, archive or restore a tag; an archived tag keeps its rows but takes no new ones (a rule tag restored is
+    evaluated again for every member)."""
     tag = await get_tag(merchant_id=merchant_id, tag_id=tag_id)
     changes: dict[str, Any] = {}
     if name is not None:
@@ -77,7 +78,15 @@ async def update_tag(*, merchant_id: int, tag_id: int, name: str | None, archive
     if archived is not None:
         changes["status"] = "archived" if archived else "active"
     if changes:
-        await Tag.filter(id=tag.id).update(**changes)
+        async with in_transaction():
+            await Tag.filter(id=tag.id).update(**changes)
+            if tag.kind == "rule" and tag.status == "archived" and archived is False:  # restored: catch up
+                await enqueue(
+                    merchant_id=merchant_id,
+                    topic=EVALUATE_TOPIC,
+                    payload={"tag_id": tag.id},
+                    coalesce_key=f"tag:{tag.id}",
+                )
     return await Tag.get(id=tag.id)
 
 

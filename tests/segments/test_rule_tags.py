@@ -251,3 +251,18 @@ async def test_every_field_compiles_and_matches_on_this_backend(app, client, adm
     assert edit.status_code == 200, edit.text
     await deliver(app)
     assert await tagged(tag["id"]) == set()
+
+
+async def test_an_archived_rule_tag_stands_still_and_catches_up_when_restored(app, client, admin):
+    member = await add_member(client, admin, phone="13800000001")
+    tag = await rule_tag(client, admin, {"field": "balance", "op": "gte", "value": 100}, code="wallet")
+    await deliver(app)
+    archived = await client.patch(f"/api/tags/{tag['id']}", json={"archived": True}, headers=admin)
+    assert archived.json()["status"] == "archived"
+    recharge = {"delta": 100, "kind": "recharge", "reason": "储值", "idempotency_key": "b1"}
+    assert (await client.post(f"/api/members/{member['id']}/balance", json=recharge, headers=admin)).status_code == 200
+    await deliver(app)
+    assert await tagged(tag["id"]) == set()
+    await client.patch(f"/api/tags/{tag['id']}", json={"archived": False}, headers=admin)
+    await deliver(app)
+    assert await tagged(tag["id"]) == {member["id"]}
