@@ -19,7 +19,8 @@ from models.kernel.sqlpath import Stmt
 from models.ledger import books as ledger
 from models.members.members import Member
 from models.members.timeline import MemberActivity
-from models.segments.rules import compile_rule, is_timely
+from models.segments.rules import is_timely
+from models.segments.rules_sql import compile_rule
 from models.segments.tables import MemberTag, Tag
 from models.segments.tags import insert_ignore, lock_tag
 from models.tenancy.merchants import merchant_zone
