@@ -19,6 +19,7 @@ from handlers import (
     points,
     portrait,
     pos,
+    segments,
     tenancy,
     tiers,
     wechat_accounts,
@@ -48,6 +49,7 @@ def register_blueprints(app: Sanic, settings: Settings) -> None:
         operations,
         pos,
         portrait,
+        segments,
     )
     for module in modules:
         app.blueprint(module.bp)

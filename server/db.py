@@ -44,6 +44,7 @@ MODEL_MODULES = [  # every module of models/ that defines tables (app label "mod
     "models.packages.tables",
     "models.coupons.tables",
     "models.portrait.rfm",
+    "models.segments.tables",
 ]
 
 

@@ -19,6 +19,7 @@ from jobs import packages as package_jobs
 from jobs import payments as payment_jobs
 from jobs import points as points_jobs
 from jobs import portrait as portrait_jobs
+from jobs import segments as segment_jobs
 from jobs import tiers as tier_jobs
 from jobs.context import JobSpec
 from models.cards import activation as card_activation
@@ -29,11 +30,14 @@ from models.coupons import changes as coupon_changes
 from models.coupons import issue as coupon_issue
 from models.ledger import balance_lots
 from models.ledger import books as ledger_books
+from models.members import members as member_profiles
 from models.onboarding import follow
 from models.payments import refund_settle, settle
 from models.points import expiry as points_expiry
 from models.points import lots as points_lots
 from models.points import rules as points_rules
+from models.segments import evaluate as segments
+from models.segments import tags as segment_tags
 from models.tiers import growth as tier_growth
 from models.tiers import standing as tier_standing
 from wechat.events import Handler as OAHandler
@@ -73,6 +77,8 @@ OUTBOX_TOPICS: dict[str, outbox_jobs.Deliver] = {
     refund_settle.REFUND_TOPIC: payment_jobs.send_refund,
     points_expiry.NOTICE_TOPIC: points_jobs.deliver_member_notice,
     outbox_jobs.TEMPLATE_SEND_TOPIC: outbox_jobs.send_template_message,
+    segments.MEMBER_CHANGED_TOPIC: segment_jobs.member_changed,
+    segment_tags.EVALUATE_TOPIC: segment_jobs.evaluate_tag,
 }
 
 # Domain hooks: listeners run in order inside the transaction of the change.
@@ -87,8 +93,12 @@ LEDGER_ENTRY_WRITTEN = (
     (card_sync.on_ledger_entry, card_sync.entry_statements),
     # stored value: recharges and refunds kept as the total_recharge tier basis
     (tier_growth.on_ledger_entry, tier_growth.entry_statements),
+    # rule tags: the member's re-evaluated after the commit (a purchase reaches them through its points entry)
+    (segments.on_ledger_entry, segments.entry_statements),
 )
-TIER_CHANGED = (card_sync.on_tier_changed,)  # (merchant_id=, member_id=) after every recorded tier move
+# (merchant_id=, member_id=) after every recorded tier move
+TIER_CHANGED = (card_sync.on_tier_changed, segments.on_tier_changed)
+PROFILE_CHANGED = (segments.on_profile_changed,)  # (merchant_id=, member_id=) after a profile edit
 # (members=[(merchant_id, member_id)]) after coupons are issued, redeemed, restored, expired, voided or unvoided
 COUPONS_CHANGED = (card_sync.on_coupons_changed,)  # the card shows the count of usable coupons
 POINTS_RULES_CHANGED = (card_template.on_points_rules_changed,)  # (merchant_id=): the card shows the bonus rule
@@ -115,6 +125,7 @@ SCHEDULED_JOBS: Mapping[str, JobSpec] = {
         JobSpec("members.imports", member_jobs.run_imports, every_seconds=5, lock_seconds=20),
         # nightly: one aggregate per member over the merchant's purchases, ranked in SQL (models/portrait/rfm.py)
         JobSpec("portrait.rfm_cuts", portrait_jobs.rfm_cuts, every_seconds=86400, lock_seconds=3600),
+        JobSpec("segments.refresh", segment_jobs.refresh, every_seconds=86400, lock_seconds=3600),
     )
 }
 
@@ -124,6 +135,7 @@ def install() -> None:
     ledger_books.ENTRY_WRITTEN.install(listener for listener, _ in LEDGER_ENTRY_WRITTEN)
     ledger_books.ENTRY_STATEMENTS.install(batched for _, batched in LEDGER_ENTRY_WRITTEN)
     tier_standing.TIER_CHANGED.install(TIER_CHANGED)
+    member_profiles.PROFILE_CHANGED.install(PROFILE_CHANGED)
     tier_standing.GIFT_COUPONS.install((coupon_issue.grant_gift_coupons,))
     coupon_changes.COUPONS_CHANGED.install(COUPONS_CHANGED)
     points_rules.RULES_CHANGED.install(POINTS_RULES_CHANGED)

@@ -18,6 +18,7 @@ from tortoise.transactions import in_transaction
 from models.kernel import clock
 from models.kernel.cipher import cipher
 from models.kernel.errors import Conflict, NotFound, Unprocessable
+from models.kernel.hooks import Hook
 from models.ledger.books import BalanceAccount, PointsAccount
 from models.members.custom_fields import validate_values
 from models.members.member_card import MemberCard
@@ -29,6 +30,8 @@ GENDERS = ("unknown", "male", "female")
 PHONE_PATTERN = re.compile(r"^\+?[0-9]{6,20}$")
 ID_CARD_PATTERN = re.compile(r"^[0-9]{17}[0-9Xx]$")
 ID_CARD_CONTEXT = "member.id_card"
+# (merchant_id=, member_id=) after a profile edit, in its transaction (listeners: server/wiring.py)
+PROFILE_CHANGED = Hook("members.profile_changed")
 
 
 class Member(Model):
@@ -346,6 +349,7 @@ async def update_member(*, member: Member, changes: dict[str, Any], actor: str =
             await record(
                 merchant_id=member.merchant_id, member_id=member.id, kind="profile_changed", actor=actor, detail=diff
             )
+            await PROFILE_CHANGED.emit(merchant_id=member.merchant_id, member_id=member.id)
     except IntegrityError as exc:
         await _raise_duplicate(member.merchant_id, data, exc)
         raise

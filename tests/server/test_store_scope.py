@@ -41,6 +41,7 @@ MERCHANT_WIDE = {
     "/api/package-templates",
     "/api/paid-plans",
     "/api/recharge-packages",
+    "/api/tags",
     "/api/tiers",
 }
 # List routes: path -> (key of the rows, how a row's store is found: see _store_of_row).
@@ -64,6 +65,7 @@ MEMBER_ROWS = {
     "/api/members/<member_id:int>/points",
     "/api/members/<member_id:int>/points/ledger",
     "/api/members/<member_id:int>/points/quote",
+    "/api/members/<member_id:int>/tags",
     "/api/members/<member_id:int>/tier",
     "/api/members/<member_id:int>/portrait",
     "/api/members/<member_id:int>/tier/history",
@@ -100,6 +102,8 @@ WRITES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/api/members/<member_id:int>/purchases"): {"order_no": "W-1", "amount": 100},
     ("POST", "/api/members/<member_id:int>/purchases/<order_no:str>/reverse"): {},
     ("POST", "/api/members/<member_id:int>/tier"): {"tier_code": "gold", "reason": "r", "until": "2099-01-01"},
+    ("POST", "/api/members/<member_id:int>/tags"): {"tag_id": 1},
+    ("DELETE", "/api/members/<member_id:int>/tags/<tag_id:int>"): {},
     ("POST", "/api/pay-anomalies/<anomaly_id:int>/resolve"): {"note": "x"},
     ("POST", "/api/pay-orders/<order_id:int>/refund"): {"reason": "r", "idempotency_key": "scope-k"},
     ("POST", "/api/pay-refunds/<refund_id:int>/retry"): {},
@@ -112,7 +116,13 @@ WRITES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/api/stores/<store_id:int>/api-keys/<key_id:int>/revoke"): {},
 }
 # By-id writes on merchant-wide catalogue rows (no store owns them).
-MERCHANT_WIDE_WRITES = {("PUT", "/api/paid-plans/<plan_id:int>"), ("PUT", "/api/recharge-packages/<package_id:int>")}
+MERCHANT_WIDE_WRITES = {
+    ("PUT", "/api/paid-plans/<plan_id:int>"),
+    ("PUT", "/api/recharge-packages/<package_id:int>"),
+    ("PATCH", "/api/tags/<tag_id:int>"),
+    # the tag is merchant-wide; the members it names are looked up in the caller's scope (tests/segments)
+    ("POST", "/api/tags/<tag_id:int>/members"),
+}
 
 
 def _roles(handler: Any) -> set[str]:
@@ -269,6 +279,7 @@ def _fill(path: str, store: Store) -> str:
         "<key_id:int>": store.api_keys[0],
         "<pos_order_id:int>": store.pos_orders[0],
         "<template_id:int>": store.templates[0],
+        "<tag_id:int>": 1,  # the member is checked first: another store's is 404 whatever the tag
     }
     for name, value in values.items():
         path = path.replace(name, str(value))
