@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, datetime
+from typing import Any
 
 from pydantic import Field
 from sanic import Blueprint
@@ -133,11 +134,21 @@ class Preferences(Out):
     hours: list[int] = Field(description="24 visit counts by merchant-local hour")
 
 
+class PortraitTag(Out):
+    tag_id: int
+    code: str
+    name: str
+    source: str = Field(description="manual (added_by: the staff id) | rule (the tag's rule gave it)")
+    rule: dict[str, Any] | None = Field(description="The rule that gave it, for a rule tag")
+    added_by: int | None
+    added_at: datetime
+
+
 class PortraitOut(Out):
     as_of: datetime
     attributes: Attributes
     assets: Assets
-    # tags (models/segments/): the lead adds `tags: list[...]` here, each with its source (manual / rule id)
+    tags: list[PortraitTag] = Field(description="The member's active tags, each with where it came from")
     rfm: RfmOut
     preferences: Preferences
     timeline: list[ActivityOut] = Field(description="The last 20 timeline events, newest first")
@@ -194,6 +205,18 @@ async def portrait_out(found: member_portrait.Portrait) -> PortraitOut:
         as_of=found.as_of,
         attributes=attributes,
         assets=assets,
+        tags=[
+            PortraitTag(
+                tag_id=t.tag.id,
+                code=t.tag.code,
+                name=t.tag.name,
+                source=t.source,
+                rule=t.tag.rule if t.source == "rule" else None,
+                added_by=t.added_by,
+                added_at=t.added_at,
+            )
+            for t in found.tags
+        ],
         rfm=RfmOut(
             window_days=WINDOW_DAYS,
             recency_days=rfm.recency_days,

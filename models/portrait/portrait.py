@@ -31,6 +31,7 @@ from models.packages.tables import MemberPackage
 from models.plans.terms import PlanStatus, member_plan_status
 from models.points.reads import PointsPage, points_page
 from models.portrait.rfm import Rfm, RfmCuts, member_rfm_sql, score_member
+from models.segments.tags import MemberTagView, member_tags
 from models.tenancy.merchants import merchant_zone
 from models.tenancy.visibility import Scope
 from models.tiers.admin import MemberTierView, member_tier_view
@@ -77,6 +78,7 @@ class Portrait:
     preferences: Preferences
     timeline: list[MemberActivity]
     as_of: datetime
+    tags: list[MemberTagView]
 
 
 def _coupon_count_sql(*, merchant_id: int, member_id: int, now: datetime) -> Stmt:
@@ -172,7 +174,8 @@ async def get_portrait(*, scope: Scope, member_id: int) -> Portrait:
             list_activity(merchant_id=merchant_id, member_id=member_id, before_id=None, limit=TIMELINE_EVENTS),
             RfmCuts.get_or_none(merchant_id=merchant_id),
             merchant_zone(merchant_id=merchant_id),
-            MemberCard.filter(member_id=member_id, merchant_id=merchant_id).order_by("-id").first(),
+            MemberCard.filter(member_id=member_id, merchant_id=merchant_id).order_by("-claimed_at", "-id").first(),
+            member_tags(scope=scope, member_id=member_id),
         )
     )
     (
@@ -188,6 +191,7 @@ async def get_portrait(*, scope: Scope, member_id: int) -> Portrait:
         cuts,
         zone,
         card,
+        tags,
     ) = results
     return Portrait(
         member=member,
@@ -205,4 +209,5 @@ async def get_portrait(*, scope: Scope, member_id: int) -> Portrait:
         preferences=preferences_of(purchase_rows, zone=zone),
         timeline=list(timeline),
         as_of=now,
+        tags=list(tags),
     )

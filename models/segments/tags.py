@@ -169,7 +169,7 @@ class MemberTagView:
 async def member_tags(*, scope: Scope, member_id: int) -> list[MemberTagView]:
     """A visible member's active tags, each with where it came from (a rule tag carries its rule)."""
     await ensure_visible(scope=scope, member_id=member_id)
-    rows = await MemberTag.filter(member_id=member_id, **member_rows(scope)).order_by("id")
+    rows = await MemberTag.filter(member_id=member_id, **member_rows(scope)).order_by("added_at", "id")
     tags = {t.id: t for t in await Tag.filter(id__in=[r.tag_id for r in rows], status="active")}
     return [MemberTagView(tags[r.tag_id], r.source, r.added_by, r.added_at) for r in rows if r.tag_id in tags]
 

@@ -128,7 +128,18 @@ async def test_every_figure_of_the_portrait_is_the_hand_computation(app, client,
 
     timeline = await client.get(f"/api/members/{member_id}/timeline", params={"limit": 20}, headers=admin)
     assert body["timeline"] == timeline.json()["items"] and body["timeline"][-1]["kind"] == "registered"
-    assert "tags" not in body  # tags come with models/segments/
+    assert body["tags"] == []
+
+    # a manual tag shows on the portrait with who added it (the timeline gains its tag_added event)
+    vip = await client.post("/api/tags", json={"code": "vip", "name": "VIP", "kind": "manual"}, headers=admin)
+    assert vip.status_code == 201, vip.text
+    added = await client.post(f"/api/members/{member_id}/tags", json={"tag_id": vip.json()["id"]}, headers=admin)
+    assert added.status_code in (200, 201), added.text
+    tagged = (await client.get(f"/api/members/{member_id}/portrait", headers=admin)).json()
+    assert [(t["code"], t["source"], t["rule"], t["added_by"] is not None) for t in tagged["tags"]] == [
+        ("vip", "manual", None, True)
+    ]
+    assert tagged["timeline"][0]["kind"] == "tag_added"
 
 
 # member i of 10 buys i times 1000*i fen, the last purchase i days ago: nearest-rank cuts at ranks 2, 4, 6, 8
