@@ -9,6 +9,7 @@ from pydantic import Field, StrictInt, model_validator
 from sanic import Blueprint
 from sanic.request import Request
 
+from handlers.schemas import ActivePackage
 from models.kernel.errors import Forbidden
 from models.members import members
 from models.packages import sales, templates, uses
@@ -148,13 +149,7 @@ class RefundIn(Schema):
     idempotency_key: str = Field(min_length=1, max_length=128)
 
 
-class MyPackage(Out):
-    id: int
-    name: str
-    kind: str
-    uses_total: int
-    uses_left: int
-    valid_until: datetime | None
+class MyPackage(ActivePackage):
     status: str
 
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -20,6 +21,7 @@ from sanic import Sanic
 from tortoise import Tortoise
 from tortoise.transactions import in_transaction
 
+from models.kernel import clock
 from models.kernel.config_cache import CONFIG
 from server import db
 from server.config import Settings, load_settings
@@ -123,6 +125,17 @@ async def reset_state(app: Sanic) -> SeedResult:
         await redis.delete(key)
     await app.ctx.wechat.http.post(BASE_URL + app.ctx.settings.wechat.emulator.mount + "/control/reset")
     return await seed_default_merchant(app.ctx.settings)
+
+
+@pytest.fixture
+def pinned() -> Iterator[list[datetime]]:
+    """The domain clock pinned at the real now; a test moves it by assigning pinned[0]."""
+    now = [datetime.now(UTC)]
+    clock.set_clock(lambda: now[0])
+    try:
+        yield now
+    finally:
+        clock.set_clock(None)
 
 
 @pytest.fixture

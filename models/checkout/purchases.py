@@ -229,22 +229,21 @@ async def _record_batched(
         )
         points = earn_batch.capped(config, figures, points)
         now = clock.now()
-        statements = [
-            insert_statement(
-                merchant_id=merchant_id,
-                member_id=member_id,
-                store_id=store_id,
-                order_no=order_no,
-                amount=amount,
-                items=items,
-                points=points,
-                growth=growth_amount,
-                status="settled",
-                occurred_at=when,
-                created_at=now,
-                source=source,
-            )
-        ]
+        row: dict[str, Any] = dict(
+            merchant_id=merchant_id,
+            member_id=member_id,
+            store_id=store_id,
+            order_no=order_no,
+            amount=amount,
+            items=items,
+            points=points,
+            growth=growth_amount,
+            status="settled",
+            occurred_at=when,
+            created_at=now,
+            source=source,
+        )
+        statements = [insert_statement(**row)]
         reason = f"Purchase {order_no}"
         earn = await earn_batch.earn_statements(
             config,
@@ -271,21 +270,7 @@ async def _record_batched(
                 member_id=member_id,
                 detail=f"growth {growth_amount:+d}: {reason}",
             )
-    return Purchase(
-        id=done.ids["purchase"],
-        merchant_id=merchant_id,
-        member_id=member_id,
-        store_id=store_id,
-        order_no=order_no,
-        amount=amount,
-        items=items,
-        points=points,
-        growth=growth_amount,
-        status="settled",
-        occurred_at=when,
-        created_at=now,
-        source=source,
-    )
+    return Purchase(id=done.ids["purchase"], **row)
 
 
 async def _record_orm(

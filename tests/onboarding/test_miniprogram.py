@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
-import pytest
-
-from models.kernel import clock
 from models.kernel.cipher import cipher
 from models.kernel.config_cache import config_change
 from models.members.member_card import MemberCard
@@ -47,16 +43,6 @@ def assert_no_session_key(app, openid: str, *responses) -> None:
     for response in responses:
         assert session_key not in response.text
         assert "session_key" not in response.text
-
-
-@pytest.fixture
-def pinned() -> Iterator[list[datetime]]:
-    now = [datetime.now(UTC)]
-    clock.set_clock(lambda: now[0])
-    try:
-        yield now
-    finally:
-        clock.set_clock(None)
 
 
 async def test_login_registers_once_then_recognises_the_member(client, app, demo):

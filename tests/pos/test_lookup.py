@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
-
-import pytest
+from datetime import datetime, timedelta
 
 from models.kernel import clock
 from models.members.members import Member
@@ -16,16 +13,6 @@ from tests.helpers import add_member, add_staff, add_store, error_of, other_merc
 from tests.pos.test_api_keys import api_key, new_key
 
 EMU = "/_emulator"
-
-
-@pytest.fixture
-def pinned() -> Iterator[list[datetime]]:
-    now = [datetime.now(UTC)]
-    clock.set_clock(lambda: now[0])
-    try:
-        yield now
-    finally:
-        clock.set_clock(None)
 
 
 async def mp_qr(client, openid: str, store_code: str) -> tuple[int, str]:

@@ -2,26 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
-import pytest
-
-from models.kernel import clock
 from models.pos.tickets import TICKET_TTL
 from tests.helpers import add_member, add_staff, add_store, error_of
 from tests.pos.test_api_keys import api_key, new_key
 from tests.pos.test_lookup import lookup, mp_qr
-
-
-@pytest.fixture
-def pinned() -> Iterator[list[datetime]]:
-    now = [datetime.now(UTC)]
-    clock.set_clock(lambda: now[0])
-    try:
-        yield now
-    finally:
-        clock.set_clock(None)
 
 
 def _order(store_id: int, member_id: int, **extra: object) -> dict:

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
 
 from jobs.outbox import deliver_due
 from jobs.scheduler import run_job
-from models.kernel import clock
 from models.kernel.outbox import OutboxMessage
 from models.segments.tables import MemberTag, Tag
 from server import wiring
@@ -25,16 +23,6 @@ GOLD_SPENDERS = {
         {"field": "purchase_amount", "op": "gte", "value": 50000, "window_days": 30},
     ]
 }
-
-
-@pytest.fixture
-def pinned() -> Iterator[list[datetime]]:
-    now = [datetime.now(UTC)]  # rows' created_at are the real time: the clock starts there
-    clock.set_clock(lambda: now[0])
-    try:
-        yield now
-    finally:
-        clock.set_clock(None)
 
 
 async def deliver(app) -> int:
