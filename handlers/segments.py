@@ -12,7 +12,7 @@ from sanic.request import Request
 from sanic_ext.extensions.openapi.builders import OperationStore
 from sanic_ext.extensions.openapi.definitions import RequestBody
 
-from models.kernel.errors import DomainError
+from models.kernel.errors import DomainError, Unprocessable
 from models.segments import tags as tag_domain
 from models.segments.bulk_csv import parse_bulk_csv
 from models.segments.tables import Tag
@@ -238,7 +238,7 @@ def _bulk_document(handler: Any) -> Any:
     roles=MANAGERS,
     response=BulkOut,
     errors=(400, 409, 413, 415, 422),
-    description=f"JSON {{member_ids}} / {{phones}}, or a CSV (text/csv, one column phone or member_id); at most"
+    description=f"JSON {{member_ids}} or {{phones}} (one of them: 422 tag.bulk_ambiguous), or a CSV (text/csv, one column phone or member_id); at most"
     f" {tag_domain.MAX_BULK} members (422 tag.bulk_too_large). Answers how many were added (each on its member's"
     " timeline), already had it, and the unknown lines (no such member, or another store's for a store role)."
     " Sending it again adds nothing. 409 tag.rule_managed, tag.archived; 415 for another media type.",
@@ -252,6 +252,8 @@ async def bulk_add(request: Request, tag_id: int):
     elif media_type == "application/json":
         body = parse_body(request, BulkIn)
         assert isinstance(body, BulkIn)
+        if body.member_ids and body.phones:  # each list's lines are its own positions: one list a request
+            raise Unprocessable("give member_ids or phones, not both", code="tag.bulk_ambiguous", field="phones")
         member_ids = [(i + 1, member_id) for i, member_id in enumerate(body.member_ids)]
         phones = [(i + 1, phone) for i, phone in enumerate(body.phones)]
         bad = []

@@ -182,7 +182,13 @@ class BulkResult:
 
 
 async def _resolve(scope: Scope, *, ids: list[tuple[int, int]], phones: list[tuple[int, str]]) -> dict[int, int]:
-    """Member id of each line whose member exists and is visible in the scope."""
+    """Member id of each line whose member exists and is visible in the scope.
+
+    A value no member can have (an id outside 1..2**31-1, a phone longer than the column) is simply unknown.
+    """
+    phone_max = Member._meta.fields_map["phone"].max_length  # type: ignore[attr-defined]
+    ids = [(line, i) for line, i in ids if 1 <= i < 2**31]
+    phones = [(line, p) for line, p in phones if 0 < len(p) <= phone_max]
     found: dict[int, int] = {}
     for start in range(0, max(len(ids), len(phones)), 1000):
         if ids:

@@ -149,3 +149,20 @@ async def test_the_same_tag_added_at_once_many_times_is_added_once(client, admin
     assert [b.json()["added"] for b in twice] == [0, 0, 0, 0]
     assert await MemberTag.filter(tag_id=tag["id"]).count() == 1
     assert await MemberActivity.filter(member_id=member["id"], kind="tag_added").count() == 1
+
+
+async def test_values_no_member_can_have_are_unknown_lines_not_errors(client, admin):
+    """Found by the schema fuzzer: a phone longer than the column, or an id outside the column's range."""
+    tag = await new_tag(client, admin)
+    member = await add_member(client, admin, phone="13800000007")
+    path = f"/api/tags/{tag['id']}/members"
+    by_ids = await client.post(path, json={"member_ids": [-27, 2**40, member["id"]]}, headers=admin)
+    assert by_ids.status_code == 200, by_ids.text
+    assert (by_ids.json()["added"], by_ids.json()["unknown"]) == (
+        1,
+        [{"line": 1, "value": "-27"}, {"line": 2, "value": str(2**40)}],
+    )
+    by_phones = await client.post(path, json={"phones": ["1" * 25, "13800000007"]}, headers=admin)
+    assert by_phones.json() == {"added": 0, "already": 1, "unknown": [{"line": 1, "value": "1" * 25}]}
+    both = await client.post(path, json={"member_ids": [member["id"]], "phones": ["13800000007"]}, headers=admin)
+    assert (both.status_code, error_of(both)["code"]) == (422, "tag.bulk_ambiguous")
