@@ -238,7 +238,8 @@ def _bulk_document(handler: Any) -> Any:
     roles=MANAGERS,
     response=BulkOut,
     errors=(400, 409, 413, 415, 422),
-    description=f"JSON {{member_ids}} or {{phones}} (one of them: 422 tag.bulk_ambiguous), or a CSV (text/csv, one column phone or member_id); at most"
+    description="JSON {member_ids} or {phones} (one of them: 422 tag.bulk_ambiguous), or a CSV (text/csv, one"
+    f" column phone or member_id); at most"
     f" {tag_domain.MAX_BULK} members (422 tag.bulk_too_large). Answers how many were added (each on its member's"
     " timeline), already had it, and the unknown lines (no such member, or another store's for a store role)."
     " Sending it again adds nothing. 409 tag.rule_managed, tag.archived; 415 for another media type.",
