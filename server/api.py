@@ -12,7 +12,15 @@ from datetime import date, datetime
 from typing import Annotated, Any
 from urllib.parse import unquote
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from sanic import json as json_response
 from sanic.exceptions import BadRequest
 from sanic.request import Request
@@ -72,9 +80,27 @@ def _default_schema(media_type: str) -> dict[str, Any]:
 
 
 class Schema(BaseModel):
-    """Base for request bodies: unknown fields are an error, not silently dropped."""
+    """Base for request bodies: unknown fields are an error, not silently dropped.
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    A string is checked as sent (its length and pattern, as the OpenAPI states them), then stripped; one that
+    strips to nothing where the field needs a character is refused too ("   " is not a name).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _stripped(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, list):  # a list of strings (phones, SKUs): each one stripped
+            return [item.strip() if isinstance(item, str) else item for item in value]
+        if not isinstance(value, str):
+            return value
+        stripped = value.strip()
+        if value and not stripped:
+            field = cls.model_fields.get(info.field_name or "")
+            if field is not None and any(getattr(m, "min_length", 0) for m in field.metadata):
+                raise ValueError("must not be blank")
+        return stripped
 
 
 class Out(BaseModel):

@@ -166,3 +166,15 @@ async def test_odd_appids_on_callback_routes_are_not_500(client):
     push = await client.post(f"/wechat/official/{'x' * 200}", content=b"<xml/>")
     assert push.status_code == 200
     assert push.text == "success"
+
+
+async def test_strings_are_checked_as_sent_then_stripped(client, admin, members_before):
+    """The OpenAPI's maxLength holds for what is sent (found by the fuzzer: a leading control character made a
+    too-long name fit once stripped); what is kept is stripped, and a required string of only spaces is refused."""
+    too_long = await client.post("/api/members/", json={"name": "\v" + "x" * 64}, headers=admin)
+    assert (too_long.status_code, error_of(too_long)["field"]) == (422, "name"), too_long.text
+    blank_tag = await client.post("/api/tags", json={"code": "vip", "name": "   ", "kind": "manual"}, headers=admin)
+    assert (blank_tag.status_code, error_of(blank_tag)["field"]) == (422, "name"), blank_tag.text
+    await _assert_nothing_written(members_before)
+    kept = await client.post("/api/members/", json={"name": "  Li Lei  "}, headers=admin)
+    assert (kept.status_code, kept.json()["name"]) == (201, "Li Lei"), kept.text
