@@ -52,4 +52,12 @@ class Migration(migrations.Migration):
             options={'table': 'segment_snapshot_member', 'app': 'models', 'unique_together': (('snapshot_id', 'member_id'),), 'pk_attr': 'id', 'table_description': 'One member of a snapshot: the (snapshot_id, member_id) key is also the keyset of its paged listing.'},
             bases=['Model'],
         ),
+        ops.AddIndex(
+            model_name='MemberTier',
+            index=Index(fields=['member_id', 'tier_id']),
+        ),
+        ops.AddIndex(
+            model_name='Purchase',
+            index=Index(fields=['member_id', 'status', 'occurred_at', 'amount']),
+        ),
     ]
