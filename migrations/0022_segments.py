@@ -53,10 +53,6 @@ class Migration(migrations.Migration):
             bases=['Model'],
         ),
         ops.AddIndex(
-            model_name='MemberTier',
-            index=Index(fields=['member_id', 'tier_id']),
-        ),
-        ops.AddIndex(
             model_name='Purchase',
             index=Index(fields=['member_id', 'status', 'occurred_at', 'amount']),
         ),

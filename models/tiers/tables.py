@@ -43,7 +43,6 @@ class MemberTier(Model):
 
     class Meta:
         table = "member_tier"
-        indexes = (("member_id", "tier_id"),)  # covers a segment's tier condition (models/segments/rules_sql.py)
 
 
 class TierChange(Model):
