@@ -18,7 +18,7 @@ from models.members import export as member_export
 from models.members import import_worker, imports, members, timeline
 from models.packages.sales import list_packages
 from models.tenancy import merchants as tenancy
-from server.api import Out, Schema, endpoint, ok
+from server.api import Out, Schema, endpoint, ok, stream_csv
 from server.auth import ADMINS, ALL_STAFF, Principal, scope_of
 
 members_bp = Blueprint("members", url_prefix="/api/members")
@@ -227,13 +227,7 @@ def _job_out(job: imports.ImportJob) -> ImportJobOut:
 )
 async def export_members(request: Request, query: MemberFilters):
     chunks = member_export.export_members_csv(**query.for_principal(request.ctx.principal))
-    response = await request.respond(
-        content_type="text/csv; charset=utf-8",
-        headers={"content-disposition": 'attachment; filename="members.csv"', "cache-control": "no-store"},
-    )
-    async for chunk in chunks:
-        await response.send(chunk.encode("utf-8"))
-    await response.eof()
+    await stream_csv(request, chunks, filename="members.csv")
 
 
 async def _upload_body(request: Request) -> AsyncIterator[bytes]:

@@ -96,6 +96,9 @@ class Removed(Out):
 class BulkIn(Schema):
     member_ids: list[StrictInt] = Field(default_factory=list, max_length=tag_domain.MAX_BULK)
     phones: list[str] = Field(default_factory=list, max_length=tag_domain.MAX_BULK)
+    segment_id: StrictInt | None = Field(
+        None, ge=1, le=2**31 - 1, description="Every member of this segment (as it matches now, in your scope)"
+    )
 
 
 class UnknownLine(Out):
@@ -238,8 +241,9 @@ def _bulk_document(handler: Any) -> Any:
     roles=MANAGERS,
     response=BulkOut,
     errors=(400, 409, 413, 415, 422),
-    description="JSON {member_ids} or {phones} (one of them: 422 tag.bulk_ambiguous), or a CSV (text/csv, one"
-    f" column phone or member_id); at most"
+    description=f"JSON {{member_ids}} or {{phones}} (one of them: 422 tag.bulk_ambiguous) or {{segment_id}}"
+    " (alone: every member of the segment in the caller's scope, not limited in number; 404 segment.not_found),"
+    " or a CSV (text/csv, one column phone or member_id); at most"
     f" {tag_domain.MAX_BULK} members (422 tag.bulk_too_large). Answers how many were added (each on its member's"
     " timeline), already had it, and the unknown lines (no such member, or another store's for a store role)."
     " Sending it again adds nothing. 409 tag.rule_managed, tag.archived; 415 for another media type.",
@@ -253,6 +257,15 @@ async def bulk_add(request: Request, tag_id: int):
     elif media_type == "application/json":
         body = parse_body(request, BulkIn)
         assert isinstance(body, BulkIn)
+        if body.segment_id is not None:
+            if body.member_ids or body.phones:
+                raise Unprocessable(
+                    "segment_id goes alone, without member_ids or phones", code="tag.bulk_mixed", field="segment_id"
+                )
+            by_segment = await tag_domain.bulk_add_segment(
+                scope=scope_of(principal), tag_id=tag_id, segment_id=body.segment_id, staff_id=principal.subject_id
+            )
+            return ok(BulkOut(added=by_segment.added, already=by_segment.already, unknown=[]))
         if body.member_ids and body.phones:  # each list's lines are its own positions: one list a request
             raise Unprocessable("give member_ids or phones, not both", code="tag.bulk_ambiguous", field="phones")
         member_ids = [(i + 1, member_id) for i, member_id in enumerate(body.member_ids)]

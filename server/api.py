@@ -6,7 +6,7 @@ import copy
 import functools
 import inspect
 import re
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Annotated, Any
@@ -276,6 +276,17 @@ def json_datetime(value: datetime) -> str:
 def ok(payload: BaseModel | dict, *, status: int = 200):
     data = payload.model_dump(mode="json") if isinstance(payload, BaseModel) else payload
     return json_response(data, status=status)
+
+
+async def stream_csv(request: Request, chunks: AsyncIterator[str], *, filename: str) -> None:
+    """Send CSV text as it is produced (an export: batches of rows, never the whole file in memory)."""
+    response = await request.respond(
+        content_type="text/csv; charset=utf-8",
+        headers={"content-disposition": f'attachment; filename="{filename}"', "cache-control": "no-store"},
+    )
+    async for chunk in chunks:
+        await response.send(chunk.encode("utf-8"))
+    await response.eof()
 
 
 def publish_openapi(document: dict[str, Any]) -> dict[str, Any]:

@@ -62,7 +62,12 @@ class Purchase(Model):
         table = "purchase"
         unique_together = (("merchant_id", "order_no"),)
         # the second covers the RFM cuts' per-member aggregate of a merchant's window (models/portrait/rfm.py)
-        indexes = (("member_id", "occurred_at"), ("merchant_id", "status", "occurred_at", "member_id", "amount"))
+        # the third covers a segment's per-member purchase window (models/segments/rules_sql.py)
+        indexes = (
+            ("member_id", "occurred_at"),
+            ("merchant_id", "status", "occurred_at", "member_id", "amount"),
+            ("member_id", "status", "occurred_at", "amount"),
+        )
 
 
 async def multiplier_permille(*, merchant_id: int, member_id: int) -> int:

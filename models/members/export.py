@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from models.ledger.books import BalanceAccount, PointsAccount
 from models.members.custom_fields import list_fields
-from models.members.members import filter_members
+from models.members.members import Member, filter_members
 from models.tenancy.merchants import Merchant, Store
 
 EXPORT_BATCH = 1000
@@ -39,18 +39,29 @@ def _text(value: Any) -> Any:
 
 async def export_members_csv(*, merchant_id: int, **filters: Any) -> AsyncIterator[str]:
     """CSV text (BOM first, for Excel) of the members matching the filters of filter_members, in id order."""
+    query = await filter_members(merchant_id=merchant_id, **filters)
+
+    async def batch(after: int) -> list[Member]:
+        return list(await query.filter(id__gt=after).order_by("id").limit(EXPORT_BATCH))
+
+    async for chunk in members_csv(merchant_id=merchant_id, batch=batch):
+        yield chunk
+
+
+async def members_csv(*, merchant_id: int, batch: Callable[[int], Awaitable[list[Member]]]) -> AsyncIterator[str]:
+    """The export's CSV text for any member set: `batch(after)` gives the next members after that id, in id order
+    (at most EXPORT_BATCH), until it gives none."""
     keys = [d.key for d in await list_fields(merchant_id=merchant_id)]
     timezone = await Merchant.filter(id=merchant_id).first().values_list("timezone", flat=True)
     zone = ZoneInfo(str(timezone or "Asia/Shanghai"))
     stores = dict(await Store.filter(merchant_id=merchant_id).values_list("id", "code"))
-    query = await filter_members(merchant_id=merchant_id, **filters)
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow([*COLUMNS, *keys])
     yield "\ufeff" + buffer.getvalue()
     last_id = 0
     while True:
-        members = await query.filter(id__gt=last_id).order_by("id").limit(EXPORT_BATCH)
+        members = await batch(last_id)
         if not members:
             return
         last_id = members[-1].id

@@ -2,9 +2,12 @@
 
 A rule is a node: `{"all": [node, ...]}`, `{"any": [...]}`, `{"none": [...]}` (none: no child matches), or a
 condition `{"field": ..., "op": ..., "value": ..., "window_days": ...}` (window_days only for the windowed
-fields; absent: the member's whole history). The compiled condition reads the `member` row aliased `m` and the
-real tables through correlated subqueries, every value a bound parameter (`%s`, models.kernel.sqlpath), the same
-text on MySQL/MariaDB and SQLite except where `dialect()` differs: members are never loaded into Python.
+fields; absent: the member's whole history). A segment's definition may also hold `{"tag": <id or code>}` leaves
+(the member carries that active tag); a rule tag's rule may not, so no tag depends on another.
+
+The compiled condition reads the `member` row aliased `m` and the real tables through correlated subqueries, every
+value a bound parameter (`%s`, models.kernel.sqlpath), the same text on MySQL/MariaDB and SQLite except where
+`dialect()` differs: members are never loaded into Python.
 
 Days are the merchant's local days: "within 30 days" is today and the 29 days before; "N days ago" counts local
 days from the event's day to today. A member who never bought is never matched by last_purchase_days_ago (any op),
@@ -20,6 +23,7 @@ from typing import Any
 from models.kernel.errors import Unprocessable
 from models.members.custom_fields import CustomFieldDef, list_fields
 from models.members.members import GENDERS
+from models.segments.tables import Tag
 from models.tenancy.merchants import Store
 from models.tiers.tables import Tier
 
@@ -85,17 +89,22 @@ class RuleContext:
     known_tier_ids: frozenset[int]
     store_ids: frozenset[int]
     custom_fields: dict[str, CustomFieldDef] = field(default_factory=dict)
+    tag_ids: dict[str, int] = field(default_factory=dict)  # code -> id, every status
+    tag_status: dict[int, str] = field(default_factory=dict)  # id -> active | archived
 
 
-async def load_context(*, merchant_id: int) -> RuleContext:
-    """The merchant's tiers, stores and custom fields, read once to check one rule."""
+async def load_context(*, merchant_id: int, with_tags: bool = False) -> RuleContext:
+    """The merchant's tiers, stores and custom fields (and tags, for a segment), read once to check one rule."""
     tiers = await Tier.filter(merchant_id=merchant_id).values_list("id", "code")
     stores: list[Any] = list(await Store.filter(merchant_id=merchant_id).values_list("id", flat=True))
+    tags = await Tag.filter(merchant_id=merchant_id).values_list("id", "code", "status") if with_tags else []
     return RuleContext(
         tier_ids={str(code): int(tier_id) for tier_id, code in tiers},
         known_tier_ids=frozenset(int(tier_id) for tier_id, _ in tiers),
         store_ids=frozenset(int(store_id) for store_id in stores),
         custom_fields={d.key: d for d in await list_fields(merchant_id=merchant_id)},
+        tag_ids={str(code): int(tag_id) for tag_id, code, _ in tags},
+        tag_status={int(tag_id): str(status) for tag_id, _, status in tags},
     )
 
 
@@ -108,8 +117,9 @@ def _is_int(value: Any) -> bool:
 
 
 class _Checker:
-    def __init__(self, context: RuleContext) -> None:
+    def __init__(self, context: RuleContext, *, tags: bool) -> None:
         self.context = context
+        self.tags = tags  # tag leaves allowed (a segment's definition)
         self.nodes = 0
 
     def node(self, node: Any, path: str, depth: int) -> dict[str, Any]:
@@ -129,7 +139,21 @@ class _Checker:
             if not isinstance(children, list) or not 1 <= len(children) <= MAX_LIST:
                 raise _bad(f"{path}.{key}", f"{key} takes a list of 1 to {MAX_LIST} rule nodes")
             return {key: [self.node(child, f"{path}.{key}.{i}", depth + 1) for i, child in enumerate(children)]}
+        if "tag" in node and self.tags:
+            return self.tag(node, path)
         return self.leaf(node, path)
+
+    def tag(self, node: dict[str, Any], path: str) -> dict[str, Any]:
+        if len(node) != 1:
+            raise _bad(path, 'a tag leaf has exactly one key: {"tag": <tag id or code>}')
+        given, where = node["tag"], f"{path}.tag"
+        tag_id = self.context.tag_ids.get(given) if isinstance(given, str) else given if _is_int(given) else None
+        status = self.context.tag_status.get(tag_id) if tag_id is not None else None
+        if tag_id is None or status is None:
+            raise _bad(where, f"no tag {given!r} in this merchant", "rule.unknown_tag")
+        if status != "active":
+            raise _bad(where, f"the tag {given!r} is archived", "rule.tag_archived")
+        return {"tag": tag_id}
 
     def leaf(self, node: dict[str, Any], path: str) -> dict[str, Any]:
         unknown = sorted(set(node) - LEAF_KEYS)
@@ -271,9 +295,10 @@ def _custom_value(definition: CustomFieldDef, value: Any, where: str) -> Any:
     return value
 
 
-def validate_rule(rule: Any, *, context: RuleContext) -> dict[str, Any]:
-    """The rule checked against the language and the merchant (422 with the JSON path), tiers kept by id."""
-    return _Checker(context).node(rule, "rule", 1)
+def validate_rule(rule: Any, *, context: RuleContext, root: str = "rule", tags: bool = False) -> dict[str, Any]:
+    """The rule checked against the language and the merchant (422 with the JSON path from `root`), tiers kept by
+    id; with tags=True (a segment) `{"tag": ...}` leaves too, kept by id."""
+    return _Checker(context, tags=tags).node(rule, root, 1)
 
 
 def is_timely(rule: dict[str, Any]) -> bool:
@@ -281,6 +306,8 @@ def is_timely(rule: dict[str, Any]) -> bool:
     for key in GROUPS:
         if key in rule:
             return any(is_timely(child) for child in rule[key])
+    if "tag" in rule:
+        return False
     spec = FIELDS.get(rule["field"])
     if spec is None:
         return False

@@ -2,7 +2,7 @@
 
 Correlated subqueries read the real tables (purchase, points_account, points_lot, balance_account, member_tier,
 member_card, member_plan, coupon); MySQL/MariaDB and SQLite differ only in the birthday month and JSON
-extraction. Days are the merchant's local days (see rules.py).
+extraction. Days are the merchant's local days (see rules.py). A segment's `{"tag": id}` leaf reads member_tag.
 """
 
 from __future__ import annotations
@@ -49,6 +49,11 @@ class _Compiler:
                 joined = " OR " if key != "all" else " AND "
                 inner = "(" + joined.join(self.node(child) for child in rule[key]) + ")"
                 return f"NOT {inner}" if key == "none" else inner
+        if "tag" in rule:  # a segment's leaf: the member carries the tag while it is active
+            return (
+                "EXISTS (SELECT 1 FROM member_tag mt JOIN tag tg ON tg.id = mt.tag_id"
+                f" WHERE mt.tag_id = {self.bind(rule['tag'])} AND mt.member_id = m.id AND tg.status = 'active')"
+            )
         name: str = rule["field"]
         if name.startswith(CUSTOM_PREFIX):
             return self.custom(rule)

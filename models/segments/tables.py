@@ -47,3 +47,51 @@ class MemberTag(Model):
         table = "member_tag"
         unique_together = (("tag_id", "member_id"),)
         indexes = (("member_id",),)
+
+
+class Segment(Model):
+    """A saved audience: a boolean combination of tags and rule conditions (segments/rules.py), evaluated live."""
+
+    id = fields.IntField(primary_key=True)
+    merchant_id = fields.IntField()
+    code = fields.CharField(max_length=32)
+    name = fields.CharField(max_length=64)
+    definition: dict[str, Any] = fields.JSONField()  # checked; tiers and tags kept by id
+    status = fields.CharField(max_length=8, default="active")  # active | archived
+    created_by = fields.IntField(null=True)  # staff id
+    created_at = fields.DatetimeField(auto_now_add=True)
+    updated_at = fields.DatetimeField(auto_now=True)
+
+    class Meta:
+        table = "segment"
+        unique_together = (("merchant_id", "code"),)
+        indexes = (("merchant_id", "status"),)
+
+
+class SegmentSnapshot(Model):
+    """A segment's audience frozen at one moment (a campaign's audience): its members never change afterwards."""
+
+    id = fields.IntField(primary_key=True)
+    segment_id = fields.IntField()
+    merchant_id = fields.IntField()
+    store_id = fields.IntField(null=True)  # the store a store-scoped role took it for; null: the whole merchant
+    definition: dict[str, Any] = fields.JSONField()  # the segment's definition when it was taken
+    member_count = fields.IntField(default=0)
+    created_by = fields.IntField(null=True)  # staff id
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "segment_snapshot"
+        indexes = (("segment_id", "id"),)
+
+
+class SegmentSnapshotMember(Model):
+    """One member of a snapshot: the (snapshot_id, member_id) key is also the keyset of its paged listing."""
+
+    id = fields.BigIntField(primary_key=True)
+    snapshot_id = fields.IntField()
+    member_id = fields.IntField()
+
+    class Meta:
+        table = "segment_snapshot_member"
+        unique_together = (("snapshot_id", "member_id"),)

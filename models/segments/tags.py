@@ -21,6 +21,8 @@ from models.kernel.sqlpath import Stmt
 from models.members.members import Member, ensure_visible, member_rows
 from models.members.timeline import MemberActivity, record
 from models.segments.rules import load_context, validate_rule
+from models.segments.segments import get_segment
+from models.segments.segments import member_ids as segment_member_ids
 from models.segments.tables import MemberTag, Tag
 from models.tenancy.visibility import Scope
 
@@ -219,31 +221,52 @@ async def bulk_add(
     result.unknown.sort()
     wanted = list(dict.fromkeys(resolved[line] for line in sorted(resolved)))
     result.already = len(resolved) - len(wanted)  # a member named twice in the list has it from its first line
-    now = clock.now()
     async with in_transaction():
         await lock_tag(tag_id=tag.id)
         for start in range(0, len(wanted), 1000):
-            chunk = wanted[start : start + 1000]
-            having = set(await MemberTag.filter(tag_id=tag.id, member_id__in=chunk).values_list("member_id", flat=True))
-            fresh = [member_id for member_id in chunk if member_id not in having]
-            result.already += len(chunk) - len(fresh)
-            if not fresh:
-                continue
-            params: list[Any] = []
-            for member_id in fresh:
-                params += [scope.merchant_id, member_id, tag.id, "manual", staff_id, sqlpath.db_time(now)]
-            await sqlpath.run([Stmt(insert_ignore(len(fresh)), tuple(params))])
-            await MemberActivity.bulk_create(
-                [
-                    MemberActivity(
-                        merchant_id=scope.merchant_id,
-                        member_id=member_id,
-                        kind="tag_added",
-                        actor=f"staff:{staff_id}",
-                        detail=_detail(tag),
-                    )
-                    for member_id in fresh
-                ]
-            )
-            result.added += len(fresh)
+            await _add_batch(scope, tag, staff_id, wanted[start : start + 1000], result)
     return result
+
+
+async def _add_batch(scope: Scope, tag: Tag, staff_id: int, chunk: list[int], result: BulkResult) -> None:
+    """Inside the tag's lock: tag these members (each added one on its timeline), counting who had it already."""
+    having = set(await MemberTag.filter(tag_id=tag.id, member_id__in=chunk).values_list("member_id", flat=True))
+    fresh = [member_id for member_id in chunk if member_id not in having]
+    result.already += len(chunk) - len(fresh)
+    if not fresh:
+        return
+    now = clock.now()
+    params: list[Any] = []
+    for member_id in fresh:
+        params += [scope.merchant_id, member_id, tag.id, "manual", staff_id, sqlpath.db_time(now)]
+    await sqlpath.run([Stmt(insert_ignore(len(fresh)), tuple(params))])
+    await MemberActivity.bulk_create(
+        [
+            MemberActivity(
+                merchant_id=scope.merchant_id,
+                member_id=member_id,
+                kind="tag_added",
+                actor=f"staff:{staff_id}",
+                detail=_detail(tag),
+            )
+            for member_id in fresh
+        ]
+    )
+    result.added += len(fresh)
+
+
+async def bulk_add_segment(*, scope: Scope, tag_id: int, segment_id: int, staff_id: int) -> BulkResult:
+    """Tag every member of a segment (in the caller's scope, as it matches now) with a manual tag, a thousand
+    members a transaction; sending it again adds nothing."""
+    tag = await get_tag(merchant_id=scope.merchant_id, tag_id=tag_id)
+    _manual(tag)
+    await get_segment(merchant_id=scope.merchant_id, segment_id=segment_id)
+    result, after = BulkResult(), 0
+    while True:
+        chunk = await segment_member_ids(scope=scope, segment_id=segment_id, after=after, limit=1000)
+        if not chunk:
+            return result
+        async with in_transaction():
+            await lock_tag(tag_id=tag.id)
+            await _add_batch(scope, tag, staff_id, chunk, result)
+        after = chunk[-1]

@@ -34,6 +34,7 @@ QUOTED = (
     '"due":4440,',
     '"points_back":174,',
     '"unknown":[{"line":3,',
+    '{"count":2}',
 )
 # Every curl fails the script on an HTTP error (the README's `curl -s` would print the error body and go on).
 PREAMBLE = 'curl() { command curl -sS --fail-with-body "$@"; }\n'

@@ -41,6 +41,8 @@ MERCHANT_WIDE = {
     "/api/package-templates",
     "/api/paid-plans",
     "/api/recharge-packages",
+    "/api/segments",
+    "/api/segments/<segment_id:int>",
     "/api/tags",
     "/api/tiers",
 }
@@ -82,6 +84,13 @@ ROW_GETS = {
 LOOKUPS = {"/api/pos/member": "phone"}
 # Aggregates over rows: checked against what was seeded in each store.
 AGGREGATES = {"/api/paid-plans/stats"}
+# A merchant-wide segment's members (a segment of every member here): only the caller's store's (tests/segments).
+SEGMENT_READS = {
+    "/api/segments/<segment_id:int>/count",
+    "/api/segments/<segment_id:int>/members",
+    "/api/segments/<segment_id:int>/export.csv",
+    "/api/segments/<segment_id:int>/snapshots/<snapshot_id:int>/members",
+}
 # Writes on a row by id (store roles allowed): (method, route) -> body; another store's row is 404.
 WRITES: dict[tuple[str, str], dict[str, Any]] = {
     ("PATCH", "/api/members/<member_id:int>"): {"name": "X"},
@@ -122,6 +131,9 @@ MERCHANT_WIDE_WRITES = {
     ("PATCH", "/api/tags/<tag_id:int>"),
     # the tag is merchant-wide; the members it names are looked up in the caller's scope (tests/segments)
     ("POST", "/api/tags/<tag_id:int>/members"),
+    ("PATCH", "/api/segments/<segment_id:int>"),
+    # the segment is merchant-wide; the snapshot holds only the caller's store's members (tests/segments)
+    ("POST", "/api/segments/<segment_id:int>/snapshots"),
 }
 
 
@@ -160,6 +172,8 @@ class Store:
     api_keys: list[int] = field(default_factory=list)
     pos_orders: list[int] = field(default_factory=list)
     templates: list[int] = field(default_factory=list)
+    segment: int = 0  # a segment of every member, and a snapshot of it taken by this store's manager
+    snapshot: int = 0
 
 
 _keys = itertools.count(1)
@@ -280,6 +294,8 @@ def _fill(path: str, store: Store) -> str:
         "<pos_order_id:int>": store.pos_orders[0],
         "<template_id:int>": store.templates[0],
         "<tag_id:int>": 1,  # the member is checked first: another store's is 404 whatever the tag
+        "<segment_id:int>": store.segment,
+        "<snapshot_id:int>": store.snapshot,
     }
     for name, value in values.items():
         path = path.replace(name, str(value))
@@ -306,12 +322,26 @@ async def test_a_store_role_sees_and_touches_only_its_own_stores_rows(app, clien
             (
                 method == "GET"
                 and path in MERCHANT_WIDE | set(LISTS) | MEMBER_ROWS | set(ROW_GETS) | AGGREGATES | set(LOOKUPS)
+                or path in SEGMENT_READS
             )
             or (method, path) in WRITES
             or (method, path) in MERCHANT_WIDE_WRITES
         )
     ]
     assert unknown == [], f"routes open to store roles that this test does not know how to check: {unknown}"
+    everyone = {
+        "code": "everyone",
+        "name": "All",
+        "definition": {"any": [{"field": "balance", "op": "gte", "value": 0}]},
+    }
+    segment = await client.post("/api/segments", json=everyone, headers=admin)
+    assert segment.status_code == 201, segment.text
+    here.segment = segment.json()["id"]
+    manager = await add_staff(client, admin, username=f"segments-{role}", role="store_manager", store_id=here.id)
+    snapshot = await client.post(f"/api/segments/{here.segment}/snapshots", headers=manager)
+    assert snapshot.status_code == 201, snapshot.text
+    here.snapshot = snapshot.json()["id"]
+    ours = set(await Member.filter(origin_store_id=here.id).values_list("id", flat=True))
 
     checked = 0
     for method, path in routes:
@@ -337,6 +367,16 @@ async def test_a_store_role_sees_and_touches_only_its_own_stores_rows(app, clien
         elif path in LOOKUPS:
             theirs = await client.get(path, params={LOOKUPS[path]: there.phones[0]}, headers=me)
             assert theirs.status_code == 404, (path, theirs.status_code, theirs.text)
+            checked += 1
+        elif path in SEGMENT_READS:
+            if path.endswith("/count"):
+                named = response.json()["count"]
+                assert named == len(ours), (path, response.text)
+            elif path.endswith(".csv"):
+                lines = response.text.removeprefix("\ufeff").splitlines()[1:]
+                assert {int(line.split(",")[0]) for line in lines} == ours, (path, response.text)
+            else:
+                assert {row["id"] for row in response.json()["items"]} == ours, (path, response.text)
             checked += 1
         elif path == "/api/paid-plans/stats":
             assert response.json()["ended"] == 1, response.json()  # the store-2 member's ended term is not counted
