@@ -6,6 +6,7 @@ from sanic import Sanic
 from sanic_ext import openapi
 
 from handlers import (
+    analytics,
     cards,
     checkout,
     coupons,
@@ -50,6 +51,7 @@ def register_blueprints(app: Sanic, settings: Settings) -> None:
         pos,
         portrait,
         segments,
+        analytics,
     )
     for module in modules:
         app.blueprint(module.bp)
