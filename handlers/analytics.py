@@ -45,7 +45,7 @@ class SalesPeriod(Out):
     revenue: int = Field(description="Fen paid")
     member_revenue: int = Field(description="Fen paid by members")
     quantity: int = Field(description="Item units")
-    members: int = Field(description="Distinct members who bought in the period (from purchase, not the roll-up)")
+    members: int = Field(description="Distinct members who bought in the period")
     average_order_value: int = Field(description="Fen per order, rounded down (0 without orders)")
 
 
@@ -102,7 +102,7 @@ class MembersOut(Out):
     lost: int = Field(description="Last purchase over 90 days ago")
     never: int = Field(description="Members without a settled purchase")
     plan_terms_ended: int = Field(description="Members whose paid-plan term ended in the range (up to now)")
-    plan_renewed: int = Field(description="... of them with another term starting at or after that end")
+    plan_renewed: int = Field(description="... of them who bought another term (as GET /api/paid-plans/stats)")
     renewal_rate_permille: int | None = Field(description="plan_renewed per mille of plan_terms_ended")
 
 
@@ -164,7 +164,7 @@ async def top_items(request: Request, query: TopItemsQuery):
     query=RangeQuery,
     response=FrequencyOut,
     errors=(404,),
-    description="Computed from the purchases themselves (no lag), by indexed range queries." + LAG,
+    description="Members by visits and orders by amount, from the daily roll-ups." + LAG,
 )
 async def frequency(request: Request, query: RangeQuery):
     scope = scope_of(request.ctx.principal)
@@ -216,8 +216,9 @@ class MembersQuery(Schema):
     query=MembersQuery,
     response=MembersOut,
     description="Members by their last settled purchase as of now (a store-scoped role: its store's members, "
-    "by origin store); renewal: of the members whose paid-plan term ended in the range, those with another "
-    "term starting at or after that end. A range over 2 years or with from > to answers 422.",
+    "by origin store); renewal: of the members whose paid-plan term ended in the range (up to now), those who "
+    "bought another term, counted as GET /api/paid-plans/stats does. A range over 2 years or with from > to "
+    "answers 422.",
 )
 async def members(request: Request, query: MembersQuery):
     found = await reports.activity(scope=scope_of(request.ctx.principal), first=query.first, last=query.last)

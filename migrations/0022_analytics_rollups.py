@@ -1,6 +1,7 @@
 from tortoise import migrations
 from tortoise.migrations import operations as ops
 from tortoise import fields
+from tortoise.indexes import Index
 
 class Migration(migrations.Migration):
     dependencies = [('models', '0021_member_tags')]
@@ -21,6 +22,19 @@ class Migration(migrations.Migration):
                 ('orders', fields.IntField()),
             ],
             options={'table': 'category_day', 'app': 'models', 'unique_together': (('merchant_id', 'day', 'store_id', 'category'),), 'pk_attr': 'id', 'table_description': "One category's lines at one store on one merchant-local day (orders: purchases with such a line)."},
+            bases=['Model'],
+        ),
+        ops.CreateModel(
+            name='MemberDay',
+            fields=[
+                ('id', fields.BigIntField(generated=True, primary_key=True, unique=True, db_index=True)),
+                ('merchant_id', fields.IntField()),
+                ('store_id', fields.IntField()),
+                ('day', fields.DateField()),
+                ('member_id', fields.IntField()),
+                ('orders', fields.IntField()),
+            ],
+            options={'table': 'member_day', 'app': 'models', 'unique_together': (('merchant_id', 'day', 'store_id', 'member_id'),), 'indexes': [Index(fields=['merchant_id', 'day', 'member_id', 'orders']), Index(fields=['merchant_id', 'store_id', 'day', 'member_id', 'orders'])], 'pk_attr': 'id', 'table_description': "One member's settled purchases at one store on one merchant-local day: distinct members and visits of any"},
             bases=['Model'],
         ),
         ops.CreateModel(
@@ -48,6 +62,13 @@ class Migration(migrations.Migration):
                 ('amount', fields.BigIntField()),
                 ('member_amount', fields.BigIntField()),
                 ('quantity', fields.BigIntField(default=0)),
+                ('amount_b0', fields.IntField(default=0)),
+                ('amount_b1', fields.IntField(default=0)),
+                ('amount_b2', fields.IntField(default=0)),
+                ('amount_b3', fields.IntField(default=0)),
+                ('amount_b4', fields.IntField(default=0)),
+                ('amount_b5', fields.IntField(default=0)),
+                ('amount_b6', fields.IntField(default=0)),
             ],
             options={'table': 'sales_day', 'app': 'models', 'unique_together': (('merchant_id', 'day', 'store_id'),), 'pk_attr': 'id', 'table_description': "One store's (0: no store) settled purchases of one merchant-local day, recomputed whole from purchase."},
             bases=['Model'],

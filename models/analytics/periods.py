@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
-from zoneinfo import ZoneInfo
+from datetime import date, timedelta
 
 from models.kernel.calendar import add_months
 from models.kernel.errors import Unprocessable
-from models.points.rules import local_midnight
 
 GROUPS = ("day", "week", "month")
 MAX_MONTHS = 24  # a range may span at most two years
@@ -56,8 +54,3 @@ def period_index(cuts: list[Period], day: date) -> int:
         else:
             high = middle - 1
     return low
-
-
-def utc_bounds(cuts: list[Period], zone: ZoneInfo) -> list[datetime]:
-    """The UTC instants each period starts, and the end of the last one."""
-    return [local_midnight(p.start, zone) for p in cuts] + [local_midnight(cuts[-1].end + timedelta(days=1), zone)]

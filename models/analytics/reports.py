@@ -1,5 +1,6 @@
-"""The consumption reports: sales and top items from the daily roll-ups, per-member and per-order figures from
-purchase by indexed range queries, liabilities from the lots, member activity from the last purchase.
+"""The consumption reports: sales, top items, distinct members, visits and order amounts from the daily roll-ups
+(distinct members and visits per member from member_day's covering indexes), liabilities from the lots, member
+activity from each member's last purchase.
 
 Dates are merchant-local; sales_day / sku_day lag the raw purchases by up to the roll-up job's interval.
 """
@@ -10,16 +11,17 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from models.analytics.periods import check_range, period_index, periods, utc_bounds
+from models.analytics.periods import check_range, period_index, periods
+from models.analytics.tables import AMOUNT_BUCKETS
 from models.kernel import clock, sqlpath
 from models.kernel.errors import Forbidden, NotFound
 from models.kernel.sqlpath import Stmt
+from models.plans.terms import renewal_stats_between
 from models.points.rules import local_midnight
 from models.tenancy.merchants import Store, merchant_zone
 from models.tenancy.visibility import Scope
 
 VISIT_BUCKETS = ((1, 1), (2, 2), (3, 3), (4, 5), (6, 10), (11, None))  # visits in the range, inclusive
-AMOUNT_BUCKETS = (0, 2000, 5000, 10000, 20000, 50000, 100000)  # fen: each bucket from one edge to the next
 ACTIVE_DAYS, DORMANT_DAYS = 30, 90
 
 
@@ -80,8 +82,8 @@ class Activity:
     dormant: int
     lost: int
     never: int
-    plan_terms_ended: int  # members whose paid-plan term ended in the range
-    plan_renewed: int  # ... of whom bought a term starting at or after its end
+    plan_terms_ended: int  # members whose paid-plan term ended in the range (models.plans.terms.renewal_stats)
+    plan_renewed: int  # ... of whom bought another term since
 
 
 async def report_store(*, scope: Scope, store_id: int | None) -> int | None:
@@ -101,10 +103,9 @@ def _store_filter(store_id: int | None, column: str = "store_id") -> tuple[str, 
 
 
 async def sales(*, scope: Scope, first: date, last: date, group: str, store_id: int | None) -> list[SalesRow]:
-    """Orders, revenue, items and distinct members per period (members counted from purchase: not additive)."""
+    """Orders, revenue, items and distinct members per period (members from member_day: not additive)."""
     check_range(first, last)
     store = await report_store(scope=scope, store_id=store_id)
-    zone = await merchant_zone(merchant_id=scope.merchant_id)
     cuts = periods(first, last, group)
     where, extra = _store_filter(store)
     daily = Stmt(
@@ -112,14 +113,13 @@ async def sales(*, scope: Scope, first: date, last: date, group: str, store_id: 
         f" WHERE merchant_id = %s AND day >= %s AND day <= %s{where} GROUP BY day",
         (scope.merchant_id, first.isoformat(), last.isoformat(), *extra),
     )
-    bounds = utc_bounds(cuts, zone)
     distinct = [
         Stmt(
-            "SELECT COUNT(DISTINCT member_id) FROM purchase"  # noqa: S608 - where is code
-            f" WHERE merchant_id = %s AND status = 'settled' AND occurred_at >= %s AND occurred_at < %s{where}",
-            (scope.merchant_id, sqlpath.db_time(bounds[i]), sqlpath.db_time(bounds[i + 1]), *extra),
+            "SELECT COUNT(DISTINCT member_id) FROM member_day"  # noqa: S608 - where is code
+            f" WHERE merchant_id = %s AND day >= %s AND day <= %s{where}",
+            (scope.merchant_id, p.start.isoformat(), p.end.isoformat(), *extra),
         )
-        for i in range(len(cuts))
+        for p in cuts
     ]
     days, *counts = await sqlpath.select([daily, *distinct])
     sums = [[0, 0, 0, 0] for _ in cuts]
@@ -172,30 +172,27 @@ async def frequency(*, scope: Scope, first: date, last: date, store_id: int | No
     """Members by number of settled purchases in the range, and orders by amount (fixed fen buckets)."""
     check_range(first, last)
     store = await report_store(scope=scope, store_id=store_id)
-    zone = await merchant_zone(merchant_id=scope.merchant_id)
     where, extra = _store_filter(store)
-    window = (
-        scope.merchant_id,
-        sqlpath.db_time(local_midnight(first, zone)),
-        sqlpath.db_time(local_midnight(last + timedelta(days=1), zone)),
-        *extra,
-    )
-    scope_sql = f"WHERE merchant_id = %s AND status = 'settled' AND occurred_at >= %s AND occurred_at < %s{where}"
+    window = (scope.merchant_id, first.isoformat(), last.isoformat(), *extra)
     visits_case = _case("n", list(VISIT_BUCKETS), inclusive=True)
     amount_edges = _amount_edges()
-    amount_case = _case("amount", amount_edges, inclusive=False)
+    sums = ", ".join(f"COALESCE(SUM(amount_b{i}), 0)" for i in range(len(AMOUNT_BUCKETS)))
     visit_rows, amount_rows = await sqlpath.select(
         [
             Stmt(
                 f"SELECT {visits_case} AS b, COUNT(*) FROM"  # noqa: S608 - the cases are code
-                f" (SELECT member_id, COUNT(*) AS n FROM purchase {scope_sql} GROUP BY member_id) v GROUP BY b",
+                " (SELECT member_id, SUM(orders) AS n FROM member_day"
+                f" WHERE merchant_id = %s AND day >= %s AND day <= %s{where} GROUP BY member_id) v GROUP BY b",
                 window,
             ),
-            Stmt(f"SELECT {amount_case} AS b, COUNT(*) FROM purchase {scope_sql} GROUP BY b", window),  # noqa: S608
+            Stmt(
+                f"SELECT {sums} FROM sales_day WHERE merchant_id = %s AND day >= %s AND day <= %s{where}",  # noqa: S608
+                window,
+            ),
         ]
     )
     by_visits = {int(b): int(n) for b, n in visit_rows}
-    by_amount = {int(b): int(n) for b, n in amount_rows}
+    by_amount = dict(enumerate(int(n) for n in amount_rows[0]))
     return Frequency(
         members=sum(by_visits.values()),
         orders=sum(by_amount.values()),
@@ -258,7 +255,7 @@ async def activity(*, scope: Scope, first: date, last: date) -> Activity:
     member_args: tuple[Any, ...] = (scope.merchant_id, *((scope.store_id,) if scope.limited else ()))
     active_since, dormant_since = now - timedelta(days=ACTIVE_DAYS), now - timedelta(days=DORMANT_DAYS)
     limited = f" AND member_id IN ({members})" if scope.limited else ""
-    last_rows, total_rows, plan_rows = await sqlpath.select(
+    last_rows, total_rows = await sqlpath.select(
         [
             Stmt(
                 "SELECT CASE WHEN last_at >= %s THEN 0 WHEN last_at >= %s THEN 1 ELSE 2 END AS b, COUNT(*) FROM"  # noqa: S608
@@ -272,21 +269,10 @@ async def activity(*, scope: Scope, first: date, last: date) -> Activity:
                 ),
             ),
             Stmt(f"SELECT COUNT(*) FROM ({members}) m", member_args),  # noqa: S608 - members is code
-            Stmt(
-                "SELECT COUNT(DISTINCT t.member_id), COUNT(DISTINCT CASE WHEN EXISTS (SELECT 1 FROM member_plan n"  # noqa: S608
-                " WHERE n.member_id = t.member_id AND n.status = 'active' AND n.id <> t.id"
-                " AND n.starts_at >= t.ends_at) THEN t.member_id END) FROM member_plan t"
-                " WHERE t.merchant_id = %s AND t.status = 'active' AND t.ends_at >= %s AND t.ends_at < %s"
-                f" AND t.ends_at <= %s{limited and ' AND t.member_id IN (' + members + ')'}",
-                (
-                    scope.merchant_id,
-                    sqlpath.db_time(local_midnight(first, zone)),
-                    sqlpath.db_time(local_midnight(last + timedelta(days=1), zone)),
-                    sqlpath.db_time(now),
-                    *(member_args if scope.limited else ()),
-                ),
-            ),
         ]
+    )
+    renewal = await renewal_stats_between(
+        scope=scope, since=local_midnight(first, zone), until=local_midnight(last + timedelta(days=1), zone)
     )
     by_last = {int(b): int(n) for b, n in last_rows}
     bought = sum(by_last.values())
@@ -296,6 +282,6 @@ async def activity(*, scope: Scope, first: date, last: date) -> Activity:
         dormant=by_last.get(1, 0),
         lost=by_last.get(2, 0),
         never=int(total_rows[0][0]) - bought,
-        plan_terms_ended=int(plan_rows[0][0] or 0),
-        plan_renewed=int(plan_rows[0][1] or 0),
+        plan_terms_ended=renewal.ended,
+        plan_renewed=renewal.renewed,
     )

@@ -20,9 +20,10 @@ from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from tortoise.functions import Max, Min
 from tortoise.transactions import in_transaction
 
-from models.analytics.tables import RollupMark
+from models.analytics.tables import AMOUNT_BUCKETS, RollupMark
 from models.checkout.purchases import Purchase
 from models.checkout.returns import PurchaseReturn
 from models.kernel import clock, sqlpath
@@ -35,6 +36,12 @@ OVERLAP = timedelta(minutes=5)  # longer than any purchase transaction stays ope
 SCAN_LIMIT = 50_000  # rows read per table per run; the rest waits for the next run
 
 SkuKey = tuple[int, str, str]  # store_id, sku, category
+BUCKET_COLUMNS = ", ".join(f"amount_b{i}" for i in range(len(AMOUNT_BUCKETS)))
+BUCKET_SUMS = ", ".join(
+    f"SUM(CASE WHEN amount >= {low}{f' AND amount < {AMOUNT_BUCKETS[i + 1]}' if i + 1 < len(AMOUNT_BUCKETS) else ''}"
+    " THEN 1 ELSE 0 END)"
+    for i, low in enumerate(AMOUNT_BUCKETS)
+)
 
 
 def day_bounds(day: date, zone: ZoneInfo) -> tuple[datetime, datetime]:
@@ -49,10 +56,18 @@ def _sales_statements(*, merchant_id: int, day: date, start: datetime, end: date
         Stmt("DELETE FROM sales_day WHERE merchant_id = %s AND day = %s", key),
         Stmt("DELETE FROM sku_day WHERE merchant_id = %s AND day = %s", key),
         Stmt("DELETE FROM category_day WHERE merchant_id = %s AND day = %s", key),
+        Stmt("DELETE FROM member_day WHERE merchant_id = %s AND day = %s", key),
         Stmt(
-            "INSERT INTO sales_day (merchant_id, store_id, day, orders, members, amount, member_amount, quantity)"
-            " SELECT %s, COALESCE(store_id, 0), %s, COUNT(*), COUNT(DISTINCT member_id), SUM(amount),"
-            " SUM(CASE WHEN member_id IS NULL THEN 0 ELSE amount END), 0 FROM purchase"
+            "INSERT INTO member_day (merchant_id, store_id, day, member_id, orders)"
+            " SELECT %s, COALESCE(store_id, 0), %s, member_id, COUNT(*) FROM purchase"
+            " WHERE merchant_id = %s AND status = 'settled' AND occurred_at >= %s AND occurred_at < %s"
+            " GROUP BY COALESCE(store_id, 0), member_id",
+            (merchant_id, day.isoformat(), *window),
+        ),
+        Stmt(
+            "INSERT INTO sales_day (merchant_id, store_id, day, orders, members, amount, member_amount, quantity,"  # noqa: S608 - buckets are code
+            f" {BUCKET_COLUMNS}) SELECT %s, COALESCE(store_id, 0), %s, COUNT(*), COUNT(DISTINCT member_id),"
+            f" SUM(amount), SUM(CASE WHEN member_id IS NULL THEN 0 ELSE amount END), 0, {BUCKET_SUMS} FROM purchase"
             " WHERE merchant_id = %s AND status = 'settled' AND occurred_at >= %s AND occurred_at < %s"
             " GROUP BY COALESCE(store_id, 0)",
             (merchant_id, day.isoformat(), *window),
@@ -158,9 +173,11 @@ def _advance(mark: int, rows: list[tuple[int, datetime]], *, settled_before: dat
 
 async def rollup_merchant(*, merchant_id: int, now: datetime) -> int:
     """Recompute the days touched since the merchant's watermark; returns how many days."""
-    mark, _ = await RollupMark.get_or_create(merchant_id=merchant_id)
+    mark, created = await RollupMark.get_or_create(merchant_id=merchant_id)
     zone = await merchant_zone(merchant_id=merchant_id)
     settled_before = now - OVERLAP
+    if created:
+        return await _first_run(mark, zone=zone, now=now, settled_before=settled_before)
     bought = await (
         Purchase.filter(merchant_id=merchant_id, id__gt=mark.purchase_id)
         .order_by("id")
@@ -195,6 +212,40 @@ async def rollup_merchant(*, merchant_id: int, now: datetime) -> int:
     mark.rolled_at = now
     await mark.save()
     return len(days)
+
+
+async def _last_id(model: Any, *, merchant_id: int, settled_before: datetime) -> int:
+    """The newest id of the merchant's rows older than the overlap (0: none): the first run's watermark."""
+    found = await (
+        model.filter(merchant_id=merchant_id, created_at__lt=settled_before)
+        .order_by("-id")
+        .limit(1)
+        .values_list("id", flat=True)
+    )
+    return int(found[0]) if found else 0
+
+
+async def _first_run(mark: RollupMark, *, zone: ZoneInfo, now: datetime, settled_before: datetime) -> int:
+    """A merchant's first run: rebuild every day from its first purchase to its last at once (not the backlog
+    SCAN_LIMIT rows at a time, each batch touching most days again), then watch from the ids it has covered."""
+    merchant_id = mark.merchant_id
+    marks = [
+        await _last_id(m, merchant_id=merchant_id, settled_before=settled_before)
+        for m in (Purchase, PointsEntry, PurchaseReturn)
+    ]
+    span = (
+        await Purchase.filter(merchant_id=merchant_id)
+        .annotate(first=Min("occurred_at"), last=Max("occurred_at"))
+        .values_list("first", "last")
+    )
+    days = 0
+    first, last = (clock.as_utc(at) for at in (span[0] if span else (None, None)))
+    if first is not None and last is not None:
+        days = await rebuild(merchant_id=merchant_id, first=local_day(first, zone), last=local_day(last, zone))
+    mark.purchase_id, mark.points_entry_id, mark.return_id = marks
+    mark.rolled_at = now
+    await mark.save()
+    return days
 
 
 async def rollup_all(*, now: datetime | None = None) -> tuple[int, int]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from tortoise import fields
 from tortoise.models import Model
 
+AMOUNT_BUCKETS = (0, 2000, 5000, 10000, 20000, 50000, 100000)  # fen: each bucket from one edge to the next
+
 
 class SalesDay(Model):
     """One store's (0: no store) settled purchases of one merchant-local day, recomputed whole from purchase."""
@@ -18,10 +20,38 @@ class SalesDay(Model):
     amount = fields.BigIntField()  # fen paid
     member_amount = fields.BigIntField()  # fen paid by members (every purchase has one so far)
     quantity = fields.BigIntField(default=0)  # item units of the day's lines
+    # orders by amount: amount_b<i> counts those from AMOUNT_BUCKETS[i] up to (not including) the next edge
+    amount_b0 = fields.IntField(default=0)
+    amount_b1 = fields.IntField(default=0)
+    amount_b2 = fields.IntField(default=0)
+    amount_b3 = fields.IntField(default=0)
+    amount_b4 = fields.IntField(default=0)
+    amount_b5 = fields.IntField(default=0)
+    amount_b6 = fields.IntField(default=0)
 
     class Meta:
         table = "sales_day"
         unique_together = (("merchant_id", "day", "store_id"),)
+
+
+class MemberDay(Model):
+    """One member's settled purchases at one store on one merchant-local day: distinct members and visits of any
+    range and store read this (indexed by day, covering) instead of the purchases."""
+
+    id = fields.BigIntField(primary_key=True)
+    merchant_id = fields.IntField()
+    store_id = fields.IntField()
+    day = fields.DateField()
+    member_id = fields.IntField()
+    orders = fields.IntField()
+
+    class Meta:
+        table = "member_day"
+        unique_together = (("merchant_id", "day", "store_id", "member_id"),)
+        indexes = (
+            ("merchant_id", "day", "member_id", "orders"),
+            ("merchant_id", "store_id", "day", "member_id", "orders"),
+        )
 
 
 class SkuDay(Model):

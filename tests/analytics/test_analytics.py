@@ -5,14 +5,15 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from jobs.scheduler import run_job
+from models.kernel import clock
 from tests.helpers import add_member, add_staff, add_store, error_of, other_merchant
+from tests.payments.helpers import add_plan, buy_plan, pay, paying_member, use_pay_version
 
 ZONE = ZoneInfo("Asia/Shanghai")
-UTC = ZoneInfo("UTC")
 
 
 @dataclass
@@ -149,10 +150,11 @@ async def test_every_endpoint_equals_the_direct_computation(app, client, admin, 
     await world.buy(members[3], second, 100, 20, 800, [item("tea", "tea", 1, 800)])  # lost: over 90 days
     for n in range(4):
         await world.buy(members[4], second, 5 + n, 10, 4000 + n, [item("tea", "tea", 2, 4000 + n)])
-    assert (
-        await run_job("analytics.rollup", app.ctx.jobs)
-        == f"rolled up {len({b.day for b in world.bought})} days of 1 merchants"
-    )
+    span = (max(b.day for b in world.bought) - min(b.day for b in world.bought)).days + 1
+    # the first run rebuilds every day from the first purchase to the last
+    assert await run_job("analytics.rollup", app.ctx.jobs) == f"rolled up {span} days of 1 merchants"
+    touched = len({b.day for b in world.bought})  # the next run: the days of the purchases inside the overlap
+    assert await run_job("analytics.rollup", app.ctx.jobs) == f"rolled up {touched} days of 1 merchants"
 
     first, last = today - timedelta(days=70), today
     await check_all(world, client, admin, first, last)
@@ -237,3 +239,29 @@ async def test_a_store_role_sees_only_its_store(app, client, admin, demo, pinned
         "/api/analytics/frequency", params={**params, "store_id": foreign.store.id}, headers=admin
     )
     assert response.status_code == 404, response.text
+
+
+async def test_renewal_counts_the_terms_that_ended_in_the_range(app, client, admin, demo):
+    plan = await add_plan(client, admin, code="PLUS-M", period="month")
+    buyers = [await paying_member(app, merchant_id=demo.merchant.id, mp_openid=f"o_mp_an{n}") for n in range(3)]
+    start = datetime(2026, 3, 10, 4, 0, tzinfo=UTC)  # 12:00 in Shanghai; month terms end on 2026-04-10
+
+    async def buy_term(headers: dict) -> None:
+        await use_pay_version("v2")  # its notify carries no timestamp, so the clock can be pinned
+        order = (await buy_plan(client, headers, plan["id"]))["order"]
+        await pay(client, order["out_trade_no"])
+
+    try:
+        clock.set_clock(lambda: start)
+        for _, headers in buyers:
+            await buy_term(headers)
+        later = start + timedelta(days=35)
+        clock.set_clock(lambda: later)
+        await buy_term(buyers[0][1])  # one member renews late
+        found = await get(client, admin, "members", **{"from": "2026-04-01", "to": "2026-04-30"})
+        assert (found["plan_terms_ended"], found["plan_renewed"], found["renewal_rate_permille"]) == (3, 1, 333)
+        assert (found["never"], found["active"]) == (3, 0)
+        before = await get(client, admin, "members", **{"from": "2026-03-01", "to": "2026-04-09"})
+        assert (before["plan_terms_ended"], before["renewal_rate_permille"]) == (0, None)
+    finally:
+        clock.set_clock(None)
