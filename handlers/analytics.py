@@ -97,9 +97,9 @@ class LiabilitiesOut(Out):
 
 class MembersOut(Out):
     as_of: datetime
-    active: int = Field(description="Last settled purchase within 30 days")
-    dormant: int = Field(description="Last purchase 30-90 days ago")
-    lost: int = Field(description="Last purchase over 90 days ago")
+    active: int = Field(description="Last settled purchase on one of the last 30 merchant-local days, today included")
+    dormant: int = Field(description="Last purchase on one of the 60 days before those")
+    lost: int = Field(description="Last purchase earlier")
     never: int = Field(description="Members without a settled purchase")
     plan_terms_ended: int = Field(description="Members whose paid-plan term ended in the range (up to now)")
     plan_renewed: int = Field(description="... of them who bought another term (as GET /api/paid-plans/stats)")
@@ -215,7 +215,8 @@ class MembersQuery(Schema):
     roles=MANAGERS,
     query=MembersQuery,
     response=MembersOut,
-    description="Members by their last settled purchase as of now (a store-scoped role: its store's members, "
+    description="Members by the day of their last settled purchase, from the daily roll-ups (today's may lag by "
+    "up to the job's minute; a store-scoped role: its store's members, "
     "by origin store); renewal: of the members whose paid-plan term ended in the range (up to now), those who "
     "bought another term, counted as GET /api/paid-plans/stats does. A range over 2 years or with from > to "
     "answers 422.",

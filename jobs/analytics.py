@@ -8,6 +8,6 @@ from models.kernel import clock
 
 
 async def rollup(ctx: JobContext) -> str:
-    """Recompute sales_day / sku_day / category_day for each merchant-local day touched since the watermark."""
+    """Recompute the daily roll-ups (sales, sku, category, member) of each local day touched since the watermark."""
     merchants, days = await rollup_all(now=clock.now())
     return f"rolled up {days} days of {merchants} merchants"

@@ -34,7 +34,7 @@ class Migration(migrations.Migration):
                 ('member_id', fields.IntField()),
                 ('orders', fields.IntField()),
             ],
-            options={'table': 'member_day', 'app': 'models', 'unique_together': (('merchant_id', 'day', 'store_id', 'member_id'),), 'indexes': [Index(fields=['merchant_id', 'day', 'member_id', 'orders']), Index(fields=['merchant_id', 'store_id', 'day', 'member_id', 'orders'])], 'pk_attr': 'id', 'table_description': "One member's settled purchases at one store on one merchant-local day: distinct members and visits of any"},
+            options={'table': 'member_day', 'app': 'models', 'unique_together': (('merchant_id', 'day', 'store_id', 'member_id'),), 'indexes': [Index(fields=['merchant_id', 'member_id', 'day', 'orders']), Index(fields=['merchant_id', 'store_id', 'day', 'member_id', 'orders'])], 'pk_attr': 'id', 'table_description': "One member's settled purchases at one store on one merchant-local day: distinct members and visits of any"},
             bases=['Model'],
         ),
         ops.CreateModel(

@@ -246,42 +246,42 @@ async def liabilities(*, merchant_id: int, months: int = 12) -> Liabilities:
 
 
 async def activity(*, scope: Scope, first: date, last: date) -> Activity:
-    """Members by their last settled purchase (active <= 30 days, dormant <= 90, lost, never) and the paid-plan
-    renewal of the terms that ended in the range; a store-scoped role counts its store's members (origin)."""
+    """Members by the merchant-local day of their last settled purchase (active: within the last 30 days, today
+    included; dormant: the 60 before; lost: earlier; never) from the roll-ups, and the paid-plan renewal of the
+    terms that ended in the range; a store-scoped role counts its store's members (by origin store)."""
     check_range(first, last)
     now = clock.now()
     zone = await merchant_zone(merchant_id=scope.merchant_id)
     members = "SELECT id FROM member WHERE merchant_id = %s" + (" AND origin_store_id = %s" if scope.limited else "")  # noqa: S608 - code
     member_args: tuple[Any, ...] = (scope.merchant_id, *((scope.store_id,) if scope.limited else ()))
-    active_since, dormant_since = now - timedelta(days=ACTIVE_DAYS), now - timedelta(days=DORMANT_DAYS)
     limited = f" AND member_id IN ({members})" if scope.limited else ""
-    last_rows, total_rows = await sqlpath.select(
+    today = now.astimezone(zone).date()
+
+    def bought_since(day: date | None) -> Stmt:
+        since = " AND day >= %s" if day is not None else ""
+        return Stmt(
+            f"SELECT COUNT(DISTINCT member_id) FROM member_day WHERE merchant_id = %s{since}{limited}",  # noqa: S608 - code
+            (scope.merchant_id, *((day.isoformat(),) if day is not None else ()), *(member_args if limited else ())),
+        )
+
+    (recent,), (within_dormant,), (ever,), (total,) = await sqlpath.select(
         [
-            Stmt(
-                "SELECT CASE WHEN last_at >= %s THEN 0 WHEN last_at >= %s THEN 1 ELSE 2 END AS b, COUNT(*) FROM"  # noqa: S608
-                " (SELECT member_id, MAX(occurred_at) AS last_at FROM purchase"
-                f" WHERE merchant_id = %s AND status = 'settled'{limited} GROUP BY member_id) v GROUP BY b",
-                (
-                    sqlpath.db_time(active_since),
-                    sqlpath.db_time(dormant_since),
-                    scope.merchant_id,
-                    *(member_args if scope.limited else ()),
-                ),
-            ),
+            bought_since(today - timedelta(days=ACTIVE_DAYS - 1)),
+            bought_since(today - timedelta(days=DORMANT_DAYS - 1)),
+            bought_since(None),
             Stmt(f"SELECT COUNT(*) FROM ({members}) m", member_args),  # noqa: S608 - members is code
         ]
     )
     renewal = await renewal_stats_between(
         scope=scope, since=local_midnight(first, zone), until=local_midnight(last + timedelta(days=1), zone)
     )
-    by_last = {int(b): int(n) for b, n in last_rows}
-    bought = sum(by_last.values())
+    active, dormant_or_active, bought = int(recent[0]), int(within_dormant[0]), int(ever[0])
     return Activity(
         as_of=now,
-        active=by_last.get(0, 0),
-        dormant=by_last.get(1, 0),
-        lost=by_last.get(2, 0),
-        never=int(total_rows[0][0]) - bought,
+        active=active,
+        dormant=dormant_or_active - active,
+        lost=bought - dormant_or_active,
+        never=int(total[0]) - bought,
         plan_terms_ended=renewal.ended,
         plan_renewed=renewal.renewed,
     )

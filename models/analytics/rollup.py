@@ -1,4 +1,4 @@
-"""Keep sales_day and sku_day equal to the settled purchases of each merchant-local day.
+"""Keep sales_day, sku_day, category_day and member_day equal to the settled purchases of each merchant-local day.
 
 The purchase and settle transactions never write the roll-ups (they are the measured hot paths). The job
 `analytics.rollup` reads, by primary key from its watermark, the purchases inserted since, the points ledger's

@@ -48,8 +48,10 @@ class MemberDay(Model):
     class Meta:
         table = "member_day"
         unique_together = (("merchant_id", "day", "store_id", "member_id"),)
+        # by member first: the visits histogram groups by member in index order, with no temporary table
+        # by member first: the visits histogram groups by member in index order, with no temporary table
         indexes = (
-            ("merchant_id", "day", "member_id", "orders"),
+            ("merchant_id", "member_id", "day", "orders"),
             ("merchant_id", "store_id", "day", "member_id", "orders"),
         )
 
