@@ -6,6 +6,7 @@ from sanic import Sanic
 from sanic_ext import openapi
 
 from handlers import (
+    analytics,
     audiences,
     cards,
     checkout,
@@ -51,6 +52,7 @@ def register_blueprints(app: Sanic, settings: Settings) -> None:
         pos,
         portrait,
         segments,
+        analytics,
         audiences,
     )
     for module in modules:

@@ -1,5 +1,5 @@
 """Command line: python -m server [--config PATH] COMMAND (serve, migrate, seed, create-merchant, set-wechat-account,
-check-ledgers, import-members)."""
+check-ledgers, import-members, analytics-rebuild)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,14 @@ import json
 import sys
 import time
 from collections.abc import AsyncIterator
+from datetime import date
 from functools import partial
 from pathlib import Path
 
 from sanic import Sanic
 from sanic.worker.loader import AppLoader
 
+from models.analytics.rollup import rebuild as rebuild_rollups
 from models.kernel.cipher import DataCipher, set_cipher
 from models.kernel.errors import DomainError
 from models.ledger.books import Mismatch, find_mismatches
@@ -83,6 +85,10 @@ def _parser() -> argparse.ArgumentParser:
     members_import.add_argument("file", help="UTF-8 CSV with a header row (phone required)")
     members_import.add_argument("--merchant", required=True, help="merchant code")
     members_import.add_argument("--show-rejects", type=int, default=20, help="rejected rows to print (default 20)")
+    rebuild = sub.add_parser("analytics-rebuild", help="recompute the analytics daily roll-ups of a date range")
+    rebuild.add_argument("--merchant", required=True, help="merchant code")
+    rebuild.add_argument("--from", dest="first", required=True, type=date.fromisoformat, help="merchant-local date")
+    rebuild.add_argument("--to", dest="last", required=True, type=date.fromisoformat, help="merchant-local date")
     return parser
 
 
@@ -230,6 +236,26 @@ async def _import_members(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _rebuild_analytics(args: argparse.Namespace) -> int:
+    merchant = await get_merchant_by_code(code=args.merchant)
+    if merchant is None:
+        print(f"huiyuan: no merchant with code {args.merchant!r}", file=sys.stderr)
+        return 2
+    if args.last < args.first:
+        print("huiyuan: --from must not be after --to", file=sys.stderr)
+        return 2
+    started, total = time.monotonic(), (args.last - args.first).days + 1
+
+    def progress(day: date) -> None:
+        done = (day - args.first).days + 1
+        print(f"\r{day} {done}/{total} days, {time.monotonic() - started:.1f} s", end="", file=sys.stderr, flush=True)
+
+    days = await rebuild_rollups(merchant_id=merchant.id, first=args.first, last=args.last, progress=progress)
+    print(file=sys.stderr)
+    print(f"rebuilt {days} days of {merchant.code} in {time.monotonic() - started:.1f} s")
+    return 0
+
+
 async def _create_merchant(args: argparse.Namespace) -> int:
     result = await ensure_merchant(
         code=args.code,
@@ -338,6 +364,8 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_with_db(settings, _check_ledgers))
     if command == "import-members":
         return asyncio.run(_with_db(settings, partial(_import_members, args)))
+    if command == "analytics-rebuild":
+        return asyncio.run(_with_db(settings, partial(_rebuild_analytics, args)))
     raise AssertionError(command)
 
 

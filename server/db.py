@@ -45,6 +45,7 @@ MODEL_MODULES = [  # every module of models/ that defines tables (app label "mod
     "models.coupons.tables",
     "models.portrait.rfm",
     "models.segments.tables",
+    "models.analytics.tables",
 ]
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
+from jobs import analytics as analytics_jobs
 from jobs import auth as auth_jobs
 from jobs import cards as card_jobs
 from jobs import coupons as coupon_jobs
@@ -125,6 +126,8 @@ SCHEDULED_JOBS: Mapping[str, JobSpec] = {
         JobSpec("members.imports", member_jobs.run_imports, every_seconds=5, lock_seconds=20),
         # nightly: one aggregate per member over the merchant's purchases, ranked in SQL (models/portrait/rfm.py)
         JobSpec("portrait.rfm_cuts", portrait_jobs.rfm_cuts, every_seconds=86400, lock_seconds=3600),
+        # the days touched since the watermark, recomputed whole from purchase (models/analytics/rollup.py)
+        JobSpec("analytics.rollup", analytics_jobs.rollup, every_seconds=60, lock_seconds=300),
         JobSpec("segments.refresh", segment_jobs.refresh, every_seconds=86400, lock_seconds=3600),
     )
 }

@@ -243,9 +243,15 @@ class RenewalStats:
 async def renewal_stats(*, scope: Scope, days: int = STATS_DAYS) -> RenewalStats:
     """Members (of the scope) whose last term ended in the window, and how many of them bought another term since."""
     now = clock.now()
-    since = now - timedelta(days=days)
+    return await renewal_stats_between(scope=scope, since=now - timedelta(days=days), until=now, days=days)
+
+
+async def renewal_stats_between(
+    *, scope: Scope, since: datetime, until: datetime, days: int = STATS_DAYS
+) -> RenewalStats:
+    """renewal_stats for the terms that ended after `since` and by `until` (never later than now)."""
     ended_terms = await MemberPlan.filter(
-        status="active", ends_at__gt=since, ends_at__lte=now, **member_rows(scope)
+        status="active", ends_at__gt=since, ends_at__lte=min(until, clock.now()), **member_rows(scope)
     ).values_list("member_id", "ends_at")
     ended: set[int] = set()
     renewed: set[int] = set()
