@@ -91,6 +91,14 @@ SEGMENT_READS = {
     "/api/segments/<segment_id:int>/export.csv",
     "/api/segments/<segment_id:int>/snapshots/<snapshot_id:int>/members",
 }
+# Reports over a store's roll-ups (tests/analytics): a store role gets its own store's figures, and asking
+# for another store is 403; the member report has no store parameter (it counts the caller's store's members).
+STORE_REPORTS = {
+    "/api/analytics/frequency",
+    "/api/analytics/members",
+    "/api/analytics/sales",
+    "/api/analytics/top-items",
+}
 # Writes on a row by id (store roles allowed): (method, route) -> body; another store's row is 404.
 WRITES: dict[tuple[str, str], dict[str, Any]] = {
     ("PATCH", "/api/members/<member_id:int>"): {"name": "X"},
@@ -303,7 +311,8 @@ def _fill(path: str, store: Store) -> str:
     return path
 
 
-QUERIES = {"/api/members/<member_id:int>/points/quote": {"order_amount": 1_000}}
+QUERIES: dict[str, dict[str, Any]] = {"/api/members/<member_id:int>/points/quote": {"order_amount": 1_000}}
+QUERIES.update({path: {"from": "2026-01-01", "to": "2026-12-31"} for path in STORE_REPORTS})
 
 
 @pytest.mark.parametrize("role", ["store_manager", "cashier"])
@@ -323,6 +332,7 @@ async def test_a_store_role_sees_and_touches_only_its_own_stores_rows(app, clien
                 method == "GET"
                 and path in MERCHANT_WIDE | set(LISTS) | MEMBER_ROWS | set(ROW_GETS) | AGGREGATES | set(LOOKUPS)
                 or path in SEGMENT_READS
+                or path in STORE_REPORTS
             )
             or (method, path) in WRITES
             or (method, path) in MERCHANT_WIDE_WRITES
@@ -377,6 +387,12 @@ async def test_a_store_role_sees_and_touches_only_its_own_stores_rows(app, clien
                 assert {int(line.split(",")[0]) for line in lines} == ours, (path, response.text)
             else:
                 assert {row["id"] for row in response.json()["items"]} == ours, (path, response.text)
+            checked += 1
+        elif path in STORE_REPORTS:
+            if path != "/api/analytics/members":
+                assert response.json()["store_id"] == here.id, (path, response.text)
+                theirs = await client.get(path, params={**QUERIES[path], "store_id": there.id}, headers=me)
+                assert theirs.status_code == 403, (path, theirs.status_code, theirs.text)
             checked += 1
         elif path == "/api/paid-plans/stats":
             assert response.json()["ended"] == 1, response.json()  # the store-2 member's ended term is not counted
