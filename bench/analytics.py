@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import statistics
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,7 +25,8 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
-from ceiling import ADMIN, DB_PREFIX, HOST, Service, cleanup, huiyuan_env, sql, start_huiyuan  # noqa: E402
+import ceiling  # noqa: E402
+from ceiling import ADMIN, DB_PREFIX, HOST, Service, huiyuan_env, sql, start_huiyuan  # noqa: E402
 
 APP_DB = f"{DB_PREFIX}analytics"
 DAYS = 548  # 18 months
@@ -149,14 +149,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.full:
         args.members, args.purchases = 200_000, 1_000_000
-    services: list[Service] = []
-    with tempfile.TemporaryDirectory(prefix="analytics-") as tmp:
-        try:
-            return run(args, Path(tmp), services)
-        finally:
-            for service in reversed(services):
-                service.stop()
-            cleanup((APP_DB,))
+    return ceiling.run_in_scratch(args, run, name="analytics", dbs=(APP_DB,))
 
 
 if __name__ == "__main__":

@@ -429,6 +429,17 @@ def run_bench(
     if shutil.which("wrk") is None:
         print("wrk not found: install it with `apt-get install -y wrk` (Debian package)", file=sys.stderr)
         return 2
+    return run_in_scratch(args, run, name=name)
+
+
+def run_in_scratch(
+    args: argparse.Namespace,
+    run: Callable[[argparse.Namespace, Path, list[Service]], int],
+    *,
+    name: str,
+    dbs: tuple[str, ...] = (RAW_DB, APP_DB),
+) -> int:
+    """`run` with a scratch folder and a list of the services it starts; all stopped, `dbs` dropped at the end."""
     services: list[Service] = []
     with tempfile.TemporaryDirectory(prefix=f"{name}-bench-") as tmp:
         try:
@@ -436,4 +447,4 @@ def run_bench(
         finally:
             for service in reversed(services):
                 service.stop()
-            cleanup()
+            cleanup(dbs)

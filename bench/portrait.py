@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -24,7 +23,8 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
-from ceiling import ADMIN, DB_PREFIX, HOST, Service, cleanup, huiyuan_env, sql, start_huiyuan  # noqa: E402
+import ceiling  # noqa: E402
+from ceiling import ADMIN, DB_PREFIX, HOST, Service, huiyuan_env, sql, start_huiyuan  # noqa: E402
 
 APP_DB = f"{DB_PREFIX}portrait"
 HEAVY = 1000  # purchases of the heavy member
@@ -133,14 +133,7 @@ def main() -> int:
         args.members, args.purchases = 200_000, 1_000_000
     if args.purchases < HEAVY + args.members:
         parser.error("--purchases must exceed 1,000 + --members")
-    services: list[Service] = []
-    with tempfile.TemporaryDirectory(prefix="portrait-") as tmp:
-        try:
-            return run(args, Path(tmp), services)
-        finally:
-            for service in reversed(services):
-                service.stop()
-            cleanup((APP_DB,))
+    return ceiling.run_in_scratch(args, run, name="portrait", dbs=(APP_DB,))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -23,7 +22,8 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
-from ceiling import ADMIN, DB_PREFIX, Service, cleanup, huiyuan_env, sql, start_huiyuan  # noqa: E402
+import ceiling  # noqa: E402
+from ceiling import ADMIN, DB_PREFIX, Service, huiyuan_env, sql, start_huiyuan  # noqa: E402
 
 APP_DB = f"{DB_PREFIX}segments"
 DAYS = 180
@@ -149,14 +149,7 @@ def main() -> int:
     parser.add_argument("--purchases", type=int, default=1_000_000)
     parser.add_argument("--requests", type=int, default=5, help="count calls per segment (default 5)")
     args = parser.parse_args()
-    services: list[Service] = []
-    with tempfile.TemporaryDirectory(prefix="segments-") as tmp:
-        try:
-            return run(args, Path(tmp), services)
-        finally:
-            for service in reversed(services):
-                service.stop()
-            cleanup((APP_DB,))
+    return ceiling.run_in_scratch(args, run, name="segments", dbs=(APP_DB,))
 
 
 if __name__ == "__main__":
