@@ -1,14 +1,15 @@
 """Keep sales_day, sku_day, category_day and member_day equal to the settled purchases of each merchant-local day.
 
 The purchase and settle transactions never write the roll-ups (they are the measured hot paths). The job
-`analytics.rollup` reads, by primary key from its watermark, the purchases inserted since, the points ledger's
-purchase reversals and the POS returns, and recomputes each merchant-local day they touch, whole, in one
-transaction: the day's rows are deleted and inserted again from the raw rows, so a rerun is harmless.
+`analytics.rollup` reads, by time, the purchases created since its last run, the purchases reversed since
+(purchase.reversed_at) and the POS returns made since, and recomputes each merchant-local day they touch, whole,
+in one transaction: the day's rows are deleted and inserted again from the raw rows, so a rerun is harmless.
 
-The watermark only moves past rows older than OVERLAP: a transaction that took an id earlier but committed later
-is still read by the next run. A reversal of a purchase that earned no points and no growth leaves no ledger
-row, so the job does not see it: `python -m server analytics-rebuild` recomputes any range.
-Only purchases with status "settled" count; a POS order's partial returns are not netted out yet.
+Never by id: on a distributed engine (TiDB, Galera) ids are not handed out in commit order. Each run reads from
+the previous run's instant less OVERLAP, so a transaction that stamped its row earlier but committed later is
+still read (the stamps come from the hosts' clocks: OVERLAP also covers their skew). `python -m server
+analytics-rebuild` recomputes any range. Only purchases with status "settled" count; a POS order's partial
+returns are not netted out yet.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ from models.checkout.purchases import Purchase
 from models.checkout.returns import PurchaseReturn
 from models.kernel import clock, sqlpath
 from models.kernel.sqlpath import Stmt
-from models.ledger.books import PointsEntry
 from models.points.rules import local_day, local_midnight
 from models.tenancy.merchants import Merchant, merchant_zone
 
@@ -162,77 +162,64 @@ async def rebuild(
     return count
 
 
-def _advance(mark: int, rows: list[tuple[int, datetime]], *, settled_before: datetime) -> int:
-    """The new watermark: past every row read that is older than the overlap, up to the first younger one."""
-    for row_id, created_at in sorted(rows):
-        if created_at >= settled_before:
-            return mark
-        mark = row_id
-    return mark
+def _scanned_until(scans: list[list[datetime]], *, until: datetime, since: datetime) -> datetime:
+    """Where the next run reads from (plus the overlap): `until`, or the last instant read of a scan that hit
+    SCAN_LIMIT (the rest of its rows wait for the next run, which reads again from that instant less the overlap)."""
+    full = [times[-1] for times in scans if len(times) >= SCAN_LIMIT]
+    if not full:
+        return until
+    last = min(full)
+    return last if last - OVERLAP > since else last + OVERLAP  # always forward, even in a burst inside the overlap
 
 
 async def rollup_merchant(*, merchant_id: int, now: datetime) -> int:
-    """Recompute the days touched since the merchant's watermark; returns how many days."""
-    mark, created = await RollupMark.get_or_create(merchant_id=merchant_id)
+    """Recompute the days touched by purchases, reversals and returns since the last run; returns how many days.
+
+    Rows are found by time (purchase.created_at, purchase.reversed_at, purchase_return.created_at, each indexed by
+    merchant), from the last run's instant less OVERLAP: a transaction that stamped its row before that run but
+    committed after it is read by the next one, and a day read twice is recomputed twice, harmlessly."""
+    mark, _ = await RollupMark.get_or_create(merchant_id=merchant_id)
     zone = await merchant_zone(merchant_id=merchant_id)
-    settled_before = now - OVERLAP
-    if created:
-        return await _first_run(mark, zone=zone, now=now, settled_before=settled_before)
+    if mark.scanned_until is None:
+        return await _first_run(mark, zone=zone, now=now)
+    since = mark.scanned_until - OVERLAP
+    window = {"merchant_id": merchant_id}
     bought = await (
-        Purchase.filter(merchant_id=merchant_id, id__gt=mark.purchase_id)
-        .order_by("id")
+        Purchase.filter(**window, created_at__gte=since, created_at__lte=now)
+        .order_by("created_at")
         .limit(SCAN_LIMIT)
-        .values_list("id", "created_at", "occurred_at")
+        .values_list("created_at", "occurred_at")
     )
-    reversals = await (
-        PointsEntry.filter(merchant_id=merchant_id, id__gt=mark.points_entry_id)
-        .order_by("id")
+    reversed_ = await (
+        Purchase.filter(**window, reversed_at__gte=since, reversed_at__lte=now)
+        .order_by("reversed_at")
         .limit(SCAN_LIMIT)
-        .values_list("id", "created_at", "kind", "ref_type", "ref_id")
+        .values_list("reversed_at", "occurred_at")
     )
     returns = await (
-        PurchaseReturn.filter(merchant_id=merchant_id, id__gt=mark.return_id)
-        .order_by("id")
+        PurchaseReturn.filter(**window, created_at__gte=since, created_at__lte=now)
+        .order_by("created_at")
         .limit(SCAN_LIMIT)
-        .values_list("id", "created_at", "purchase_id")
+        .values_list("created_at", "purchase_id")
     )
-    touched = {int(row[2]) for row in returns}
-    touched |= {int(row[4]) for row in reversals if row[2] == "reverse" and row[3] == "purchase" and row[4].isdigit()}
-    moments = [row[2] for row in bought]
+    touched = {int(row[1]) for row in returns}
+    moments = [row[1] for row in bought] + [row[1] for row in reversed_]
     if touched:
         moments += await Purchase.filter(id__in=touched, merchant_id=merchant_id).values_list("occurred_at", flat=True)
     days = sorted({local_day(moment, zone) for moment in moments})
     for day in days:
         await rollup_day(merchant_id=merchant_id, day=day, zone=zone)
-    mark.purchase_id = _advance(mark.purchase_id, [(r[0], r[1]) for r in bought], settled_before=settled_before)
-    mark.points_entry_id = _advance(
-        mark.points_entry_id, [(r[0], r[1]) for r in reversals], settled_before=settled_before
-    )
-    mark.return_id = _advance(mark.return_id, [(r[0], r[1]) for r in returns], settled_before=settled_before)
+    scans = [[row[0] for row in rows] for rows in (bought, reversed_, returns)]
+    mark.scanned_until = _scanned_until(scans, until=now, since=since)
     mark.rolled_at = now
     await mark.save()
     return len(days)
 
 
-async def _last_id(model: Any, *, merchant_id: int, settled_before: datetime) -> int:
-    """The newest id of the merchant's rows older than the overlap (0: none): the first run's watermark."""
-    found = await (
-        model.filter(merchant_id=merchant_id, created_at__lt=settled_before)
-        .order_by("-id")
-        .limit(1)
-        .values_list("id", flat=True)
-    )
-    return int(found[0]) if found else 0
-
-
-async def _first_run(mark: RollupMark, *, zone: ZoneInfo, now: datetime, settled_before: datetime) -> int:
+async def _first_run(mark: RollupMark, *, zone: ZoneInfo, now: datetime) -> int:
     """A merchant's first run: rebuild every day from its first purchase to its last at once (not the backlog
-    SCAN_LIMIT rows at a time, each batch touching most days again), then watch from the ids it has covered."""
+    SCAN_LIMIT rows at a time, each batch touching most days again), then watch from now (less the overlap)."""
     merchant_id = mark.merchant_id
-    marks = [
-        await _last_id(m, merchant_id=merchant_id, settled_before=settled_before)
-        for m in (Purchase, PointsEntry, PurchaseReturn)
-    ]
     span = (
         await Purchase.filter(merchant_id=merchant_id)
         .annotate(first=Min("occurred_at"), last=Max("occurred_at"))
@@ -242,7 +229,7 @@ async def _first_run(mark: RollupMark, *, zone: ZoneInfo, now: datetime, settled
     first, last = (clock.as_utc(at) for at in (span[0] if span else (None, None)))
     if first is not None and last is not None:
         days = await rebuild(merchant_id=merchant_id, first=local_day(first, zone), last=local_day(last, zone))
-    mark.purchase_id, mark.points_entry_id, mark.return_id = marks
+    mark.scanned_until = now
     mark.rolled_at = now
     await mark.save()
     return days

@@ -92,13 +92,12 @@ class CategoryDay(Model):
 
 
 class RollupMark(Model):
-    """How far the roll-up job has read a merchant's purchases, points ledger and POS returns (by id)."""
+    """How far the roll-up job has read a merchant's purchases, reversals and POS returns (by time, never by id)."""
 
     id = fields.IntField(primary_key=True)
     merchant_id = fields.IntField(unique=True)
-    purchase_id = fields.BigIntField(default=0)
-    points_entry_id = fields.BigIntField(default=0)
-    return_id = fields.BigIntField(default=0)
+    # rows created (or reversed) before this instant, less the overlap, have been read; None: not yet run
+    scanned_until = fields.DatetimeField(null=True)
     rolled_at = fields.DatetimeField(null=True)
 
     class Meta:

@@ -57,16 +57,20 @@ class Purchase(Model):
     lines: list[dict[str, Any]] | None = fields.JSONField(null=True)  # every line with its allocations, returned
     request_hash = fields.CharField(max_length=64, null=True)  # the settling request: a reused key is refused
     return_seq = fields.IntField(null=True)  # bumped by each return, a guard on the lines' returned counters
+    reversed_at = fields.DatetimeField(null=True)  # set by reverse_purchase: the roll-up job reads by it
 
     class Meta:
         table = "purchase"
         unique_together = (("merchant_id", "order_no"),)
         # the second covers the RFM cuts' per-member aggregate of a merchant's window (models/portrait/rfm.py)
-        # the third covers a segment's per-member purchase window (models/segments/rules_sql.py)
+        # the third covers a segment's per-member purchase window (models/segments/rules_sql.py); the last two
+        # serve the roll-up job's scans by time (models/analytics/rollup.py)
         indexes = (
             ("member_id", "occurred_at"),
             ("merchant_id", "status", "occurred_at", "member_id", "amount"),
             ("member_id", "status", "occurred_at", "amount"),
+            ("merchant_id", "created_at"),
+            ("merchant_id", "reversed_at"),
         )
 
 
@@ -453,7 +457,7 @@ async def reverse_purchase(
                     ref_id=str(purchase.id),
                     occurred_at=clock.now(),
                 )
-            await Purchase.filter(id=purchase.id).update(status="reversed")
+            await Purchase.filter(id=purchase.id).update(status="reversed", reversed_at=clock.now())
             purchase.status = "reversed"
             return purchase
 

@@ -64,6 +64,7 @@ class PurchaseReturn(Model):
     class Meta:
         table = "purchase_return"
         unique_together = (("purchase_id", "idempotency_key"),)
+        indexes = (("merchant_id", "created_at"),)  # the roll-up job's scan by time
 
 
 class PurchaseReturnLine(Model):

@@ -265,3 +265,33 @@ async def test_renewal_counts_the_terms_that_ended_in_the_range(app, client, adm
         assert (before["plan_terms_ended"], before["renewal_rate_permille"]) == (0, None)
     finally:
         clock.set_clock(None)
+
+
+async def test_the_job_finds_rows_by_time_late_stamps_and_silent_reversals(app, client, admin, demo, pinned):
+    """No id order: a purchase stamped before the last run is still read, and a reversal that left no ledger row
+    (nothing earned) is read by purchase.reversed_at."""
+    now = pinned[0]
+    member_id = (await add_member(client, admin, phone="13900008401", store_id=demo.store.id))["id"]
+    world = World(client, admin, now.astimezone(ZONE).date())
+    await world.buy(member_id, demo.store.id, 3, 12, 9000, [item("latte", "coffee", 1, 9000)])
+    await run_job("analytics.rollup", app.ctx.jobs)
+    first, last = world.today - timedelta(days=5), world.today
+    await check_all(world, client, admin, first, last)
+
+    pinned[0] = now - timedelta(minutes=2)  # its transaction took the time before that run and committed after
+    at = datetime.combine(world.today - timedelta(days=1), time(12, 0), tzinfo=ZONE).astimezone(UTC)
+    body = {"order_no": "SMALL", "amount": 50, "occurred_at": at.isoformat(), "items": []}
+    response = await client.post(f"/api/members/{member_id}/purchases", json=body, headers=admin)
+    assert response.status_code == 201, response.text
+    assert (response.json()["points"], response.json()["growth"]) == (0, 0)  # no ledger row to see it by
+    world.bought.append(Bought("SMALL", member_id, demo.store.id, world.today - timedelta(days=1), 50))
+    pinned[0] = now + timedelta(seconds=30)
+    await run_job("analytics.rollup", app.ctx.jobs)
+    await check_all(world, client, admin, first, last)
+
+    reversed_ = await client.post(f"/api/members/{member_id}/purchases/SMALL/reverse", headers=admin)
+    assert reversed_.status_code == 200, reversed_.text
+    world.bought = [b for b in world.bought if b.order_no != "SMALL"]
+    pinned[0] = now + timedelta(seconds=60)
+    await run_job("analytics.rollup", app.ctx.jobs)
+    await check_all(world, client, admin, first, last)
