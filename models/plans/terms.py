@@ -253,17 +253,22 @@ async def renewal_stats_between(
     ended_terms = await MemberPlan.filter(
         status="active", ends_at__gt=since, ends_at__lte=min(until, clock.now()), **member_rows(scope)
     ).values_list("member_id", "ends_at")
-    ended: set[int] = set()
-    renewed: set[int] = set()
-    for member_id, ends_at in ended_terms:
-        ended.add(member_id)
-        if (
-            await MemberPlan.filter(
-                member_id=member_id, status="active", created_at__gte=ends_at - timedelta(days=days)
-            )
-            .filter(Q(ends_at=None) | Q(ends_at__gt=ends_at))
-            .exists()
-        ):
-            renewed.add(member_id)
+    ended = {int(member_id) for member_id, _ in ended_terms}
+    terms: dict[int, list[tuple[datetime, datetime | None]]] = {}  # the ended members' terms, read 1,000 at a time
+    ids = sorted(ended)
+    for start in range(0, len(ids), 1000):
+        rows = await MemberPlan.filter(member_id__in=ids[start : start + 1000], status="active").values_list(
+            "member_id", "created_at", "ends_at"
+        )
+        for member_id, created_at, ends_at in rows:
+            terms.setdefault(int(member_id), []).append((created_at, ends_at))
+    renewed = {
+        int(member_id)
+        for member_id, ended_at in ended_terms
+        if any(
+            created_at >= ended_at - timedelta(days=days) and (ends_at is None or ends_at > ended_at)
+            for created_at, ends_at in terms.get(int(member_id), ())
+        )
+    }
     rate = len(renewed) * 1000 // len(ended) if ended else None
     return RenewalStats(ended=len(ended), renewed=len(renewed), rate_permille=rate)
