@@ -183,21 +183,20 @@ async def rollup_merchant(*, merchant_id: int, now: datetime) -> int:
     if mark.scanned_until is None:
         return await _first_run(mark, zone=zone, now=now)
     since = mark.scanned_until - OVERLAP
-    window = {"merchant_id": merchant_id}
     bought = await (
-        Purchase.filter(**window, created_at__gte=since, created_at__lte=now)
+        Purchase.filter(merchant_id=merchant_id, created_at__gte=since, created_at__lte=now)
         .order_by("created_at")
         .limit(SCAN_LIMIT)
         .values_list("created_at", "occurred_at")
     )
     reversed_ = await (
-        Purchase.filter(**window, reversed_at__gte=since, reversed_at__lte=now)
+        Purchase.filter(merchant_id=merchant_id, reversed_at__gte=since, reversed_at__lte=now)
         .order_by("reversed_at")
         .limit(SCAN_LIMIT)
         .values_list("reversed_at", "occurred_at")
     )
     returns = await (
-        PurchaseReturn.filter(**window, created_at__gte=since, created_at__lte=now)
+        PurchaseReturn.filter(merchant_id=merchant_id, created_at__gte=since, created_at__lte=now)
         .order_by("created_at")
         .limit(SCAN_LIMIT)
         .values_list("created_at", "purchase_id")
