@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import date, datetime
 from typing import Literal
 
@@ -201,6 +202,38 @@ async def liabilities(request: Request):
             expiring=[ExpiringOut(month=e.month, points=e.points) for e in found.expiring],
         )
     )
+
+
+class FunnelOut(Out):
+    store_id: int | None
+    scanned: int = Field(
+        description="Members whose first QR scan (any code, official account or mini-program) fell in the range"
+    )
+    followed: int = Field(description="... of them who followed the official account (even if they left since)")
+    card_claimed: int = Field(description="... who followed and claimed the member card")
+    card_activated: int = Field(description="... who also activated it")
+    first_purchase: int = Field(description="... who also made a settled purchase")
+    second_purchase: int = Field(description="... and a second one")
+
+
+@bp.get("/funnel")
+@endpoint(
+    summary="Conversion funnel: QR scan to second purchase",
+    tag="analytics",
+    roles=MANAGERS,
+    query=RangeQuery,
+    response=FunnelOut,
+    errors=(404,),
+    description="The members whose first QR scan fell in the range (merchant-local days), and how many of them "
+    "have reached each step by now: followed, card claimed, card activated, first and second settled purchase; "
+    "each step counts only the members who reached every step before it. A store: its members by origin store. "
+    "Read from the raw rows (no lag). A range over 2 years or with from > to answers 422; a store of another "
+    "merchant 404, another store for a store-scoped role 403 (which always sees its own store).",
+)
+async def funnel(request: Request, query: RangeQuery):
+    scope = scope_of(request.ctx.principal)
+    found = await reports.funnel(scope=scope, first=query.first, last=query.last, store_id=query.store_id)
+    return ok(FunnelOut(store_id=query.store_id or scope.store_id, **asdict(found)))
 
 
 class MembersQuery(Schema):

@@ -285,3 +285,44 @@ async def activity(*, scope: Scope, first: date, last: date) -> Activity:
         plan_terms_ended=renewal.ended,
         plan_renewed=renewal.renewed,
     )
+
+
+@dataclass(frozen=True)
+class Funnel:
+    scanned: int  # members whose first QR scan fell in the range (the cohort)
+    followed: int  # ... who follow or followed the official account
+    card_claimed: int  # ... and claimed the member card
+    card_activated: int  # ... and activated it
+    first_purchase: int  # ... and made a settled purchase
+    second_purchase: int  # ... and a second one
+
+
+async def funnel(*, scope: Scope, first: date, last: date, store_id: int | None) -> Funnel:
+    """The conversion funnel of the members whose first QR scan fell in the range (merchant-local days): how many
+    of them reached each step by now, every step counting only those who also reached the steps before it.
+
+    A store: its members by origin store. Read from the raw rows by index (qr_scan by merchant and member, member
+    by primary key, member_card and purchase by member): the cohort, not the orders, bounds the work."""
+    check_range(first, last)
+    store = await report_store(scope=scope, store_id=store_id)
+    where, extra = _store_filter(store, "m.origin_store_id")
+    zone = await merchant_zone(merchant_id=scope.merchant_id)
+    start, end = local_midnight(first, zone), local_midnight(last + timedelta(days=1), zone)
+    followed = "m.subscribed_at IS NOT NULL"
+    claimed = f"{followed} AND EXISTS (SELECT 1 FROM member_card mc WHERE mc.member_id = m.id)"  # noqa: S608
+    activated = f"{claimed} AND m.activated_at IS NOT NULL"
+    bought = "SELECT COUNT(*) FROM purchase p WHERE p.member_id = m.id AND p.status = 'settled'"
+    steps = [followed, claimed, activated, f"{activated} AND ({bought}) >= 1", f"{activated} AND ({bought}) >= 2"]
+    sums = ", ".join(f"COALESCE(SUM(CASE WHEN {step} THEN 1 ELSE 0 END), 0)" for step in steps)
+    (rows,) = await sqlpath.select(
+        [
+            Stmt(
+                f"SELECT COUNT(*), {sums} FROM member m JOIN"  # noqa: S608 - the steps are code
+                " (SELECT member_id FROM qr_scan WHERE merchant_id = %s GROUP BY member_id"
+                " HAVING MIN(created_at) >= %s AND MIN(created_at) < %s) s ON s.member_id = m.id"
+                f" WHERE m.merchant_id = %s{where}",
+                (scope.merchant_id, sqlpath.db_time(start), sqlpath.db_time(end), scope.merchant_id, *extra),
+            )
+        ]
+    )
+    return Funnel(*(int(n) for n in rows[0]))

@@ -60,7 +60,8 @@ class QrScan(Model):
 
     class Meta:
         table = "qr_scan"
-        indexes = (("qr_code_id", "id"),)
+        # the second: each member's first scan, for the conversion funnel (models/analytics/reports.py)
+        indexes = (("qr_code_id", "id"), ("merchant_id", "member_id", "created_at"))
 
 
 QR_KINDS = ("oa", "mp")

@@ -95,6 +95,7 @@ SEGMENT_READS = {
 # for another store is 403; the member report has no store parameter (it counts the caller's store's members).
 STORE_REPORTS = {
     "/api/analytics/frequency",
+    "/api/analytics/funnel",
     "/api/analytics/members",
     "/api/analytics/sales",
     "/api/analytics/top-items",
