@@ -1,4 +1,4 @@
-"""Consumption analytics for staff: sales, top items, visit frequency, liabilities and member activity."""
+"""Consumption analytics for staff: sales, top items, visit frequency, liabilities, member activity, the funnel."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The consumption reports: sales, top items, distinct members, visits and order amounts from the daily roll-ups
 (distinct members and visits per member from member_day's covering indexes), liabilities from the lots, member
-activity from each member's last purchase.
+activity from each member's last purchase, the conversion funnel from the raw rows of its cohort.
 
 Dates are merchant-local; sales_day / sku_day lag the raw purchases by up to the roll-up job's interval.
 """
