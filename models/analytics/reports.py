@@ -308,19 +308,21 @@ async def funnel(*, scope: Scope, first: date, last: date, store_id: int | None)
     where, extra = _store_filter(store, "m.origin_store_id")
     zone = await merchant_zone(merchant_id=scope.merchant_id)
     start, end = local_midnight(first, zone), local_midnight(last + timedelta(days=1), zone)
-    followed = "m.subscribed_at IS NOT NULL"
-    claimed = f"{followed} AND EXISTS (SELECT 1 FROM member_card mc WHERE mc.member_id = m.id)"  # noqa: S608
-    activated = f"{claimed} AND m.activated_at IS NOT NULL"
-    bought = "SELECT COUNT(*) FROM purchase p WHERE p.member_id = m.id AND p.status = 'settled'"
-    steps = [followed, claimed, activated, f"{activated} AND ({bought}) >= 1", f"{activated} AND ({bought}) >= 2"]
+    # each cohort member's steps once (the purchase count read once per member), then summed step within step
+    steps = ["f = 1", "f = 1 AND c = 1", "f = 1 AND c = 1 AND a = 1"]
+    steps += [f"{steps[-1]} AND n >= 1", f"{steps[-1]} AND n >= 2"]
     sums = ", ".join(f"COALESCE(SUM(CASE WHEN {step} THEN 1 ELSE 0 END), 0)" for step in steps)
     (rows,) = await sqlpath.select(
         [
             Stmt(
-                f"SELECT COUNT(*), {sums} FROM member m JOIN"  # noqa: S608 - the steps are code
-                " (SELECT member_id FROM qr_scan WHERE merchant_id = %s GROUP BY member_id"
+                f"SELECT COUNT(*), {sums} FROM"  # noqa: S608 - the steps are code
+                " (SELECT CASE WHEN m.subscribed_at IS NULL THEN 0 ELSE 1 END AS f,"
+                " CASE WHEN EXISTS (SELECT 1 FROM member_card mc WHERE mc.member_id = m.id) THEN 1 ELSE 0 END AS c,"
+                " CASE WHEN m.activated_at IS NULL THEN 0 ELSE 1 END AS a,"
+                " (SELECT COUNT(*) FROM purchase p WHERE p.member_id = m.id AND p.status = 'settled') AS n"
+                " FROM member m JOIN (SELECT member_id FROM qr_scan WHERE merchant_id = %s GROUP BY member_id"
                 " HAVING MIN(created_at) >= %s AND MIN(created_at) < %s) s ON s.member_id = m.id"
-                f" WHERE m.merchant_id = %s{where}",
+                f" WHERE m.merchant_id = %s{where}) steps",
                 (scope.merchant_id, sqlpath.db_time(start), sqlpath.db_time(end), scope.merchant_id, *extra),
             )
         ]
